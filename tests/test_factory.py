@@ -1,0 +1,45 @@
+"""URI parsing for devices: the one factory used by CLI, GUI and tests."""
+import pytest
+
+from robots.factory import UriError, make_arm, parse_arm, parse_camera, parse_input, sim_robot_of
+
+
+@pytest.mark.parametrize(
+    "text,kind,arg",
+    [("sim-franka", "sim-franka", ""), ("franka:172.16.0.2", "franka", "172.16.0.2"),
+     ("sim-xarm6", "sim-xarm6", ""), ("xarm6:192.168.1.208", "xarm6", "192.168.1.208")],
+)
+def test_arm_uris(text, kind, arg):
+    uri = parse_arm(text)
+    assert (uri.kind, uri.arg) == (kind, arg)
+    assert str(uri) == text
+
+
+@pytest.mark.parametrize("text", ["", "ur5", "franka", "xarm6:", "sim-franka:1.2.3.4"])
+def test_bad_arm_uris_say_what_is_accepted(text):
+    with pytest.raises(UriError) as err:
+        parse_arm(text)
+    assert "\n" not in str(err.value)
+    assert "robot" in str(err.value)
+
+
+def test_camera_and_input_uris():
+    assert parse_camera("realsense").arg == ""
+    assert parse_camera("realsense:123456").arg == "123456"
+    assert parse_camera("bag:/tmp/x.bag").arg == "/tmp/x.bag"
+    with pytest.raises(UriError):
+        parse_camera("bag")
+    assert parse_input("spacemouse").kind == "spacemouse"
+    with pytest.raises(UriError):
+        parse_input("joystick")
+
+
+def test_sim_robot_of():
+    assert sim_robot_of("sim-franka") == "franka"
+    assert sim_robot_of("sim-xarm6") == "xarm6"
+    assert sim_robot_of("franka:10.0.0.2") is None
+
+
+def test_sim_arm_without_lab_is_a_clear_error():
+    with pytest.raises(UriError, match="simulated lab"):
+        make_arm("sim-franka", lab=None)
