@@ -1,0 +1,312 @@
+"""Control loop: fixed-rate scheduling, watchdog, e-stop — timing with a kinematic arm double, then the
+device-lost stop measured on the simulated lab."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.teleop import ControlLoop, Tick
+from robots.base import ArmState, DeviceDisconnected, TeleopState
+from robots.safety import default_limits
+
+HOME = np.array([0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0])
+
+
+# ------------------------------------------------------------------ edges that cannot run here
+class StreamDevice:
+    """A TeleopDevice whose stream the test controls: a constant twist, fresh stamps on every read
+    until ``freeze()`` (the stream stops: stamps no longer advance) or ``unplug()`` (connected False)."""
+
+    name = "stream"
+
+    def __init__(self, twist=(1.0, 0, 0, 0, 0, 0), buttons=None):
+        self.twist = np.array(twist, dtype=float)
+        self.buttons = dict(buttons or {})
+        self._frozen_at: float | None = None
+        self._connected = True
+        self.lost_at: float | None = None
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def read(self) -> TeleopState:
+        stamp = self._frozen_at if self._frozen_at is not None else time.monotonic()
+        return TeleopState(stamp=stamp, twist=self.twist.copy(), buttons=dict(self.buttons),
+                           connected=self._connected)
+
+    def freeze(self):
+        self._frozen_at = self.lost_at = time.monotonic()
+
+    def unplug(self):
+        self.lost_at = time.monotonic()
+        self._connected = False
+
+
+class KinematicGripper:
+    def __init__(self):
+        self.commands: list[float] = []
+
+    def width(self):
+        return self.commands[-1] if self.commands else 1.0
+
+    def open(self):
+        self.command(1.0)
+
+    def close(self):
+        self.command(0.0)
+
+    def command(self, opening):
+        self.commands.append(opening)
+
+
+class KinematicArm:
+    """Test double for pure timing tests: the pose is the last servo target; calls are recorded."""
+
+    name = "franka"
+    dof = 7
+
+    def __init__(self, servo_delay: float = 0.0):
+        self.limits = default_limits("franka")
+        self.gripper = KinematicGripper()
+        self.pose = HOME.copy()
+        self.servos: list[tuple[float, np.ndarray]] = []
+        self.stops: list[float] = []
+        self.servo_delay = servo_delay
+        self.block = threading.Event()
+        self.block.set()
+        self.fail_state = False
+        self.hung_at: float | None = None
+
+    def connect(self): ...
+    def disconnect(self): ...
+    def move_to(self, target, timeout=10.0): ...
+    def recover(self): ...
+    def home(self): ...
+
+    def state(self):
+        if self.fail_state:
+            raise DeviceDisconnected("arm stopped answering")
+        return ArmState(stamp=time.monotonic(), ee_pose=self.pose.copy(), joint_pos=np.zeros(7),
+                        gripper=self.gripper.width())
+
+    def servo(self, target):
+        if not self.block.is_set():
+            self.hung_at = time.monotonic()
+        self.block.wait()
+        if self.servo_delay:
+            time.sleep(self.servo_delay)
+        self.servos.append((time.monotonic(), np.array(target)))
+        self.pose = np.array(target)
+
+    def stop(self):
+        self.stops.append(time.monotonic())
+
+
+class Expert:
+    """TargetSource that walks along +y at 0.1 m/s and closes the gripper after 0.2 s."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def next_target(self, state, frame, t):
+        self.calls += 1
+        pose = HOME.copy()
+        pose[1] += 0.1 * t
+        return pose, (0.0 if t > 0.2 else 1.0), {"expert_phase": "move"}
+
+
+def run_for(loop: ControlLoop, seconds: float) -> list[Tick]:
+    ticks: list[Tick] = []
+    loop.add_listener(ticks.append)
+    loop.start()
+    time.sleep(seconds)
+    loop.stop()
+    return ticks
+
+
+# ------------------------------------------------------------------ scheduling
+@pytest.mark.parametrize("rate", [20.0, 100.0])
+def test_ticks_on_absolute_deadlines_without_drift(rate):
+    arm = KinematicArm()
+    loop = ControlLoop(arm, StreamDevice(twist=np.zeros(6)), rate_hz=rate)
+    ticks = run_for(loop, 1.0)
+    period = 1.0 / rate
+    # Every tick wakes at (or just after) start + k * period: lateness never accumulates.
+    late = np.array([tk.late for tk in ticks])
+    assert np.all(late >= -1e-4)
+    assert np.median(late) < 0.005
+    assert abs(len(ticks) - rate * 1.0) <= 2 + loop.overruns
+    # Tick index k ran at t ≈ k * period (plus lateness), so the clock did not drift.
+    t = np.array([tk.t for tk in ticks])
+    idx = np.array([tk.index for tk in ticks])
+    assert np.all(np.abs(t - idx * period - late) < 1e-6)
+    assert np.median([tk.period for tk in ticks[1:]]) == pytest.approx(period, abs=0.003)
+
+
+def test_late_tick_skips_ahead_and_counts_overruns():
+    arm = KinematicArm()
+    loop = ControlLoop(arm, StreamDevice(twist=np.zeros(6)), rate_hz=50.0, stall_timeout=0.5)
+    def listener(tick):
+        if tick.index == 5:
+            time.sleep(0.1)  # five periods
+    loop.add_listener(listener)
+    ticks = run_for(loop, 0.6)
+    idx = [tk.index for tk in ticks]
+    assert loop.overruns >= 4
+    after = idx[idx.index(5) + 1]
+    assert after >= 10  # skipped to the current deadline rather than replaying the missed ticks
+    assert all(tk.late < 0.02 for tk in ticks if tk.index > after)
+
+
+def test_rate_is_validated():
+    with pytest.raises(ValueError, match="control rate"):
+        ControlLoop(KinematicArm(), StreamDevice(), rate_hz=500)
+    with pytest.raises(ValueError, match="stall timeout"):
+        ControlLoop(KinematicArm(), StreamDevice(), rate_hz=5, stall_timeout=0.1)
+    with pytest.raises(TypeError, match="neither"):
+        ControlLoop(KinematicArm(), object())
+
+
+# ------------------------------------------------------------------ what gets commanded
+def test_twist_is_integrated_at_the_speed_limit_and_filtered():
+    arm = KinematicArm()
+    dev = StreamDevice(twist=(1.0, 0, 0, 0, 0, 0), buttons={"gripper": True})
+    loop = ControlLoop(arm, dev, rate_hz=20.0)
+    ticks = run_for(loop, 0.5)
+    steps = np.diff([p[0] for _, p in arm.servos])
+    assert np.allclose(steps, arm.limits.max_linear_speed / 20.0)
+    assert arm.gripper.commands == [0.0]  # sent once, on change
+    assert all(tk.action.shape == (8,) and tk.action[7] == 0.0 for tk in ticks[1:])
+    assert ticks[-1].buttons == {"gripper": True}
+
+
+def test_target_source_drives_the_arm_and_info_reaches_ticks():
+    arm = KinematicArm()
+    loop = ControlLoop(arm, Expert(), rate_hz=50.0)
+    ticks = run_for(loop, 0.5)
+    assert ticks[-1].info == {"expert_phase": "move"}
+    assert ticks[-1].action[1] == pytest.approx(0.1 * ticks[-1].t, abs=1e-9)
+    assert arm.gripper.commands == [1.0, 0.0]
+
+
+def test_listener_exception_does_not_stop_the_loop():
+    arm = KinematicArm()
+    loop = ControlLoop(arm, Expert(), rate_hz=50.0)
+
+    def broken(tick):
+        raise RuntimeError("listener bug")
+    loop.add_listener(broken)
+    ticks = run_for(loop, 0.4)
+    assert len(ticks) >= 15 and loop.listener_errors == len(ticks)
+
+
+# ------------------------------------------------------------------ watchdog and e-stop
+def test_unplugged_device_stops_the_arm_within_100ms_and_latches():
+    arm = KinematicArm()
+    dev = StreamDevice()
+    loop = ControlLoop(arm, dev, rate_hz=20.0)
+    ticks: list[Tick] = []
+    loop.add_listener(ticks.append)
+    loop.start()
+    time.sleep(0.33)
+    dev.unplug()
+    time.sleep(0.3)
+    n_servo_at_loss = sum(1 for ts, _ in arm.servos if ts <= dev.lost_at)
+    loop.stop()
+    stop_latency = arm.stops[0] - dev.lost_at
+    assert 0 <= stop_latency < 0.1, stop_latency
+    assert all(ts <= arm.stops[0] for ts, _ in arm.servos)  # nothing commanded after the stop
+    assert len(arm.servos) == n_servo_at_loss
+    assert loop.fault == "input_lost"
+    assert any("input_lost" in tk.events for tk in ticks)
+    assert not ticks[-1].commanding and ticks[-1].fault == "input_lost"
+    with pytest.raises(Exception, match="still disconnected"):
+        loop.reset_estop()
+
+
+def test_stream_that_stops_mid_motion_holds_then_resumes():
+    arm = KinematicArm()
+    dev = StreamDevice()
+    loop = ControlLoop(arm, dev, rate_hz=20.0, stall_timeout=0.1)
+    ticks: list[Tick] = []
+    loop.add_listener(ticks.append)
+    loop.start()
+    time.sleep(0.3)
+    dev.freeze()
+    time.sleep(0.4)
+    stop_latency = arm.stops[0] - dev.lost_at
+    held_pose = arm.pose.copy()
+    dev._frozen_at = None  # the stream comes back
+    time.sleep(0.3)
+    loop.stop()
+    assert 0.1 <= stop_latency < 0.1 + 0.03, stop_latency  # stall timeout + watchdog reaction
+    assert any("input_stalled" in tk.events for tk in ticks)
+    assert any("input_resumed" in tk.events for tk in ticks)
+    assert arm.pose[0] > held_pose[0] + 0.02  # moving again after the stream resumed
+    assert loop.fault == ""
+
+
+def test_blocked_control_thread_is_stopped_by_the_watchdog():
+    arm = KinematicArm()
+    loop = ControlLoop(arm, Expert(), rate_hz=20.0, stall_timeout=0.1)
+    ticks: list[Tick] = []
+    loop.add_listener(ticks.append)
+    loop.start()
+    time.sleep(0.2)
+    arm.block.clear()  # the next servo call hangs, as a wedged driver would
+    time.sleep(0.4)
+    # Stall timeout (0.1 s) + watchdog poll + the bounded wait for the command lock.
+    assert arm.stops and 0.09 <= arm.stops[0] - arm.hung_at < 0.1 + 0.03
+    arm.block.set()
+    time.sleep(0.3)
+    loop.stop()
+    assert any("loop_stalled" in tk.events for tk in ticks)
+    assert any("loop_resumed" in tk.events for tk in ticks)
+
+
+def test_estop_latches_until_reset():
+    arm = KinematicArm()
+    loop = ControlLoop(arm, StreamDevice(), rate_hz=50.0)
+    ticks: list[Tick] = []
+    loop.add_listener(ticks.append)
+    loop.start()
+    time.sleep(0.2)
+    t_estop = time.monotonic()
+    loop.estop()
+    assert arm.stops and arm.stops[0] - t_estop < 0.03  # stopped on the caller's thread, not next tick
+    time.sleep(0.3)
+    assert not [ts for ts, _ in arm.servos if ts > arm.stops[0]]
+    n_ticks_estopped = sum(1 for tk in ticks if tk.fault == "estop")
+    assert n_ticks_estopped >= 10  # state keeps flowing while nothing is commanded
+    pose_at_reset = arm.pose.copy()
+    loop.reset_estop()
+    time.sleep(0.2)
+    loop.stop()
+    first = next(p for ts, p in arm.servos if ts > arm.stops[0])
+    assert np.linalg.norm(first[:3] - pose_at_reset[:3]) <= loop.filter.max_step + 1e-9
+    assert ticks[-1].commanding and ticks[-1].fault == ""
+
+
+def test_arm_disconnect_latches_a_fault_and_stops():
+    arm = KinematicArm()
+    loop = ControlLoop(arm, Expert(), rate_hz=50.0)
+    ticks: list[Tick] = []
+    loop.add_listener(ticks.append)
+    loop.start()
+    time.sleep(0.2)
+    arm.fail_state = True
+    time.sleep(0.2)
+    loop.stop()
+    assert loop.fault.startswith("arm_disconnected")
+    assert len(ticks) >= 15  # the loop kept ticking (the GUI must still see it)
+    assert not ticks[-1].commanding
