@@ -1,0 +1,101 @@
+"""Crash safety: a real subprocess recording 640x480 RGB-D at 30 fps is SIGKILLed at random moments."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recorder.episode import EpisodeReader, EpisodeWriter, marker_path
+from recorder.recovery import recover_partial
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The child prints the number of frames appended after every append, so the parent knows exactly
+# how many the "app" believed were recorded when the kill hit.
+CHILD = textwrap.dedent("""
+    import sys, time
+    import numpy as np
+    from recorder.episode import EpisodeWriter
+    H, W = 480, 640
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:H, 0:W]
+    base = np.clip(np.stack([xx * 0.3 + 60, yy * 0.3 + 80, xx * 0.1 + 100], -1)
+                   + rng.normal(0, 2.5, (H, W, 3)), 0, 255).astype(np.uint8)
+    depth0 = (800 + yy * 1.2 + rng.normal(0, 2, (H, W))).astype(np.uint16)
+    cam = dict(K=np.eye(3), width=W, height=H, depth_scale=0.001, T_base_camera=np.eye(4))
+    w = EpisodeWriter(sys.argv[1], dict(robot="franka", task="pick_cube", fps=30), cam)
+    t0 = time.monotonic()
+    for i in range(100000):
+        rgb = base.copy(); rgb[0, 0] = (i & 255, i >> 8, 7)
+        depth = depth0.copy(); depth[0, 0] = i
+        w.append(t0 + i / 30, rgb, depth, np.full(7, float(i)), np.full(7, i / 10), 0.5,
+                 np.full(8, float(i)), {"expert_phase": f"phase{i}"})
+        print(w.appended, w.lag, w.dropped, flush=True)
+        time.sleep(max(0.0, t0 + (i + 1) / 30 - time.monotonic()))
+""")
+
+
+def _record_and_kill(path: Path, kill_after: float) -> int:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], stdout=subprocess.PIPE, env=env, text=True)
+    first = child.stdout.readline()  # the writer is up and the first frame queued
+    assert first, "recorder child died before recording"
+    time.sleep(kill_after)
+    os.kill(child.pid, signal.SIGKILL)
+    rest = child.stdout.read()
+    child.wait()
+    lines = [first, *rest.splitlines()]
+    appended, lag, dropped = map(int, lines[-1].split())
+    assert dropped == 0
+    return appended
+
+
+@pytest.mark.slow
+def test_sigkill_mid_episode_loses_at_most_one_second(tmp_path):
+    rng = random.Random(1234)
+    moments = [rng.uniform(0.3, 3.0) for _ in range(4)]
+    for k, moment in enumerate(moments):
+        path = tmp_path / f"ep_{k:03d}.h5"
+        appended = _record_and_kill(path, moment)
+        assert marker_path(path).exists(), "a killed recording must leave its marker"
+        results = recover_partial(tmp_path)
+        mine = [r for r in results if r.path == path]
+        assert mine and mine[0].status == "recovered", results
+        assert not marker_path(path).exists()
+        with EpisodeReader(path) as ep:
+            lost = appended - ep.n_frames
+            print(f"kill at {moment:.2f}s: appended {appended}, recovered {ep.n_frames}, lost {lost}")
+            assert 0 <= lost <= 30, f"lost {lost} frames (> 1 s at 30 fps)"
+            assert ep.meta["recovered"] == 1 and ep.outcome == "unknown" and ep.meta["state"] == "complete"
+            # Content of every field still belongs to the right frame, at the first and last frame.
+            for i in (0, ep.n_frames - 1):
+                assert tuple(ep.rgb(i)[0, 0]) == (i & 255, i >> 8, 7)
+                assert ep.depth(i)[0, 0] == i
+                assert ep.ee_pose[i, 0] == i and ep.action[i, 7] == i
+                assert ep.extras["expert_phase"][i] == f"phase{i}"
+            np.testing.assert_allclose(ep.time, np.arange(ep.n_frames) / 30, atol=1e-9)
+
+
+def test_live_writer_is_not_recovered_and_empty_partial_is_removed(tmp_path):
+    cam = dict(K=np.eye(3), width=8, height=6, depth_scale=0.001)
+    w = EpisodeWriter(tmp_path / "live.h5", dict(robot="franka", task="t"), cam)
+    w.append(0.0, np.zeros((6, 8, 3), np.uint8), np.zeros((6, 8), np.uint16), np.zeros(7), np.zeros(7), 1.0, np.zeros(8))
+    # A partial left by a dead process (pid 1's start time never matches) that never got a frame.
+    dead = tmp_path / "dead.h5"
+    import h5py
+    with h5py.File(dead, "w", libver="latest") as f:
+        f.attrs.update({"schema": "actstudio.episode", "schema_version": 1, "state": "recording"})
+    marker_path(dead).write_text('{"pid": 1, "start_ticks": -1}')
+    results = {r.path.name: r.status for r in recover_partial(tmp_path)}
+    assert results == {"live.h5": "live", "dead.h5": "empty"}
+    assert not dead.exists() and not marker_path(dead).exists()
+    w.finalize("success")
+    assert recover_partial(tmp_path) == []
