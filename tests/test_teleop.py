@@ -310,3 +310,27 @@ def test_arm_disconnect_latches_a_fault_and_stops():
     assert loop.fault.startswith("arm_disconnected")
     assert len(ticks) >= 15  # the loop kept ticking (the GUI must still see it)
     assert not ticks[-1].commanding
+
+
+# ------------------------------------------------------------------ session and CLI (no devices needed)
+@pytest.mark.parametrize("kwargs,match", [
+    ({"robot": "ur5"}, "unknown robot"),
+    ({"robot": "franka:10.0.0.2", "camera": "sim"}, "needs a simulated robot"),
+    ({"robot": "xarm6:10.0.0.3", "camera": "none", "input": "scripted"}, "needs a simulated robot"),
+    ({"rate_hz": 250}, "control rate"),
+])
+def test_session_rejects_bad_device_choices_in_one_line(kwargs, match):
+    from app.session import DeviceSession
+    from robots.base import DeviceError
+
+    with pytest.raises(DeviceError, match=match) as err:
+        DeviceSession(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_demo_cli_reports_bad_devices_with_exit_code_2(capsys):
+    from app.cli import main
+
+    assert main(["demo", "--robot", "franka:10.0.0.2", "--camera", "sim"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
