@@ -294,7 +294,9 @@ class EpisodeWriter:
                 continue
             trailing = tuple(sizes[d] if isinstance(d, str) else d for d in spec.trailing)
             fill = {"fillvalue": np.nan} if spec.dtype.kind == "f" else {}
-            comp = compression_options(self._comp, spec.dtype) if spec.image else {}
+            # Images get a Fletcher-32 checksum: a chunk that fails to shrink is stored raw, and
+            # without it a damaged raw chunk would be read back as silently wrong pixels.
+            comp = {**compression_options(self._comp, spec.dtype), "fletcher32": True} if spec.image else {}
             self._ds[spec.path] = f.create_dataset(
                 spec.path, shape=(0, *trailing), maxshape=(None, *trailing), dtype=spec.dtype,
                 chunks=(spec.chunk_frames, *trailing), **fill, **comp)

@@ -1,7 +1,6 @@
 """Turn episodes left behind by a killed recorder into valid files.
 
-A partial episode is an ``.h5`` with a ``.recording`` marker whose writer process is gone (or,
-without a marker, a file still flagged ``state=recording``). Its SWMR layout stays readable after
+A partial episode is an ``.h5`` with a ``.recording`` marker whose writer process is gone. Its SWMR layout stays readable after
 a SIGKILL; recovery reads it in SWMR-reader mode, finds the longest prefix of frames present in
 *every* dataset, and rebuilds it into a fresh file (compressed image chunks copied as they are,
 not re-encoded) that replaces the partial one only after it validates. The result carries
@@ -47,17 +46,10 @@ def writer_alive(marker: dict | None) -> bool:
 
 
 def _partials(folder: Path) -> list[Path]:
-    found = {m.with_name(m.name[: -len(MARKER_SUFFIX)]) for m in folder.glob(f"*.h5{MARKER_SUFFIX}")}
-    for path in folder.glob("*.h5"):
-        if path in found:
-            continue
-        try:
-            with h5py.File(path, "r", swmr=True, libver="latest") as f:
-                if attr_str(f.attrs.get("state", "")) == "recording":
-                    found.add(path)
-        except Exception:
-            continue  # not a crashed SWMR episode; the dataset index reports what is wrong with it
-    return sorted(found)
+    # Markers only: opening every file to look for state=recording would make each start O(files).
+    # A partial whose marker was lost fails to open as "still being recorded" and the dataset
+    # index hands it to recover_file (recorder/dataset.py).
+    return sorted(m.with_name(m.name[: -len(MARKER_SUFFIX)]) for m in folder.glob(f"*.h5{MARKER_SUFFIX}"))
 
 
 def recover_partial(folder: str | os.PathLike) -> list[Recovered]:

@@ -99,3 +99,22 @@ def test_live_writer_is_not_recovered_and_empty_partial_is_removed(tmp_path):
     assert not dead.exists() and not marker_path(dead).exists()
     w.finalize("success")
     assert recover_partial(tmp_path) == []
+
+
+def test_crashed_file_without_marker_is_recovered_by_the_index(tmp_path):
+    from recorder.dataset import Dataset
+    cam = dict(K=np.eye(3), width=8, height=6, depth_scale=0.001)
+    w = EpisodeWriter(tmp_path / "src" / "a.h5", dict(robot="franka", task="t", fps=30), cam, flush_interval=0.05)
+    for i in range(20):
+        w.append(i / 30, np.full((6, 8, 3), i, np.uint8), np.zeros((6, 8), np.uint16), np.zeros(7), np.zeros(7), 1.0, np.zeros(8))
+    deadline = time.monotonic() + 5
+    while w.flushed < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # A byte copy taken while the writer holds the file open is exactly what a SIGKILL leaves behind.
+    (tmp_path / "crashed.h5").write_bytes((tmp_path / "src" / "a.h5").read_bytes())
+    w.finalize("success")
+    ds = Dataset(tmp_path)
+    assert [str(r) for r in ds.recovered] == ["crashed.h5: recovered"]
+    assert ds[0].ok and ds[0].n_frames == 20 and ds[0].recovered
+    with ds.open(0) as ep:
+        assert ep.rgb(19)[0, 0, 0] == 19
