@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "gui",
     "demo",
     "info",
+    "record",
 ]
 
 

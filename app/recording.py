@@ -1,0 +1,151 @@
+"""Recording service: turns control-loop ticks into episode files.
+
+It listens to a ``ControlLoop`` (it runs on the control thread, so it only hands frames to the
+episode writer's bounded queue — the writer thread does the disk I/O). One tick = one recorded frame
+at the control rate; the camera frame carried by the tick is the newest one the camera had, and its
+own stamp and index are kept in ``/extras`` so a reader can tell repeated or late camera frames.
+
+Start/stop come from the caller (GUI button, CLI) or from the teleop device's ``record`` button,
+whose presses are reported through ``on_record_button`` so the owner decides (the GUI asks for the
+outcome; the CLI just stops).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from app.config import APP_VERSION
+from app.teleop import Tick
+from recorder.episode import EpisodeWriter
+from robots.base import Camera, RGBDFrame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecordingStatus:
+    recording: bool
+    path: Path | None
+    frames: int  # frames accepted by the writer
+    dropped: int  # frames the writer refused (queue full) plus ticks without a camera frame
+    lag: int  # frames waiting for the writer thread
+    seconds: float
+
+
+def episode_name(task: str, when: datetime | None = None) -> str:
+    when = when or datetime.now()
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in (task or "episode"))
+    return f"{safe}_{when:%Y%m%d-%H%M%S-%f}"[:-3] + ".h5"
+
+
+def camera_meta(frame: RGBDFrame, camera: Camera | None) -> dict:
+    """The /camera attributes of an episode, taken from a real frame (so K and T match the pixels)."""
+    h, w = frame.depth.shape
+    return {"K": np.asarray(frame.K, dtype=np.float64), "width": int(w), "height": int(h),
+            "T_base_camera": np.asarray(frame.T_base_camera, dtype=np.float64),
+            "depth_scale": float(frame.depth_scale),
+            "model": str(getattr(camera, "model", None) or getattr(camera, "name", "camera")),
+            "serial": str(getattr(camera, "serial", "") or "")}
+
+
+class RecordingService:
+    def __init__(self, out_dir: str | Path, *, robot: str, camera: Camera | None = None,
+                 operator: str = "", compression: str | None = None):
+        self.out_dir = Path(out_dir)
+        self.robot = robot
+        self.camera = camera
+        self.operator = operator
+        self.compression = compression
+        self.on_record_button: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._writer: EpisodeWriter | None = None
+        self._t0: float | None = None
+        self._missing_frames = 0
+        self._started = 0.0
+        self._last_button = False
+
+    # ------------------------------------------------------------------ control
+    @property
+    def recording(self) -> bool:
+        return self._writer is not None
+
+    def start(self, task: str, instruction: str = "", fps: float = 20.0, *,
+              frame_timeout: float = 3.0, name: str | None = None) -> Path:
+        """Open a new episode; the next tick is its first frame. Needs one camera frame for /camera."""
+        if self._writer is not None:
+            raise RuntimeError(f"already recording {self._writer.path.name}")
+        cam_meta = None
+        if self.camera is not None:
+            frame = self.camera.latest() or self.camera.wait_frame(timeout=frame_timeout)
+            cam_meta = camera_meta(frame, self.camera)
+        meta = {"robot": self.robot, "task": task, "instruction": instruction, "fps": float(fps),
+                "operator": self.operator, "app_version": APP_VERSION}
+        kwargs = {"compression": self.compression} if self.compression else {}
+        path = self.out_dir / (name or episode_name(task))
+        writer = EpisodeWriter(path, meta, cam_meta, **kwargs)
+        with self._lock:
+            self._writer, self._t0, self._missing_frames = writer, None, 0
+            self._started = time.monotonic()
+        log.info("recording %s", path)
+        return path
+
+    def stop(self, outcome: str = "unknown", notes: str = "") -> Path:
+        """Finalise the episode with its outcome; returns its path."""
+        writer = self._detach()
+        if self._missing_frames:
+            notes = (notes + "\n" if notes else "") + f"{self._missing_frames} ticks had no camera frame"
+        return writer.finalize(outcome, notes)
+
+    def discard(self) -> None:
+        self._detach().discard()
+
+    def _detach(self) -> EpisodeWriter:
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is None:
+            raise RuntimeError("not recording")
+        return writer
+
+    def status(self) -> RecordingStatus:
+        w = self._writer
+        if w is None:
+            return RecordingStatus(False, None, 0, 0, 0, 0.0)
+        return RecordingStatus(True, w.path, w.appended, w.dropped + self._missing_frames, w.lag,
+                               time.monotonic() - self._started)
+
+    # ------------------------------------------------------------------ control thread
+    def __call__(self, tick: Tick) -> None:
+        pressed = bool(tick.buttons.get("record", False))
+        if pressed and not self._last_button:
+            for fn in list(self.on_record_button):
+                fn()
+        self._last_button = pressed
+        with self._lock:
+            writer = self._writer
+            if writer is None:
+                return
+            if self._t0 is None:
+                self._t0 = tick.t
+        frame = tick.frame
+        if self.camera is not None and frame is None:
+            # A tick before the camera's first frame: counted, never written as a fake image.
+            self._missing_frames += 1
+            return
+        extras = {"tick_index": float(tick.index)}
+        if frame is not None:
+            extras["frame_stamp"] = float(frame.stamp)
+            extras["frame_index"] = float(frame.index)
+        phase = tick.info.get("expert_phase") if tick.info else None
+        if phase is not None:
+            extras["expert_phase"] = str(phase)
+        state = tick.state
+        writer.append(tick.t - self._t0,
+                      None if frame is None else frame.rgb, None if frame is None else frame.depth,
+                      state.ee_pose, state.joint_pos, state.gripper, tick.action, extras)
