@@ -178,11 +178,13 @@ def _gl_checks() -> dict:
     out["background"] = [int(v) for v in bg]
     view.set_clip_to_crop(False)
 
-    view.view.camera.azimuth = view.view.camera.azimuth + 5
-    pump(0.02)
+    view.view.camera.azimuth = view.view.camera.azimuth + 5   # camera changes synchronously
     out["lod_while_moving"] = view.lod_active
     out["lod_drawn"] = view.points.drawn_points
-    pump(0.5)
+    for _ in range(40):                       # rest timer: 180 ms, generous on a busy box
+        pump(0.05)
+        if not view.lod_active:
+            break
     out["lod_after_rest"] = view.lod_active
     out["full_drawn"] = view.points.drawn_points
 
