@@ -14,6 +14,8 @@ COMMAND_MODULES = [
     "demo",
     "info",
     "record",
+    "propose",
+    "export",
 ]
 
 

@@ -220,3 +220,24 @@ def detect_keyframes(ee_pose: np.ndarray, gripper: np.ndarray,
 def format_events(keyframes: list[Keyframe], time: np.ndarray) -> str:
     """Timestamped hints as in LA4VLA's prompt ("- 1.20s: gripper_close")."""
     return "\n".join(f"- {float(time[k.frame]):.2f}s: {k.kind}" for k in keyframes)
+
+
+def write_keyframes(path, keyframes: list[Keyframe]) -> None:
+    """Store keyframes as /keyframes/index (int64) + /keyframes/kind (str), replacing old ones.
+
+    A structural HDF5 change, so it is made on a copy that atomically replaces the episode
+    (recorder.annotations.rebuild_with_store): a crash leaves the previous file intact.
+    """
+    import h5py
+
+    from .annotations import rebuild_with_store
+
+    def put(f):
+        if "keyframes" in f:
+            del f["keyframes"]
+        g = f.create_group("keyframes")
+        g.create_dataset("index", data=np.array([k.frame for k in keyframes], dtype=np.int64))
+        g.create_dataset("kind", data=np.array([k.kind for k in keyframes], dtype=object),
+                         dtype=h5py.string_dtype("utf-8"))
+
+    rebuild_with_store(path, None, 0, extra=put)

@@ -41,5 +41,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first and alone, so nothing else can pull a different (CUDA) build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[dev]"
+  # robomimic without its dependencies (they would pull torchvision and replace torch); see pyproject.toml.
+  .venv/bin/python -m pip install -q --no-deps "robomimic==0.3.0"
   echo "$want" > "$stamp"
 fi
