@@ -1,0 +1,143 @@
+"""SimXArm6: the Arm protocol for the simulated xArm6, commanded over RPC into the sim process.
+
+No package speaks the xArm network protocol, so the simulated arm is driven behind the Arm protocol
+directly; its servo semantics (streamed Cartesian targets interpolated over the command period)
+mirror xArm's servo mode.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from robots.base import ArmLimits, ArmState, DeviceError
+from robots.safety import default_limits
+
+SETTLE_TOL = 0.002  # m: a blocking move is done when the TCP is this close and the servo idle
+
+
+def check_pose(target, limits: ArmLimits, who: str = "xArm6") -> np.ndarray:
+    pose = np.asarray(target, dtype=float).reshape(-1)
+    if pose.shape != (7,):
+        raise ValueError(f"{who} target must be a (7,) pose xyz + quat xyzw, got shape {pose.shape}")
+    if not np.all(np.isfinite(pose)):
+        raise ValueError(f"{who} target contains NaN/inf: {np.round(pose, 4).tolist()}")
+    qn = float(np.linalg.norm(pose[3:]))
+    if not 0.5 < qn < 1.5:
+        raise ValueError(f"{who} target quaternion is not a rotation (norm {qn:.3f})")
+    if not limits.workspace.contains(pose[:3]):
+        raise ValueError(f"{who} target {np.round(pose[:3], 3).tolist()} is outside the workspace "
+                         f"{list(limits.workspace.lo)}..{list(limits.workspace.hi)}")
+    pose[3:] /= qn
+    return pose
+
+
+class SimXArm6Gripper:
+    """xArm gripper in sim: a force-limited position actuator on the drive joint."""
+
+    def __init__(self, lab):
+        self._lab = lab
+        self._last: float | None = None
+
+    def width(self) -> float:
+        return float(self._lab.call("arm_state")["gripper"])
+
+    def open(self) -> None:
+        self.command(1.0)
+
+    def close(self) -> None:
+        self.command(0.0)
+
+    def command(self, opening: float) -> None:
+        opening = float(opening)
+        if not np.isfinite(opening):
+            raise ValueError(f"gripper opening must be a number in 0..1, got {opening}")
+        opening = float(np.clip(opening, 0.0, 1.0))
+        if self._last is not None and abs(self._last - opening) < 1e-3:
+            return
+        self._lab.call("gripper", opening)
+        self._last = opening
+
+
+class SimXArm6:
+    name = "xarm6"
+    dof = 6
+
+    def __init__(self, lab, limits: ArmLimits | None = None):
+        self._lab = lab
+        self.limits = limits or default_limits("xarm6")
+        self.gripper = SimXArm6Gripper(lab)
+        self._connected = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def connect(self) -> None:
+        self._lab.call("ping")
+        self._connected = True
+
+    def disconnect(self) -> None:
+        self._connected = False
+
+    def __enter__(self) -> "SimXArm6":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.disconnect()
+
+    # -- Arm protocol ---------------------------------------------------------------------------
+    def state(self) -> ArmState:
+        s = self._lab.call("arm_state")
+        return ArmState(stamp=time.monotonic(), ee_pose=np.asarray(s["ee_pose"]), joint_pos=np.asarray(s["joint_pos"]),
+                        gripper=float(s["gripper"]), moving=bool(s["moving"]), error=str(s["error"]))
+
+    def sim_time(self) -> float:
+        return float(self._lab.call("arm_state")["sim_time"])
+
+    def servo(self, target: np.ndarray) -> None:
+        self._require()
+        self._lab.call("servo", check_pose(target, self.limits))
+
+    def move_to(self, target: np.ndarray, timeout: float = 10.0) -> None:
+        self._require()
+        pose = check_pose(target, self.limits)
+        self._lab.call("move_to", pose)
+        self._wait_idle(timeout, "move_to", pose)
+
+    def home(self, timeout: float = 15.0) -> None:
+        self._require()
+        self._lab.call("home")
+        self._wait_idle(timeout, "home", None)
+
+    def stop(self) -> None:
+        self._lab.call("stop")
+
+    def recover(self) -> None:
+        # The simulated controller raises no reflexes; holding the current pose clears any motion.
+        self._lab.call("stop")
+
+    # -- internals ------------------------------------------------------------------------------
+    def _require(self) -> None:
+        if not self._connected:
+            raise DeviceError("sim-xarm6 is not connected (call connect())")
+
+    def _wait_idle(self, timeout: float, what: str, pose: np.ndarray | None) -> None:
+        """Block until the servo finished the move; in lock-step mode advance the sim ourselves."""
+        deadline = time.monotonic() + timeout
+        sim_deadline = None
+        while True:
+            if not self._lab.realtime:
+                self._lab.advance(0.05)
+            else:
+                time.sleep(0.02)
+            s = self._lab.call("arm_state")
+            close = pose is None or np.linalg.norm(np.asarray(s["ee_pose"])[:3] - pose[:3]) < SETTLE_TOL
+            if not s["busy"] and close and not s["moving"]:
+                return
+            if not self._lab.realtime:
+                sim_deadline = sim_deadline or s["sim_time"] + timeout
+                if s["sim_time"] > sim_deadline:
+                    break
+            elif time.monotonic() > deadline:
+                break
+        self._lab.call("stop")
+        raise DeviceError(f"sim-xarm6 {what} did not finish within {timeout:g} s")
