@@ -419,7 +419,7 @@ class FrankaArm:
             robot = self._require()
             self._end_stream(robot)
             try:
-                robot.join_motion(timeout=1.0)
+                robot.join_motion(timeout=3.0)
             except Exception as exc:
                 raise self._translate(exc) from None
 
@@ -455,7 +455,7 @@ class FrankaArm:
         try:
             if stop is not None:
                 robot.move(stop, asynchronous=True)
-            robot.join_motion(timeout=2.0)
+            robot.join_motion(timeout=3.0)
         except Exception as exc:
             raise self._translate(exc) from None
         self._streaming = False

@@ -97,17 +97,18 @@ def _circle(t: float, center: np.ndarray, q0: np.ndarray, r=0.04, w=2.5, ramp=0.
     return np.r_[center + r * np.array([np.cos(phi) - 1, np.sin(phi), 0.0]), q]
 
 
-def test_20hz_stream_tracks_smoothly_and_stops_by_itself(arm, server):
+def _stream_circle(arm, server, rate=20.0, duration=3.0) -> dict:
     arm.move_to(np.r_[0.5, 0.0, 0.35, DOWN])
     start = arm.state().ee_pose
-    rate, duration = 20.0, 3.0
     errs, rot_errs, lag_errs = [], [], []
     prev = None
+    late = 0.0
     t0 = time.monotonic()
     for k in range(int(duration * rate) + 1):
         t_k = t0 + k / rate
         while time.monotonic() < t_k:
             time.sleep(0.0005)
+        late = max(late, time.monotonic() - t_k)
         ref = _circle(k / rate, start[:3], start[3:])
         cur = arm.state().ee_pose
         if k > 0:
@@ -117,22 +118,44 @@ def test_20hz_stream_tracks_smoothly_and_stops_by_itself(arm, server):
         arm.servo(ref)
         prev = ref
     t_end = time.monotonic()
-    # Dead-man: no more updates → franky ends the velocity motion after its hold time.
-    time.sleep(0.6)
-    after = server.wait_next()
-
+    # Dead-man: no more updates → franky ends the velocity motion after its hold time. Counted in
+    # sim steps (1 ms each), so a starved sim loop does not make a correct stop look late.
+    end_steps = server.wait_next()["steps"]
+    rest_s = None
+    while time.monotonic() < t_end + 5.0:
+        rec = server.wait_next()
+        if rec is not None and rec["ee_speed_max"] < 0.005:
+            rest_s = (rec["steps"] - end_steps) / 1000.0
+            break
     steady = server.window(t0 + 0.8, t_end - 0.05)  # constant 0.1 m/s part of the circle
-    min_speed = min(r["ee_speed_min"] for r in steady)
-    FIGURES.update(stream_max_err_mm=1000 * max(errs), stream_mean_err_mm=1000 * float(np.mean(errs)),
-                   stream_max_err_vs_prev_target_mm=1000 * max(lag_errs),
-                   stream_max_rot_err_deg=max(rot_errs), stream_min_speed_in_ticks=min_speed,
-                   stream_steady_windows=len(steady))
-    assert len(steady) >= 20, "the sim server stopped reporting"
-    assert max(errs) < 0.010, f"tracking error {1000 * max(errs):.1f} mm"
-    assert max(rot_errs) < 2.0
+    return dict(max_err=max(errs), mean_err=float(np.mean(errs)), max_err_prev=max(lag_errs),
+                max_rot=max(rot_errs), steady=steady, rest_s=rest_s,
+                loop_hz=min(r["loop_hz"] for r in server.window(t0 + 0.1, t_end)), late=late)
+
+
+def test_20hz_stream_tracks_smoothly_and_stops_by_itself(arm, server):
+    # The sim's step is 1 ms of sim time per loop iteration: when other processes starve its pure
+    # Python loop, sim time runs slower than the wall clock and any wall-clock tracking figure is
+    # meaningless. Retry, and only judge a run in which the sim held its rate and our ticks were on time.
+    for _ in range(3):
+        run = _stream_circle(arm, server)
+        FIGURES.update(stream_sim_loop_hz_min=run["loop_hz"], stream_tick_late_max_s=run["late"])
+        if run["loop_hz"] >= 700 and run["late"] < 0.02:
+            break
+    else:
+        pytest.skip(f"machine too loaded to judge tracking: franky-sim dipped to {run['loop_hz']:.0f} Hz, "
+                    f"ticks up to {1000 * run['late']:.0f} ms late; max error then {1000 * run['max_err']:.1f} mm")
+    min_speed = min(r["ee_speed_min"] for r in run["steady"])
+    FIGURES.update(stream_max_err_mm=1000 * run["max_err"], stream_mean_err_mm=1000 * run["mean_err"],
+                   stream_max_err_vs_prev_target_mm=1000 * run["max_err_prev"],
+                   stream_max_rot_err_deg=run["max_rot"], stream_min_speed_in_ticks=min_speed)
+    assert len(run["steady"]) >= 20, "the sim server stopped reporting"
+    assert run["max_err"] < 0.010, f"tracking error {1000 * run['max_err']:.1f} mm"
+    assert run["max_rot"] < 2.0
     # Stop-and-go would show as a 50 ms window whose slowest 1 ms step is near zero.
     assert min_speed > 0.03, f"motion stalled between ticks (min speed {min_speed:.4f} m/s)"
-    assert after is not None and after["ee_speed_max"] < 0.005, "arm kept moving after the stream stopped"
+    FIGURES["stream_rest_after_last_update_sim_s"] = run["rest_s"]
+    assert run["rest_s"] is not None and run["rest_s"] < 0.5, "arm kept moving after the stream stopped"
 
 
 def test_stop_ends_stream_and_home_returns_to_ready_pose(arm, server):
@@ -140,10 +163,10 @@ def test_stop_ends_stream_and_home_returns_to_ready_pose(arm, server):
     for k in range(6):  # start moving at ~0.1 m/s
         arm.servo(np.r_[here[:3] + [0.0, 0.005 * (k + 1), 0.0], here[3:]])
         time.sleep(0.05)
-    t = time.monotonic()
     arm.stop()
-    assert time.monotonic() - t < 0.5
     assert not arm.state().moving
+    rec = server.wait_next()
+    assert rec["ee_speed_max"] < 0.005
     arm.home()
     st = arm.state()
     assert np.max(np.abs(st.joint_pos - np.asarray(HOME_Q))) < 0.01
