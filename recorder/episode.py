@@ -146,14 +146,14 @@ class EpisodeWriter:
     """Record one episode. ``append`` is called from the control thread and never blocks on I/O.
 
     ``lag`` is the number of frames waiting for the writer thread; ``dropped`` counts frames refused
-    because the queue was full (also stored as the file's ``dropped_frames`` attribute). Frames that
-    reach disk are durable within ``flush_interval`` seconds, so a crash loses at most
-    ``flush_interval`` plus the current lag.
+    because the queue was full (also stored as the file's ``dropped_frames`` attribute). A crash
+    loses at most the current lag (queue: 0.5 s of frames by default) plus ``flush_interval``
+    seconds of written-but-unflushed frames: under 1 s.
     """
 
     def __init__(self, path: str | os.PathLike, meta: dict, camera_meta: dict | None, *,
                  compression: str = DEFAULT_COMPRESSION, queue_frames: int | None = None,
-                 flush_interval: float = 0.5):
+                 flush_interval: float = 0.25):
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f"{self.path}: already exists; refusing to overwrite an episode")
@@ -164,9 +164,13 @@ class EpisodeWriter:
         self._attrs["compression"] = compression
         self.flush_interval = float(flush_interval)
         fps = self._attrs["fps"]
-        # Two seconds of frames absorb a disk hiccup without dropping; more would only raise the
-        # amount a crash can lose while the writer catches up.
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_frames or max(8, int(round(2 * fps))))
+        # Half a second of frames absorbs a disk hiccup; a longer queue would let a crash lose more
+        # than a second (queue + unflushed frames) when the writer falls behind. Beyond it frames are
+        # dropped and counted instead.
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_frames or max(8, int(round(0.5 * fps))))
+        # Flush by frame count too, so a writer catching up on a backlog never holds more than
+        # flush_interval seconds of frames unflushed.
+        self._flush_frames = max(1, int(round(fps * self.flush_interval)))
         self.appended = 0
         self.dropped = 0
         self.written = 0  # frames handed to HDF5
@@ -199,19 +203,28 @@ class EpisodeWriter:
 
     # ---------------------------------------------------------------- control-thread side
     @property
+    def capacity(self) -> int:
+        """Frames the queue holds before ``append`` starts dropping."""
+        return self._queue.maxsize
+
+    @property
     def lag(self) -> int:
         return self._queue.qsize()
 
     def append(self, t: float, rgb: np.ndarray | None, depth: np.ndarray | None, ee_pose, joint_pos,
-               gripper: float, action, extras: dict | None = None) -> bool:
-        """Queue one frame; False (and ``dropped`` += 1) when the writer is too far behind."""
+               gripper: float, action, extras: dict | None = None, *, block: bool = False) -> bool:
+        """Queue one frame; False (and ``dropped`` += 1) when the writer is too far behind.
+
+        ``block=True`` waits for room instead: for offline writers (demos generated faster than
+        real time, tests), never for the control thread.
+        """
         if self._done:
             raise RuntimeError(f"{self.path.name}: episode already finalized or discarded")
         if self.error is not None:
             raise self.error
         item = self._check_frame(t, rgb, depth, ee_pose, joint_pos, gripper, action, extras)
         try:
-            self._queue.put_nowait(item)
+            self._queue.put(item, block=block)
         except queue.Full:
             self.dropped += 1
             return False
@@ -268,7 +281,9 @@ class EpisodeWriter:
                 if item is not None:
                     self._write(item)
                 # The first frame is flushed at once so even a very short crashed take leaves a file.
-                due = time.monotonic() - last_flush >= self.flush_interval or self.flushed == 0
+                unflushed = self.written - self.flushed
+                due = (time.monotonic() - last_flush >= self.flush_interval or self.flushed == 0
+                       or unflushed >= self._flush_frames)
                 if due and self.written > self.flushed:
                     self._flush()
                     last_flush = time.monotonic()

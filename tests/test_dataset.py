@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny(path, task="pick_cube", n=6, outcome="success"):
     w = EpisodeWriter(path, dict(robot="franka", task=task, fps=10), None)
     for i in range(n):
-        w.append(i / 10, None, None, np.zeros(7), np.zeros(7), 1.0, np.zeros(8))
+        w.append(i / 10, None, None, np.zeros(7), np.zeros(7), 1.0, np.zeros(8), block=True)
     w.finalize(outcome)
 
 

@@ -31,7 +31,7 @@ def record(path, n=40, **kw):
     for i in range(n):
         f = frame(i)
         w.append(100.0 + i * 0.05, f["rgb"], f["depth"], f["ee_pose"], f["joint_pos"], f["gripper"], f["action"],
-                 {"expert_phase": ["approach", "grasp", "lift"][i % 3], "force": [i, -i, 0.5]})
+                 {"expert_phase": ["approach", "grasp", "lift"][i % 3], "force": [i, -i, 0.5]}, block=True)
     return w
 
 
@@ -89,7 +89,7 @@ def test_episode_without_camera_and_late_extras(tmp_path):
     w = EpisodeWriter(tmp_path / "blind.h5", dict(robot="franka", task="t", fps=10), None)
     for i in range(5):
         w.append(i / 10, None, None, np.zeros(7), np.zeros(7), 1.0, np.zeros(8),
-                 {"late_note": f"n{i}"} if i >= 3 else None)
+                 {"late_note": f"n{i}"} if i >= 3 else None, block=True)
     w.finalize("failure")
     with EpisodeReader(tmp_path / "blind.h5") as ep:
         assert ep.n_frames == 5 and ep.camera is None and ep.outcome == "failure"

@@ -68,8 +68,13 @@ def test_sigkill_mid_episode_loses_at_most_one_second(tmp_path):
         assert marker_path(path).exists(), "a killed recording must leave its marker"
         results = recover_partial(tmp_path)
         mine = [r for r in results if r.path == path]
-        assert mine and mine[0].status == "recovered", results
         assert not marker_path(path).exists()
+        if mine and mine[0].status == "empty":
+            # Killed before the first frame reached the disk: allowed only if that is < 1 s of frames.
+            print(f"kill at {moment:.2f}s: appended {appended}, nothing on disk yet")
+            assert appended <= 30 and not path.exists()
+            continue
+        assert mine and mine[0].status == "recovered", results
         with EpisodeReader(path) as ep:
             lost = appended - ep.n_frames
             print(f"kill at {moment:.2f}s: appended {appended}, recovered {ep.n_frames}, lost {lost}")
@@ -106,7 +111,8 @@ def test_crashed_file_without_marker_is_recovered_by_the_index(tmp_path):
     cam = dict(K=np.eye(3), width=8, height=6, depth_scale=0.001)
     w = EpisodeWriter(tmp_path / "src" / "a.h5", dict(robot="franka", task="t", fps=30), cam, flush_interval=0.05)
     for i in range(20):
-        w.append(i / 30, np.full((6, 8, 3), i, np.uint8), np.zeros((6, 8), np.uint16), np.zeros(7), np.zeros(7), 1.0, np.zeros(8))
+        w.append(i / 30, np.full((6, 8, 3), i, np.uint8), np.zeros((6, 8), np.uint16), np.zeros(7), np.zeros(7), 1.0,
+                 np.zeros(8), block=True)
     deadline = time.monotonic() + 5
     while w.flushed < 20 and time.monotonic() < deadline:
         time.sleep(0.01)
