@@ -30,7 +30,8 @@ from typing import Callable, Protocol, runtime_checkable
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from robots.base import Arm, ArmLimits, ArmState, Camera, DeviceDisconnected, DeviceError, RGBDFrame
+from robots.base import (Arm, ArmLimits, ArmState, Camera, DeviceDisconnected, DeviceError, RGBDFrame,
+                         TeleopState)
 from robots.safety import SafetyFilter, default_limits, normalize_pose, validate_rate
 
 log = logging.getLogger(__name__)
@@ -230,10 +231,15 @@ class ControlLoop:
             now = time.monotonic()
             if self._teleop and not self._fault and not self._source_connected():
                 self._latch_fault("input_lost")
-            if self._teleop and self._input_moving and now - self._last_fresh > self.stall_timeout:
-                self._set_hold("input_stalled")
-            if now - self._alive > self.stall_timeout:
+            loop_age = now - self._alive
+            input_stale = (self._teleop and self._input_moving
+                           and now - self._last_fresh > self.stall_timeout)
+            # Input freshness is only learnt when the control thread reads the device; if that thread
+            # is itself late, the stale input is its fault and is reported as such.
+            if loop_age > self.stall_timeout or (input_stale and loop_age > 1.5 * self.period):
                 self._set_hold("loop_stalled")
+            elif input_stale:
+                self._set_hold("input_stalled")
 
     # ---------------------------------------------------------------- control thread
 
@@ -268,6 +274,15 @@ class ControlLoop:
         events: list[str] = []
         t = wake - self.t0
         self._alive = wake
+        # The device is read first: its freshness is then known as of this wake-up, so a slow arm
+        # RPC later in the tick cannot make a live device look stale to the watchdog.
+        reading, read_error = None, None
+        if self._teleop:
+            try:
+                reading = self.source.read()
+                self._note_input(reading, wake)
+            except Exception as exc:
+                read_error = exc
         state = last_state
         try:
             state = self.arm.state()
@@ -301,7 +316,9 @@ class ControlLoop:
         if state is not None:
             try:
                 if self._teleop:
-                    requested, gripper, buttons, info = self._from_teleop(wake, state, events)
+                    if read_error is not None:
+                        raise read_error
+                    requested, gripper, buttons, info = self._from_teleop(reading, wake, state, events)
                 else:
                     pose, gripper, info = self.source.next_target(state, frame, t)
                     requested = np.asarray(pose, dtype=float)
@@ -345,17 +362,20 @@ class ControlLoop:
                     compute_time=compute, events=events, buttons=buttons, info=info, late=late,
                     commanding=commanding, fault=fault)
 
-    def _from_teleop(self, now: float, state: ArmState, events: list[str]):
-        ts = self.source.read()
+    def _note_input(self, ts: TeleopState, now: float) -> None:
+        """Freshness bookkeeping for the watchdog, done the moment the device has been read."""
+        fresh = ts.stamp > self._last_fresh or ts.stamp >= now - self.period
+        if fresh and ts.connected and now - ts.stamp <= self.stall_timeout:
+            self._input_moving = bool(np.any(np.asarray(ts.twist, dtype=float) != 0))
+            self._last_fresh = max(self._last_fresh, ts.stamp)
+
+    def _from_teleop(self, ts: TeleopState, now: float, state: ArmState, events: list[str]):
         if not ts.connected:
             self._latch_fault("input_lost")
             return None, self._gripper_cmd, dict(ts.buttons), {}
         twist = np.asarray(ts.twist, dtype=float).reshape(-1)
-        fresh = ts.stamp > self._last_fresh or ts.stamp >= now - self.period
         stale = now - ts.stamp > self.stall_timeout
-        if fresh and not stale:
-            self._last_fresh = max(self._last_fresh, ts.stamp)
-            self._input_moving = bool(np.any(twist != 0))
+        if not stale:
             with self._state_lock:
                 if self._hold == "input_stalled":
                     self._hold = ""
