@@ -81,6 +81,23 @@ class _Monitor:
         return out
 
 
+def free_loopback_host(prefix: str = "127.0.1.", first: int = 10, count: int = 200) -> str:
+    """A loopback address whose ports 1337/1338 are free (franky's ports are fixed, so parallel
+    servers — other tests, the sim lab — need distinct addresses, not distinct ports)."""
+    import socket
+
+    for i in range(first, first + count):
+        host = f"{prefix}{i}"
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((host, 1337))
+                b.bind((host, 1338))
+            return host
+        except OSError:
+            continue
+    raise RuntimeError(f"no free loopback address in {prefix}{first}..{prefix}{first + count - 1}")
+
+
 class ServerProcess:
     """Runs this module in a child process and collects its stats lines (parent side).
 
@@ -88,8 +105,9 @@ class ServerProcess:
     so a test can pick the records that fall inside a time window of its own.
     """
 
-    def __init__(self, host: str = "127.0.0.2", cube: bool = False, report_hz: float = 20.0):
-        self.host, self.cube, self.report_hz = host, cube, report_hz
+    def __init__(self, host: str | None = None, cube: bool = False, report_hz: float = 20.0):
+        self.host = host or free_loopback_host()
+        self.cube, self.report_hz = cube, report_hz
         self.stats: list[dict] = []
         self._proc: subprocess.Popen | None = None
         self._reader: threading.Thread | None = None
