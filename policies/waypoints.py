@@ -1,0 +1,262 @@
+"""Sparse waypoints → smooth pose trajectory → guidance poses for the action expert.
+
+Waypoints come from a demo's keyframes, the simulated task's oracle, clicks in the 3D view, or (later)
+a learned keypoint predictor; every source yields the same ``Waypoint`` list behind ``WaypointSource``.
+Position is an interpolating B-spline (scipy ``make_interp_spline``) over a time parametrisation,
+orientation a C2 ``RotationSpline`` through the waypoint rotations, gripper a step held from each
+waypoint (it is a discrete command, interpolating it would invent half-open grasps).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from scipy.interpolate import make_interp_spline
+from scipy.spatial.transform import Rotation, RotationSpline
+
+from policies.geometry import canonical_quat, transform_pose
+
+
+@dataclass
+class Waypoint:
+    pose: np.ndarray  # (7,) xyz + quat xyzw
+    gripper: float = 1.0  # 0 closed … 1 open, commanded from this waypoint on
+    t: float | None = None  # seconds; None → derived from distance and speed
+    frame: str = "base"  # "base" | "camera"
+    dwell: float = 0.0  # seconds to hold this pose before moving on
+    label: str = ""  # e.g. the task phase ("grasp", "lift")
+
+    def __post_init__(self) -> None:
+        self.pose = np.asarray(self.pose, dtype=np.float64).reshape(-1)
+        if self.pose.shape != (7,) or not np.all(np.isfinite(self.pose)):
+            raise ValueError(f"waypoint pose must be 7 finite numbers (xyz + quat xyzw), got {self.pose}")
+        if self.frame not in ("base", "camera"):
+            raise ValueError(f"waypoint frame must be 'base' or 'camera', got {self.frame!r}")
+
+
+class WaypointTrajectory:
+    """A time-parametrised pose trajectory through sparse waypoints, in the base frame.
+
+    Times: given ``Waypoint.t`` are used as they are (a demo's keyframe times); otherwise each segment
+    lasts max(distance / speed, angle / angular_speed, min_segment) plus the previous waypoint's dwell.
+    """
+
+    def __init__(self, waypoints: Sequence[Waypoint], T_base_camera: np.ndarray | None = None,
+                 speed: float = 0.1, angular_speed: float = 0.8, min_segment: float = 0.2,
+                 t0: float = 0.0):
+        if not waypoints:
+            raise ValueError("a trajectory needs at least one waypoint")
+        if speed <= 0 or angular_speed <= 0:
+            raise ValueError("speed and angular_speed must be positive")
+        poses = []
+        for i, w in enumerate(waypoints):
+            if w.frame == "camera":
+                if T_base_camera is None:
+                    raise ValueError(f"waypoint {i} is in the camera frame but no T_base_camera was given")
+                poses.append(transform_pose(T_base_camera, w.pose))
+            else:
+                poses.append(w.pose.copy())
+        poses = np.asarray(poses)
+        poses[:, 3:] /= np.linalg.norm(poses[:, 3:], axis=1, keepdims=True)
+        grip = [float(w.gripper) for w in waypoints]
+        times = self._times(waypoints, poses, speed, angular_speed, min_segment, t0)
+        # A dwell becomes a second knot at the same pose, so the spline holds still there.
+        knots_t, knots_p, knots_g = [], [], []
+        for w, p, g, t in zip(waypoints, poses, grip, times):
+            knots_t.append(t)
+            knots_p.append(p)
+            knots_g.append(g)
+            if w.dwell > 0:
+                knots_t.append(t + w.dwell)
+                knots_p.append(p)
+                knots_g.append(g)
+        self.times = np.asarray(knots_t)
+        self.poses = np.asarray(knots_p)
+        self.grippers = np.asarray(knots_g)
+        self.waypoints = list(waypoints)
+        self.t_start, self.t_end = float(self.times[0]), float(self.times[-1])
+        n = len(self.times)
+        if n == 1:
+            self._pos = None
+            self._rot = None
+        else:
+            k = min(3, n - 1)
+            # Clamped ends (zero velocity) for cubic: the arm starts and stops at rest.
+            bc = ([(1, np.zeros(3))], [(1, np.zeros(3))]) if k == 3 else None
+            self._pos = make_interp_spline(self.times, self.poses[:, :3], k=k, bc_type=bc)
+            self._rot = RotationSpline(self.times, Rotation.from_quat(self.poses[:, 3:]))
+        self.reset_progress()
+        self._dense_t = np.linspace(self.t_start, self.t_end, max(2, int((self.t_end - self.t_start) * 100) + 1))
+        self._dense_xyz = self.sample(self._dense_t)[:, :3]
+
+    @staticmethod
+    def _times(waypoints, poses, speed, angular_speed, min_segment, t0) -> np.ndarray:
+        given = [w.t for w in waypoints]
+        if all(t is not None for t in given):
+            t = np.asarray(given, dtype=np.float64)
+            # Dwell knots sit between given times, so they must fit before the next waypoint.
+            ends = t + np.array([w.dwell for w in waypoints])
+            if np.any(np.diff(t) <= 0) or np.any(ends[:-1] >= t[1:]):
+                raise ValueError(f"waypoint times must increase (with room for dwells), got {t.tolist()}")
+            return t
+        if any(t is not None for t in given):
+            raise ValueError("give times for all waypoints or for none")
+        t = [t0]
+        for i in range(1, len(waypoints)):
+            d = np.linalg.norm(poses[i, :3] - poses[i - 1, :3])
+            ang = (Rotation.from_quat(poses[i, 3:]) * Rotation.from_quat(poses[i - 1, 3:]).inv()).magnitude()
+            seg = max(d / speed, ang / angular_speed, min_segment)
+            t.append(t[-1] + waypoints[i - 1].dwell + seg)
+        return np.asarray(t)
+
+    @property
+    def duration(self) -> float:
+        return self.t_end - self.t_start
+
+    def sample(self, t) -> np.ndarray:
+        """Poses (…, 7) at times ``t`` (clamped to the trajectory's span)."""
+        t = np.clip(np.asarray(t, dtype=np.float64), self.t_start, self.t_end)
+        flat = t.reshape(-1)
+        if self._pos is None:
+            out = np.repeat(self.poses[:1], len(flat), axis=0)
+        else:
+            out = np.concatenate([self._pos(flat), canonical_quat(self._rot(flat).as_quat())], axis=1)
+        return out.reshape(t.shape + (7,))
+
+    def gripper(self, t) -> np.ndarray:
+        """Commanded gripper opening at ``t``: the value of the latest waypoint reached."""
+        t = np.asarray(t, dtype=np.float64)
+        i = np.clip(np.searchsorted(self.times, t, side="right") - 1, 0, len(self.times) - 1)
+        return self.grippers[i]
+
+    def guidance(self, t_now: float, horizon_s: float = 0.8, n: int = 4,
+                 with_gripper: bool = False) -> np.ndarray:
+        """``n`` poses evenly spaced over (t_now, t_now + horizon_s]: (n, 7), or (n, 8) with the
+        gripper command appended (what the action expert is conditioned on)."""
+        ts = t_now + horizon_s * np.arange(1, n + 1) / n
+        poses = self.sample(ts)
+        if not with_gripper:
+            return poses
+        return np.concatenate([poses, self.gripper(ts)[:, None]], axis=1)
+
+    def progress_from_state(self, ee_pose: np.ndarray, back_s: float = 0.5, ahead_s: float = 2.0) -> float:
+        """Trajectory time of the point closest to the robot's position, searched in a window around
+        the last estimate so paths that cross themselves (down to grasp, back up) never jump back.
+        Guidance then follows the robot's real progress rather than the wall clock."""
+        # The first estimate after a reset searches everywhere (a trial may start mid-way).
+        lo, hi = (-np.inf, np.inf) if self._fresh else (self._progress - back_s, self._progress + ahead_s)
+        self._fresh = False
+        m = (self._dense_t >= lo) & (self._dense_t <= hi)
+        idx = np.flatnonzero(m)
+        d = np.linalg.norm(self._dense_xyz[idx] - np.asarray(ee_pose, dtype=np.float64)[:3], axis=1)
+        self._progress = float(self._dense_t[idx[int(np.argmin(d))]])
+        return self._progress
+
+    def reset_progress(self, t: float | None = None) -> None:
+        """Forget the progress estimate; with ``t`` the next search starts near that time instead."""
+        self._progress = self.t_start if t is None else float(t)
+        self._fresh = t is None
+
+
+# --------------------------------------------------------------------------------------------
+# Sources
+# --------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class WaypointSource(Protocol):
+    name: str
+
+    def waypoints(self, context: Any = None) -> list[Waypoint]:
+        """Waypoints for the current episode/trial; ``context`` is source-specific (e.g. a frame)."""
+
+
+def _keyframe_indices(keyframes: Any) -> list[int]:
+    """Frame indices from a reader's ``keyframes`` (array of ints, structured array with an
+    index/frame field, or a sequence of dicts/tuples/objects)."""
+    if keyframes is None:
+        return []
+    arr = np.asarray(keyframes) if not isinstance(keyframes, (list, tuple)) else None
+    if arr is not None and arr.dtype.names:
+        field = next((f for f in ("frame", "index", "frame_index") if f in arr.dtype.names), arr.dtype.names[0])
+        return [int(i) for i in arr[field]]
+    if arr is not None and arr.dtype.kind in "iu":
+        return [int(i) for i in arr.reshape(-1)]
+    out = []
+    for k in keyframes:
+        if isinstance(k, dict):
+            out.append(int(k.get("frame", k.get("index"))))
+        elif isinstance(k, (tuple, list, np.ndarray)):
+            out.append(int(k[0]))
+        elif hasattr(k, "frame"):
+            out.append(int(k.frame))
+        elif hasattr(k, "index"):
+            out.append(int(k.index))
+        else:
+            out.append(int(k))
+    return out
+
+
+def gripper_transition_frames(gripper: np.ndarray, threshold: float = 0.5) -> list[int]:
+    """Frames where the commanded gripper crosses ``threshold`` — the paper's keyframe rule."""
+    g = np.asarray(gripper) > threshold
+    return [int(i) for i in np.flatnonzero(g[1:] != g[:-1]) + 1]
+
+
+class DemoKeyframeSource:
+    """Waypoints at a recorded demo's keyframes (plus its first and last frame), timed as recorded.
+
+    ``episode`` is anything shaped like recorder.episode.EpisodeReader: ``time``, ``ee_pose``,
+    ``gripper`` (or ``action``) and ``keyframes``. Without recorded keyframes the gripper
+    transitions are used.
+    """
+
+    name = "demo"
+
+    def __init__(self, episode: Any, frames: Sequence[int] | None = None):
+        self.episode = episode
+        self.frames = list(frames) if frames is not None else None
+
+    def keyframe_frames(self) -> list[int]:
+        ep = self.episode
+        n = len(ep.time)
+        frames = self.frames if self.frames is not None else _keyframe_indices(getattr(ep, "keyframes", None))
+        if not frames:
+            frames = gripper_transition_frames(np.asarray(ep.action)[:, 7] if getattr(ep, "action", None) is not None
+                                               else ep.gripper)
+        return sorted({0, n - 1, *[f for f in frames if 0 <= f < n]})
+
+    def waypoints(self, context: Any = None) -> list[Waypoint]:
+        ep = self.episode
+        time = np.asarray(ep.time, dtype=np.float64)
+        pose = np.asarray(ep.ee_pose, dtype=np.float64)
+        action = getattr(ep, "action", None)
+        grip = np.asarray(action)[:, 7] if action is not None else np.asarray(ep.gripper)
+        return [Waypoint(pose[f], float(grip[f]), t=float(time[f])) for f in self.keyframe_frames()]
+
+
+class OracleSource:
+    """The simulated task's keyframe waypoints for the current reset (robots.sim ``SimLab``)."""
+
+    name = "oracle"
+
+    def __init__(self, lab: Any):
+        self.lab = lab
+
+    def waypoints(self, context: Any = None) -> list[Waypoint]:
+        return [Waypoint(w.pose, float(w.gripper), dwell=float(getattr(w, "dwell", 0.0)),
+                         label=str(getattr(w, "phase", ""))) for w in self.lab.oracle_waypoints()]
+
+
+class ManualSource:
+    """Waypoints picked by hand (clicks in the 3D view): poses or ready ``Waypoint`` objects."""
+
+    name = "manual"
+
+    def __init__(self, points: Sequence[Waypoint | np.ndarray], frame: str = "base", gripper: float = 1.0):
+        self._wps = [p if isinstance(p, Waypoint) else Waypoint(np.asarray(p), gripper, frame=frame)
+                     for p in points]
+
+    def waypoints(self, context: Any = None) -> list[Waypoint]:
+        return list(self._wps)

@@ -1,0 +1,142 @@
+"""Waypoints → B-spline pose trajectory → guidance (policies/waypoints.py)."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from policies.geometry import pose_error, pose_to_matrix, transform_pose
+from policies.waypoints import (DemoKeyframeSource, ManualSource, OracleSource, Waypoint, WaypointSource,
+                                WaypointTrajectory, gripper_transition_frames)
+
+
+def _pose(x, y, z, yaw=0.0):
+    return np.r_[x, y, z, (Rotation.from_euler("z", yaw) * Rotation.from_euler("x", np.pi)).as_quat()]
+
+
+WPS = [Waypoint(_pose(0.4, 0.0, 0.3), 1.0), Waypoint(_pose(0.5, 0.1, 0.12, 0.5), 1.0),
+       Waypoint(_pose(0.5, 0.1, 0.05, 0.5), 0.0, dwell=0.5), Waypoint(_pose(0.45, -0.1, 0.25, -0.3), 0.0),
+       Waypoint(_pose(0.6, -0.2, 0.1), 1.0)]
+
+
+def test_spline_passes_through_every_waypoint_at_its_time():
+    tr = WaypointTrajectory(WPS, speed=0.1)
+    for w, t in zip(WPS, tr.times[[0, 1, 2, 4, 5]]):
+        dpos, dang = pose_error(tr.sample(t), w.pose)
+        assert dpos < 1e-9 and dang < 1e-6
+    # The dwell holds the pose for its duration.
+    dwell_t = tr.times[2]
+    np.testing.assert_allclose(tr.sample(dwell_t + 0.5)[:3], WPS[2].pose[:3], atol=1e-9)
+    assert tr.duration > 0.5
+
+
+def test_timing_follows_speed_and_is_smooth():
+    slow, fast = WaypointTrajectory(WPS, speed=0.05), WaypointTrajectory(WPS, speed=0.2)
+    assert slow.duration > 2 * fast.duration - 1.0  # dwell and min-segment times do not scale
+    t = np.linspace(fast.t_start, fast.t_end, 2000)
+    p = fast.sample(t)[:, :3]
+    v = np.linalg.norm(np.diff(p, axis=0), axis=1) / np.diff(t)
+    assert v.max() < 0.2 * 3  # a cubic through the points overshoots the segment speed only mildly
+    np.testing.assert_allclose(v[:3], 0, atol=1e-2)  # clamped ends: starts at rest
+    # Orientation changes continuously (no flips between samples).
+    q = fast.sample(t)[:, 3:]
+    assert np.max(pose_error(np.c_[p[:-1], q[:-1]], np.c_[p[1:], q[1:]])[1]) < 0.05
+
+
+def test_given_times_are_kept_and_must_increase():
+    wps = [Waypoint(_pose(0.4, 0, 0.3), t=1.0), Waypoint(_pose(0.5, 0, 0.3), t=3.0), Waypoint(_pose(0.5, 0.1, 0.2), t=4.0)]
+    tr = WaypointTrajectory(wps)
+    np.testing.assert_allclose(tr.times, [1.0, 3.0, 4.0])
+    np.testing.assert_allclose(tr.sample(3.0)[:3], [0.5, 0, 0.3], atol=1e-12)
+    with pytest.raises(ValueError, match="increase"):
+        WaypointTrajectory([Waypoint(_pose(0.4, 0, 0.3), t=1.0), Waypoint(_pose(0.5, 0, 0.3), t=1.0)])
+    with pytest.raises(ValueError, match="all waypoints or for none"):
+        WaypointTrajectory([Waypoint(_pose(0.4, 0, 0.3), t=1.0), Waypoint(_pose(0.5, 0, 0.3))])
+
+
+def test_few_waypoints_lower_the_spline_degree():
+    one = WaypointTrajectory([WPS[0]])
+    np.testing.assert_allclose(one.sample([0.0, 5.0]), [WPS[0].pose, WPS[0].pose])
+    two = WaypointTrajectory(WPS[:2], speed=0.1)
+    mid = two.sample(two.duration / 2)
+    np.testing.assert_allclose(mid[:3], (WPS[0].pose[:3] + WPS[1].pose[:3]) / 2, atol=1e-9)  # linear
+    three = WaypointTrajectory([WPS[0], WPS[1], WPS[3]])
+    assert three._pos.k == 2  # noqa: SLF001 — checking the degree choice
+
+
+def test_guidance_samples_ahead_and_gripper_steps():
+    tr = WaypointTrajectory(WPS, speed=0.1)
+    g = tr.guidance(0.5, horizon_s=1.0, n=4)
+    assert g.shape == (4, 7)
+    np.testing.assert_allclose(g, tr.sample([0.75, 1.0, 1.25, 1.5]))
+    g8 = tr.guidance(tr.times[2] - 0.3, horizon_s=0.4, n=2, with_gripper=True)
+    assert g8.shape == (2, 8)
+    assert list(g8[:, 7]) == [1.0, 0.0]  # the close is commanded from the grasp waypoint on
+    end = tr.guidance(tr.t_end + 3, 1.0, 3)
+    np.testing.assert_allclose(end, np.repeat(WPS[-1].pose[None], 3, 0), atol=1e-9)  # clamped past the end
+
+
+def test_progress_follows_the_robot_not_the_clock():
+    tr = WaypointTrajectory(WPS, speed=0.1)
+    t_true = tr.times[1] + 0.3
+    assert tr.progress_from_state(tr.sample(t_true)) == pytest.approx(t_true, abs=0.02)
+    # Later estimates search near the last one: a robot stuck there keeps its progress, however
+    # much time passes, and a pose far ahead only advances it by the search window.
+    assert tr.progress_from_state(tr.sample(t_true)) == pytest.approx(t_true, abs=0.02)
+    assert tr.progress_from_state(WPS[-1].pose) <= t_true + 2.0 + 1e-9
+    tr.reset_progress()
+    assert tr.progress_from_state(WPS[0].pose) == pytest.approx(tr.t_start, abs=0.02)
+
+
+def test_progress_does_not_jump_back_on_a_path_that_crosses_itself():
+    down_up = [Waypoint(_pose(0.5, 0, 0.3)), Waypoint(_pose(0.5, 0, 0.05), 0.0), Waypoint(_pose(0.5, 0, 0.3), 0.0)]
+    tr = WaypointTrajectory(down_up, speed=0.1)
+    t = tr.t_start
+    for tt in np.linspace(tr.t_start, tr.t_end - 0.05, 120):  # follow the robot along the path
+        t = tr.progress_from_state(tr.sample(tt))
+    # On the way back up the positions repeat those of the way down; progress must stay late.
+    assert t > tr.times[1]
+
+
+def test_camera_frame_waypoints_are_transformed():
+    T = pose_to_matrix(np.r_[0.3, -0.2, 0.8, Rotation.from_euler("x", 2.5).as_quat()])
+    cam = Waypoint(np.r_[0.05, 0.02, 0.6, 0, 0, 0, 1], frame="camera")
+    tr = WaypointTrajectory([cam], T_base_camera=T)
+    np.testing.assert_allclose(tr.sample(0.0), transform_pose(T, cam.pose), atol=1e-12)
+    with pytest.raises(ValueError, match="T_base_camera"):
+        WaypointTrajectory([cam])
+
+
+def test_bad_waypoints_are_refused():
+    with pytest.raises(ValueError, match="7 finite"):
+        Waypoint(np.r_[0, 0, np.nan, 0, 0, 0, 1])
+    with pytest.raises(ValueError, match="frame"):
+        Waypoint(_pose(0, 0, 0), frame="tool")
+    with pytest.raises(ValueError, match="at least one"):
+        WaypointTrajectory([])
+
+
+def test_sources_share_one_interface():
+    T = 50
+    t = np.arange(T) / 20.0
+    ee = np.array([_pose(0.4 + 0.002 * i, 0, 0.3 - 0.003 * i) for i in range(T)])
+    grip = np.r_[np.ones(20), np.zeros(30)]
+    action = np.c_[ee, grip]
+    ep = SimpleNamespace(time=t, ee_pose=ee, gripper=grip, action=action, keyframes=np.array([10, 30]))
+    demo = DemoKeyframeSource(ep)
+    wps = demo.waypoints()
+    assert [w.t for w in wps] == [t[0], t[10], t[30], t[49]]
+    np.testing.assert_allclose(wps[1].pose, ee[10])
+    # Without recorded keyframes the gripper transition is used.
+    ep.keyframes = np.zeros(0, dtype=int)
+    assert demo.keyframe_frames() == [0, 20, 49]
+    assert gripper_transition_frames(grip) == [20]
+
+    lab = SimpleNamespace(oracle_waypoints=lambda: [SimpleNamespace(pose=_pose(0.5, 0, 0.2), gripper=0.0,
+                                                                     phase="grasp", dwell=0.3)])
+    oracle = OracleSource(lab).waypoints()
+    assert oracle[0].label == "grasp" and oracle[0].dwell == 0.3 and oracle[0].gripper == 0.0
+    manual = ManualSource([_pose(0.5, 0, 0.2), Waypoint(_pose(0.6, 0, 0.2), 0.0)]).waypoints()
+    assert [w.gripper for w in manual] == [1.0, 0.0]
+    for src in (demo, OracleSource(lab), ManualSource([])):
+        assert isinstance(src, WaypointSource)
