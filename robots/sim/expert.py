@@ -25,6 +25,12 @@ PEAK_SPEED = 0.19  # m/s: under the 0.2 m/s safety limit of both sim arms
 PEAK_ANGULAR_SPEED = 0.9  # rad/s
 MIN_LEG = 0.12  # s, also the gripper "leg" between two keyframes at the same pose
 SETTLE = 0.6  # s after the plan before success is judged (objects come to rest)
+# Keyframe gating: the plan clock waits at a keyframe until the arm is there (and the gripper has
+# acted), so a slow arm (franky-sim below 1 kHz on a loaded box) cannot be dragged past a grasp.
+REACH_TOL = 0.012  # m, travel keyframes
+FINE_TOL = 0.005  # m, keyframes at which the gripper acts or contact happens
+FINE_PHASES = ("lower", "grasp", "place", "press")
+MAX_GATE_WAIT = 8.0  # s per keyframe, then the plan moves on regardless
 
 
 @dataclass
@@ -108,6 +114,11 @@ class ScriptedExpert:
         self.rate_hz = float(rate_hz)
         self.plan: Plan | None = None
         self._t0 = 0.0
+        self._stall = 0.0
+        self._gate = 0  # keyframes up to this index have been reached
+        self._gate_wait = 0.0
+        self._last_gripper: float | None = None
+        self.waited = 0.0  # total seconds the plan clock was held at keyframes
 
     def reset(self) -> None:
         self.plan = None
@@ -115,20 +126,57 @@ class ScriptedExpert:
     def start(self, start_pose: np.ndarray, t: float = 0.0) -> Plan:
         self.plan = plan_waypoints(start_pose, self.lab.oracle_waypoints())
         self._t0 = float(t)
+        self._stall = self.waited = self._gate_wait = 0.0
+        self._gate = 0
+        self._last_gripper = None
         return self.plan
+
+    def plan_time(self, t: float) -> float:
+        return t - self._t0 - self._stall
+
+    def _reached(self, k: int, state: ArmState) -> bool:
+        p = self.plan
+        tol = FINE_TOL if p.phases[k] in FINE_PHASES else REACH_TOL
+        if np.linalg.norm(state.ee_pose[:3] - p.poses[k, :3]) > tol:
+            return False
+        g, prev = float(state.gripper), self._last_gripper
+        if p.grippers[k] >= 0.5:
+            return g > 0.85
+        # Closed on an object (or empty): the fingers have stopped moving.
+        return g < 0.9 and prev is not None and abs(prev - g) < 0.01
 
     def next_target(self, state: ArmState, frame: RGBDFrame | None, t: float) -> tuple[np.ndarray, float, dict]:
         if self.plan is None:
             self.start(state.ee_pose, t)
-        tau = t - self._t0
-        return self.plan.pose(tau), self.plan.gripper(tau), {"expert_phase": self.plan.phase(tau)}
+        p = self.plan
+        tau = self.plan_time(t)
+        last = len(p.poses) - 1
+        held_at = None
+        while self._gate < last and tau >= p.depart[self._gate + 1]:
+            k = self._gate + 1
+            held = tau - p.depart[k]
+            if self._reached(k, state) or self._gate_wait + held > MAX_GATE_WAIT:
+                self._gate, self._gate_wait = k, 0.0
+                continue
+            self._gate_wait += held
+            self._stall += held
+            self.waited += held
+            tau = p.depart[k]
+            held_at = k
+            break
+        self._last_gripper = float(state.gripper)
+        if held_at is not None:
+            return p.poses[held_at].copy(), p.grippers[held_at], {"expert_phase": p.phases[held_at]}
+        return p.pose(tau), p.gripper(tau), {"expert_phase": p.phase(tau)}
 
     def done(self, t: float) -> bool:
-        return self.plan is not None and t - self._t0 > self.plan.duration
+        return self.plan is not None and self._gate >= len(self.plan.poses) - 1 and self.plan_time(t) > self.plan.duration
 
     def velocity(self, t: float, dt: float = 0.02) -> np.ndarray:
         """(6,) feed-forward twist of the plan at ``t`` (base frame)."""
-        tau = t - self._t0
+        tau = self.plan_time(t)
+        if self._gate < len(self.plan.poses) - 1 and tau >= self.plan.depart[self._gate + 1]:
+            return np.zeros(6)  # held at a keyframe
         a, b = self.plan.pose(tau), self.plan.pose(tau + dt)
         w = (Rotation.from_quat(b[3:]) * Rotation.from_quat(a[3:]).inv()).as_rotvec() / dt
         return np.concatenate([(b[:3] - a[:3]) / dt, w])
@@ -200,7 +248,7 @@ def _ensure_connected(arm) -> None:
 
 
 def run_episode(lab, arm, task: str, seed: int, rate_hz: float = 20.0, on_tick: TickFn | None = None,
-                settle: float = SETTLE) -> bool:
+                settle: float = SETTLE, max_time: float = 60.0) -> bool:
     """Reset ``task`` with ``seed``, drive the expert at ``rate_hz`` through the Arm protocol, return success.
 
     Real-time labs tick on ``time.monotonic()`` deadlines; a lock-step lab (xArm6, realtime=False) is
@@ -224,7 +272,7 @@ def run_episode(lab, arm, task: str, seed: int, rate_hz: float = 20.0, on_tick: 
             last_grip = grip
         if on_tick is not None:
             on_tick(t, state, pose, grip, info["expert_phase"])
-        if t > expert.plan.duration + settle:
+        if expert.done(t - settle) or t > max_time:
             break
         k += 1
         if lockstep:

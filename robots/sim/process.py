@@ -94,7 +94,8 @@ class LabServer:
 
     # ------------------------------------------------------------------ world construction
     def _build_franka(self) -> None:
-        from franky_sim import MujocoSimulator, SimulationServer
+        from franky_sim import SimulationServer
+        from franky_sim.mujoco_simulator import MujocoSimulator
 
         self.info_names = FRANKA_INFO
         sim = MujocoSimulator()

@@ -89,8 +89,8 @@ def _pick(cube: np.ndarray) -> list[Waypoint]:
     x, y, z = cube[:3]
     return [
         Waypoint(pose7([x, y, z + 0.12], rot), OPEN, "move"),
-        Waypoint(pose7([x, y, z - 0.002], rot), OPEN, "lower"),
-        Waypoint(pose7([x, y, z - 0.002], rot), CLOSED, "grasp", dwell=0.8),
+        Waypoint(pose7([x, y, z + 0.002], rot), OPEN, "lower"),
+        Waypoint(pose7([x, y, z + 0.002], rot), CLOSED, "grasp", dwell=0.8),
         Waypoint(pose7([x, y, SAFE_Z], rot), CLOSED, "lift", dwell=0.2),
     ]
 

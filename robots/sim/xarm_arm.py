@@ -37,7 +37,6 @@ class SimXArm6Gripper:
 
     def __init__(self, lab):
         self._lab = lab
-        self._last: float | None = None
 
     def width(self) -> float:
         return float(self._lab.call("arm_state")["gripper"])
@@ -52,11 +51,9 @@ class SimXArm6Gripper:
         opening = float(opening)
         if not np.isfinite(opening):
             raise ValueError(f"gripper opening must be a number in 0..1, got {opening}")
-        opening = float(np.clip(opening, 0.0, 1.0))
-        if self._last is not None and abs(self._last - opening) < 1e-3:
-            return
-        self._lab.call("gripper", opening)
-        self._last = opening
+        # Sent every time (a loopback RPC is cheap): a lab reset opens the gripper behind our back,
+        # so a client-side "already commanded" cache would go stale.
+        self._lab.call("gripper", float(np.clip(opening, 0.0, 1.0)))
 
 
 class SimXArm6:
