@@ -32,12 +32,16 @@ from scipy.spatial.transform import Rotation
 
 from robots.base import (Arm, ArmLimits, ArmState, Camera, DeviceDisconnected, DeviceError, RGBDFrame,
                          TeleopState)
-from robots.safety import SafetyFilter, default_limits, normalize_pose, validate_rate
+from robots.safety import SafetyFilter, default_limits, normalize_pose, rotation_angle, validate_rate
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STALL_TIMEOUT = 0.1  # s without fresh input while moving before the arm is stopped
 WATCHDOG_POLL = 0.005  # s; the watchdog's reaction time on top of the timeouts
+# How far an integrated teleop target may run ahead of the measured pose (a 0.25 m/s stream with
+# one or two ticks of servo lag leads by 1-3 cm; more means the arm is blocked or lagging).
+DEFAULT_MAX_LEAD = 0.05  # m
+DEFAULT_MAX_LEAD_ANGLE = 0.3  # rad
 GRIPPER_DEADBAND = 1e-3  # gripper commands closer than this to the last one are not re-sent
 
 
@@ -71,7 +75,8 @@ Listener = Callable[[Tick], None]
 
 class ControlLoop:
     def __init__(self, arm: Arm, source, camera: Camera | None = None, rate_hz: float = 20.0,
-                 limits: ArmLimits | None = None, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT):
+                 limits: ArmLimits | None = None, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT,
+                 max_lead: float = DEFAULT_MAX_LEAD, max_lead_angle: float = DEFAULT_MAX_LEAD_ANGLE):
         self.rate_hz = validate_rate(rate_hz)
         self.period = 1.0 / self.rate_hz
         if not stall_timeout > self.period:
@@ -91,6 +96,7 @@ class ControlLoop:
         self.limits = limits or getattr(arm, "limits", None) or default_limits(arm.name)
         self.filter = SafetyFilter(self.limits, self.rate_hz)
         self.stall_timeout = float(stall_timeout)
+        self.max_lead, self.max_lead_angle = float(max_lead), float(max_lead_angle)
 
         self._listeners: list[Listener] = []
         self._thread: threading.Thread | None = None
@@ -393,11 +399,33 @@ class ControlLoop:
             req[3:] = np.nan
         else:
             req[3:] = (rot * Rotation.from_quat(req[3:])).as_quat()
+        self._limit_lead(req, state.ee_pose, events)
         # buttons["gripper"] is the operator's toggle state: True = wants the gripper closed.
         gripper = 0.0 if ts.buttons.get("gripper", False) else 1.0
         if "gripper" not in ts.buttons:
             gripper = self._gripper_cmd
         return req, gripper, dict(ts.buttons), dict(getattr(ts, "info", None) or {})
+
+    def _limit_lead(self, req: np.ndarray, measured: np.ndarray, events: list[str]) -> None:
+        """Stop integrating a twist once the target leads the measured pose by more than max_lead.
+
+        A lagging or blocked arm (contact, a slow controller) would otherwise let the integrated
+        target wind up far ahead and snap the arm there later. Only growth of the lead is refused, so
+        the target never jumps back; it waits for the arm to catch up.
+        """
+        if not np.all(np.isfinite(req)):
+            return
+        cur = self._target
+        lead_new = float(np.linalg.norm(req[:3] - measured[:3]))
+        if lead_new > self.max_lead and lead_new > float(np.linalg.norm(cur[:3] - measured[:3])):
+            req[:3] = cur[:3]
+            events.append("lead_limited")
+        q_meas = measured[3:] / np.linalg.norm(measured[3:])
+        ang_new = rotation_angle(q_meas, req[3:] / np.linalg.norm(req[3:]))
+        if ang_new > self.max_lead_angle and ang_new > rotation_angle(q_meas, cur[3:]):
+            req[3:] = cur[3:]
+            if "lead_limited" not in events:
+                events.append("lead_limited")
 
     def _command_gripper(self, opening: float | None) -> float | None:
         if opening is None or not math.isfinite(opening):

@@ -86,6 +86,7 @@ class KinematicArm:
         self.block.set()
         self.fail_state = False
         self.hung_at: float | None = None
+        self.frozen = False
 
     def connect(self): ...
     def disconnect(self): ...
@@ -106,7 +107,8 @@ class KinematicArm:
         if self.servo_delay:
             time.sleep(self.servo_delay)
         self.servos.append((time.monotonic(), np.array(target)))
-        self.pose = np.array(target)
+        if not self.frozen:
+            self.pose = np.array(target)
 
     def stop(self):
         self.stops.append(time.monotonic())
@@ -188,6 +190,20 @@ def test_twist_is_integrated_at_the_speed_limit_and_filtered():
     assert arm.gripper.commands == [0.0]  # sent once, on change
     assert all(tk.action.shape == (8,) and tk.action[7] == 0.0 for tk in ticks[1:])
     assert ticks[-1].buttons == {"gripper": True}
+
+
+def test_target_does_not_wind_up_ahead_of_a_blocked_arm():
+    arm = KinematicArm()
+    arm.frozen = True  # the arm accepts targets but does not move (blocked by contact)
+    loop = ControlLoop(arm, StreamDevice(twist=(1.0, 0, 0, 0, 0, 0.5)), rate_hz=50.0, max_lead=0.03,
+                       max_lead_angle=0.2)
+    ticks = run_for(loop, 0.6)
+    lead = np.array([np.linalg.norm(tk.action[:3] - HOME[:3]) for tk in ticks])
+    assert lead.max() <= 0.03 + loop.filter.max_step + 1e-9
+    assert lead[-1] > 0.025  # it did advance up to the leash
+    assert any("lead_limited" in tk.events for tk in ticks)
+    from robots.safety import rotation_angle
+    assert max(rotation_angle(HOME[3:], tk.action[3:7]) for tk in ticks) <= 0.2 + loop.filter.max_rot_step + 1e-9
 
 
 def test_target_source_drives_the_arm_and_info_reaches_ticks():
