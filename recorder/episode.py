@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import queue
 import socket
@@ -39,6 +40,8 @@ from recorder.schema import (
     schema_version_of,
     validate,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["EpisodeWriter", "EpisodeReader", "EpisodeError", "CameraInfo", "marker_path", "read_marker"]
 
@@ -378,8 +381,12 @@ class EpisodeWriter:
         self.flushed = n
 
     # ---------------------------------------------------------------- end of episode
-    def finalize(self, outcome: str, notes: str = "") -> Path:
-        """Write the outcome, close the file, remove the recording marker; returns the path."""
+    def finalize(self, outcome: str, notes: str = "", *, propose: bool = True) -> Path:
+        """Write the outcome, close the file, remove the recording marker; returns the path.
+
+        With ``propose`` the episode also gets its keyframes and auto segment proposals
+        (recorder/proposals.py) while it is still private to this writer.
+        """
         if outcome not in OUTCOMES:
             raise ValueError(f"outcome {outcome!r} must be one of {'|'.join(OUTCOMES)}")
         self._stop(_STOP)
@@ -391,6 +398,14 @@ class EpisodeWriter:
         with h5py.File(self.path, "r+") as f:
             for name, values in self._late_extras.items():
                 self._write_late_extra(f, name, values)
+            if propose:
+                try:
+                    from recorder.proposals import write_into_open_file
+
+                    write_into_open_file(f)
+                except Exception as exc:  # proposals are a convenience: never lose the take over them
+                    log.warning("%s: no segment proposals: %s", self.path.name, exc)
+                    notes = (notes + "\n" if notes else "") + f"no segment proposals: {exc}"
             f.attrs.update({"outcome": outcome, "notes": str(notes), "state": "complete",
                             "dropped_frames": int(self.dropped), "ended_at": _now_iso()})
         marker_path(self.path).unlink(missing_ok=True)
@@ -583,6 +598,11 @@ class EpisodeReader:
     def annotations(self) -> dict[str, list[dict]]:
         """Raw segments per annotator: ``{annotator: [{"start":…, "end":…, "primitive":…, …}]}``."""
         out: dict[str, list[dict]] = {}
+        if "annotations/_store" in self._f:
+            from recorder.annotations import load_annotations
+
+            return {name: [seg.to_dict() for seg in doc.segments]
+                    for name, doc in load_annotations(self.path).items()}
         g = self._f.get("annotations")
         if not isinstance(g, h5py.Group):
             return out

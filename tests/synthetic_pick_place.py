@@ -113,8 +113,10 @@ def pick_place(seed: int = 0, fps: float = 20.0, pos_noise: float = 3e-4, grip_n
 
 
 def write_episode(path, syn: Synthetic, *, images: bool = True, width: int = 32, height: int = 24,
-                  task: str = "place_in_bin", extras: bool = True):
-    """A real episode file (recorder.episode.EpisodeWriter) holding a synthetic trajectory."""
+                  task: str = "place_in_bin", extras: bool = True, propose: bool = False):
+    """A real episode file (recorder.episode.EpisodeWriter) holding a synthetic trajectory.
+
+    ``propose=False`` (default) leaves it as an older recording would be: no keyframes, no store."""
     from recorder.episode import EpisodeWriter
 
     cam = None
@@ -131,4 +133,4 @@ def write_episode(path, syn: Synthetic, *, images: bool = True, width: int = 32,
             depth = np.full((height, width), 500 + i, dtype=np.uint16)
         w.append(i / syn.fps, rgb, depth, syn.ee_pose[i], np.zeros(7), float(syn.gripper[i]), syn.action[i],
                  {"expert_phase": syn.phases[i]} if extras else None)
-    return w.finalize("success")
+    return w.finalize("success", propose=propose)

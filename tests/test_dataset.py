@@ -21,11 +21,11 @@ def tiny(path, task="pick_cube", n=6, outcome="success"):
     w = EpisodeWriter(path, dict(robot="franka", task=task, fps=10), None)
     for i in range(n):
         w.append(i / 10, None, None, np.zeros(7), np.zeros(7), 1.0, np.zeros(8), block=True)
-    w.finalize(outcome)
+    w.finalize(outcome, propose=False)
 
 
 def test_folder_lists_good_and_bad_and_caches(tmp_path):
-    record(tmp_path / "ep_000.h5", n=8).finalize("success")
+    record(tmp_path / "ep_000.h5", n=8).finalize("success", propose=False)  # "new": no proposals yet
     tiny(tmp_path / "ep_001.h5", task="stack_cubes", outcome="failure")
     (tmp_path / "ep_002.h5").write_bytes(b"garbage" * 100)
     record(tmp_path / "ep_003.h5", n=8).finalize("success")

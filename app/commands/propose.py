@@ -20,12 +20,10 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recorder.annotations import AnnotationError, load_annotations, save_annotations
-    from recorder.episode import EpisodeReader
+    from recorder.annotations import AnnotationError, load_annotations
     from recorder.export import ExportError, find_episodes
-    from recorder.keyframes import detect_keyframes, write_keyframes
+    from recorder.proposals import propose_file
     from recorder.schema import EpisodeError
-    from recorder.segments import propose_doc
 
     try:
         episodes = find_episodes(args.paths)
@@ -38,12 +36,7 @@ def run(args: argparse.Namespace) -> int:
             if args.keep and args.annotator in load_annotations(path):
                 print(f"{path.name}: kept existing {args.annotator!r} proposals")
                 continue
-            with EpisodeReader(path) as r:
-                pose, grip, fps = r.ee_pose, r.gripper, float(r.meta["fps"])
-            kfs = detect_keyframes(pose, grip)
-            doc = propose_doc(pose, grip, fps, annotator=args.annotator)
-            write_keyframes(path, kfs)
-            save_annotations(path, doc)
+            kfs, doc = propose_file(path, annotator=args.annotator)
             print(f"{path.name}: {len(kfs)} keyframes, {len(doc)} segments: "
                   + " ".join(s.primitive for s in doc.segments))
         except (EpisodeError, AnnotationError, OSError, ValueError) as exc:
