@@ -18,7 +18,7 @@ import numpy as np
 from scipy.interpolate import CubicHermiteSpline
 from scipy.spatial.transform import Rotation, Slerp
 
-from robots.base import ArmState, DeviceError, RGBDFrame, TeleopState
+from robots.base import ArmState, DeviceDisconnected, DeviceError, RGBDFrame, TeleopState
 from robots.sim.tasks import Waypoint
 
 PEAK_SPEED = 0.19  # m/s: under the 0.2 m/s safety limit of both sim arms
@@ -30,6 +30,7 @@ SETTLE = 0.6  # s after the plan before success is judged (objects come to rest)
 REACH_TOL = 0.012  # m, travel keyframes
 FINE_TOL = 0.005  # m, keyframes at which the gripper acts or contact happens
 FINE_PHASES = ("lower", "grasp", "place", "press")
+MAX_REFUSALS = 20  # per episode, see run_episode
 MAX_GATE_WAIT = 8.0  # s per keyframe, then the plan moves on regardless
 
 
@@ -262,11 +263,22 @@ def run_episode(lab, arm, task: str, seed: int, rate_hz: float = 20.0, on_tick: 
     t0 = time.monotonic()
     k = 0
     last_grip = None
+    refusals = 0
     while True:
         t = k * period
         state = arm.state()
         pose, grip, info = expert.next_target(state, None, t)
-        arm.servo(pose)
+        try:
+            arm.servo(pose)
+        except DeviceDisconnected:
+            raise
+        except DeviceError:
+            # A refused command (e.g. franky's planner rejecting one velocity step) is recovered
+            # and the stream goes on, as the control loop does; persistent refusal ends the episode.
+            refusals += 1
+            if refusals > MAX_REFUSALS:
+                raise
+            arm.recover()
         if last_grip is None or abs(grip - last_grip) > 1e-3:
             arm.gripper.command(grip)
             last_grip = grip
