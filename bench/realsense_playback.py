@@ -34,8 +34,10 @@ def bare_sdk(path: Path) -> tuple[float, int]:
     rs = _rs()
     pipe, cfg = rs.pipeline(), rs.config()
     cfg.enable_device_from_file(str(path), repeat_playback=False)
-    cfg.resolve(rs.pipeline_wrapper(pipe)).get_device().as_playback().set_real_time(False)
-    pipe.start(cfg)
+    player = cfg.resolve(rs.pipeline_wrapper(pipe)).get_device().as_playback()
+    player.set_real_time(False)
+    player.pause()  # same start-up guard as the driver, or the baseline loses frames
+    pipe.start(cfg).get_device().as_playback().resume()
     n, last, t0 = 0, -1, time.perf_counter()
     while True:
         ok, fs = pipe.try_wait_for_frames(200)

@@ -237,7 +237,7 @@ finite = st.floats(-5, 5, allow_nan=False)
 anything = st.one_of(finite, st.just(float("nan")), st.just(float("inf")), st.just(-float("inf")))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(raw=st.lists(anything, min_size=6, max_size=6), dz=st.floats(0, 0.95),
        scale=st.lists(st.floats(0, 10), min_size=6, max_size=6), yaw=st.floats(-360, 360))
 def test_twist_is_always_within_unit_box(raw, dz, scale, yaw):
