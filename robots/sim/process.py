@@ -103,7 +103,11 @@ class LabServer:
         sim.add_robot()
         decorate_franka_scene(sim)
         self._srv = SimulationServer(sim, hostname_candidates=[FRANKA_HOST])
-        self._srv.init()
+        try:
+            self._srv.init()
+        except OSError:
+            raise RuntimeError(f"{FRANKA_HOST}:1337 is in use — another franky-sim (sim-franka lab) is "
+                               "already running on this machine") from None
         self._sim = sim
         self.model, self.data = sim.model, sim.data
         sim.register_pre_step_callback(lambda _s: self._drain_calls())
