@@ -127,13 +127,15 @@ class FrameCache:
     ``request(i)`` replaces any earlier request that has not started (the newest wins: while
     scrubbing, frames the playhead already passed are never decoded). After serving a request
     the thread prefetches a few frames ahead in the direction of travel until a new request comes.
+    Decoding happens in a child process (``use_process``), see ``_Decoder``.
     ``on_frame(i, rgb, depth)`` is called on the worker thread.
     """
 
     def __init__(self, path: Path, on_frame: Callable[[int, np.ndarray, np.ndarray | None], None], *,
-                 capacity: int = 48, prefetch: int = 6, with_depth: bool = False,
-                 on_error: Callable[[str], None] | None = None):
+                 capacity: int = 48, prefetch: int = 4, with_depth: bool = False,
+                 on_error: Callable[[str], None] | None = None, use_process: bool = True):
         self.path = Path(path)
+        self.use_process = bool(use_process)
         self.capacity = int(capacity)
         self.prefetch = int(prefetch)
         self._with_depth = bool(with_depth)
@@ -183,10 +185,8 @@ class FrameCache:
                 self._lru.popitem(last=False)
 
     def _run(self) -> None:
-        from recorder.episode import EpisodeReader
-
         try:
-            reader = EpisodeReader(self.path, migrate=False)
+            reader = _Decoder(self.path) if self.use_process else _InThreadReader(self.path)
         except Exception as exc:  # reported once; the view then shows no images
             if self._on_error:
                 self._on_error(one_line(exc))
@@ -201,6 +201,9 @@ class FrameCache:
                         return
                     i, self._want = self._want, None
                     direction = 1 if i >= self._last else -1
+                    # Prefetch serves playback and frame steps; while scrubbing (big jumps) it
+                    # would only keep the decoder busy when the next request arrives.
+                    prefetch = self.prefetch if abs(i - self._last) <= 2 else 0
                     self._last = i
                     item = self._lru.get(i)
                     depth_on = self._with_depth
@@ -210,7 +213,7 @@ class FrameCache:
                         continue
                     self._store(i, item)
                 self._on_frame(i, *item)
-                for k in range(1, self.prefetch + 1):
+                for k in range(1, prefetch + 1):
                     j = i + direction * k
                     with self._cond:
                         if self._want is not None or self._closed or not 0 <= j < n:
@@ -225,14 +228,97 @@ class FrameCache:
 
     def _decode(self, reader, i: int, depth_on: bool):
         try:
-            rgb = reader.rgb(i)
-            depth = reader.depth(i) if depth_on else None
+            item = reader.read(i, depth_on)
         except Exception as exc:
             if self._on_error:
                 self._on_error(one_line(exc))
             return None
         self.decoded += 1
-        return rgb, depth
+        return item
+
+
+class _InThreadReader:
+    """Decode on the calling thread (h5py keeps the GIL while decompressing: the UI thread
+    stalls for each frame; used where no child process can be started)."""
+
+    def __init__(self, path: Path):
+        from recorder.episode import EpisodeReader
+        self._r = EpisodeReader(path, migrate=False)
+        self.n_frames = self._r.n_frames
+
+    def read(self, i: int, depth_on: bool):
+        return self._r.rgb(i), (self._r.depth(i) if depth_on else None)
+
+    def close(self) -> None:
+        self._r.close()
+
+
+def _decoder_main(path: str, conn) -> None:
+    """Child process: serve (frame, with_depth) requests with decoded frames over a pipe."""
+    from recorder.episode import EpisodeReader
+    try:
+        reader = EpisodeReader(path, migrate=False)
+    except Exception as exc:
+        conn.send(("error", one_line(exc)))
+        return
+    conn.send(("ready", reader.n_frames))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break
+        if msg is None:
+            break
+        i, depth_on = msg
+        try:
+            conn.send(("frame", reader.rgb(i), reader.depth(i) if depth_on else None))
+        except Exception as exc:
+            conn.send(("error", one_line(exc)))
+    reader.close()
+
+
+class _Decoder:
+    """Frames decoded in a child process. h5py holds the GIL while it decompresses a frame, so a
+    decoding thread would stall the UI thread for as long (bench/gui_annotate.py); a process
+    decodes on the other core and the UI thread only pays for receiving the array."""
+
+    def __init__(self, path: Path):
+        import multiprocessing as mp
+        ctx = mp.get_context("spawn")   # no fork: the parent runs Qt and other threads
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_decoder_main, args=(str(path), child), daemon=True,
+                                 name=f"frames {path.name}")
+        self._proc.start()
+        child.close()
+        kind, value = self._recv()
+        if kind != "ready":
+            self.close()
+            raise RuntimeError(value)
+        self.n_frames = int(value)
+
+    def _recv(self):
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            raise RuntimeError(f"frame decoder process ended (exit code {self._proc.exitcode})") from None
+
+    def read(self, i: int, depth_on: bool):
+        self._conn.send((int(i), bool(depth_on)))
+        msg = self._recv()
+        if msg[0] != "frame":
+            raise RuntimeError(msg[1])
+        return msg[1], msg[2]
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self._proc.join(timeout=2.0)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(timeout=1.0)
+        self._conn.close()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -188,7 +188,7 @@ def test_navigation_primitive_play_and_loop_keys(qtbot, tab):
     key(tab, Qt.Key_L)
     assert c.is_looping() and tab.player.loop_button.isChecked()
     # frames arrived in the player from the worker thread
-    qtbot.waitUntil(lambda: tab.player.shown_frame == c.frame, timeout=3000)
+    qtbot.waitUntil(lambda: tab.player.shown_frame == c.frame, timeout=10000)
 
 
 def test_inspector_fields_edit_through_undo_stack(qtbot, tab, dataset):

@@ -13,7 +13,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets import style
 
-COLUMNS = ("Episode", "Frames", "Task", "Outcome", "Status", "Annotators")
+COLUMNS = ("Episode", "Frames", "Status", "Annotators")   # task, outcome … in the tooltip
 STATUS_COLORS = {"new": style.TEXT_DIM, "proposed": style.WARNING, "verified": "#6fd08c"}
 PATH_ROLE = QtCore.Qt.UserRole + 1
 ERROR_ROLE = QtCore.Qt.UserRole + 2
@@ -61,6 +61,7 @@ class DatasetBrowser(QtWidgets.QWidget):
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
         self.tree.setSelectionMode(QtWidgets.QAbstractItemView.SingleSelection)
+        self.tree.setTextElideMode(QtCore.Qt.ElideMiddle)   # long timestamped names keep both ends
         self.tree.header().setStretchLastSection(True)
         self.tree.setStyleSheet(
             f"QTreeWidget {{ background: {style.PANEL}; alternate-background-color: #2a2f37; color: {style.TEXT};"
@@ -110,7 +111,7 @@ class DatasetBrowser(QtWidgets.QWidget):
             self.tree.addTopLevelItem(self._item(info))
         for c in range(len(COLUMNS) - 1):
             self.tree.resizeColumnToContents(c)
-        self.tree.setColumnWidth(0, min(self.tree.columnWidth(0), 260))
+        self.tree.setColumnWidth(0, min(self.tree.columnWidth(0), 180))
         good = len(infos) - len(bad)
         self.header.setText(f"{folder.name}: {good} episode{'s' * (good != 1)}"
                             + (f", {len(bad)} unreadable" if bad else ""))
@@ -123,26 +124,23 @@ class DatasetBrowser(QtWidgets.QWidget):
         item.setData(0, PATH_ROLE, info.path)
         item.setText(0, info.name)
         if not info.ok:
-            item.setText(1, "")
-            item.setText(2, info.error)
-            item.setFirstColumnSpanned(False)
+            item.setText(2, "unreadable")
             item.setData(0, ERROR_ROLE, info.error)
             for c in range(len(COLUMNS)):
                 item.setForeground(c, QtGui.QColor(style.ERROR))
                 item.setToolTip(c, info.error)
             item.setIcon(0, self.style().standardIcon(QtWidgets.QStyle.SP_MessageBoxWarning))
             return item
-        item.setText(1, f"{info.n_frames}  ({info.duration:.1f} s)")
-        item.setText(2, info.task)
-        item.setText(3, info.outcome)
-        item.setToolTip(0, info.line())
+        item.setText(1, f"{info.n_frames}  ({info.duration:.0f} s)")
+        for c in range(len(COLUMNS)):
+            item.setToolTip(c, info.line())
         self._set_status(item, info.annotation, info.annotators)
         return item
 
     def _set_status(self, item, status: str, annotators: list[str]) -> None:
-        item.setText(4, status)
-        item.setForeground(4, QtGui.QColor(STATUS_COLORS.get(status, style.TEXT)))
-        item.setText(5, ", ".join(annotators))
+        item.setText(2, status)
+        item.setForeground(2, QtGui.QColor(STATUS_COLORS.get(status, style.TEXT)))
+        item.setText(3, ", ".join(annotators))
 
     # -- queries / updates -----------------------------------------------------------------------
 
@@ -152,7 +150,7 @@ class DatasetBrowser(QtWidgets.QWidget):
         for k in range(self.tree.topLevelItemCount()):
             it = self.tree.topLevelItem(k)
             out.append({"path": it.data(0, PATH_ROLE), "name": it.text(0), "error": it.data(0, ERROR_ROLE) or "",
-                        "status": it.text(4), "annotators": it.text(5)})
+                        "status": it.text(2), "annotators": it.text(3)})
         return out
 
     def good_paths(self) -> list[Path]:
