@@ -30,16 +30,14 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError, Workspace
+from robots.safety import default_limits
 
 # FR3 ready pose of franky-sim (and a common lab ready pose): hand above the table, pointing down.
 HOME_Q = (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
 FRANKA_HAND_MAX_WIDTH = 0.08  # m
 
-DEFAULT_LIMITS = ArmLimits(
-    Workspace(lo=(0.25, -0.45, 0.02), hi=(0.75, 0.45, 0.60)),
-    max_linear_speed=0.25,
-    max_angular_speed=1.0,
-)
+# One source of truth for each robot's limits: the safety filter's table (robots/safety.py).
+DEFAULT_LIMITS = default_limits("franka")
 
 
 @dataclass(frozen=True)

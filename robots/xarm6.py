@@ -22,15 +22,13 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError, Workspace
+from robots.safety import default_limits
 
 GRIPPER_MAX_PULSE = 850.0  # xArm Gripper: 0 closed … 850 open
 HOME_POSE = np.array([0.30, 0.0, 0.30, 1.0, 0.0, 0.0, 0.0])  # m + xyzw: TCP above the table, pointing down
 
-DEFAULT_LIMITS = ArmLimits(
-    Workspace(lo=(0.15, -0.45, 0.02), hi=(0.65, 0.45, 0.60)),
-    max_linear_speed=0.25,
-    max_angular_speed=1.0,
-)
+# One source of truth for each robot's limits: the safety filter's table (robots/safety.py).
+DEFAULT_LIMITS = default_limits("xarm6")
 
 
 def pose_to_sdk(pose: np.ndarray) -> list[float]:

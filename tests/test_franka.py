@@ -212,6 +212,9 @@ def test_lost_server_raises_device_disconnected_in_one_line():
         FrankaArm(host).connect()
 
 
-def test_default_workspace_matches_brief():
-    assert DEFAULT_LIMITS.workspace.lo == (0.25, -0.45, 0.02)
-    assert DEFAULT_LIMITS.workspace.hi == (0.75, 0.45, 0.60)
+def test_default_workspace_is_the_safety_filters_and_holds_home():
+    from robots.safety import default_limits
+
+    # One table of limits for the driver and the safety filter: they must never disagree.
+    assert DEFAULT_LIMITS == default_limits("franka")
+    assert DEFAULT_LIMITS.workspace.contains(np.array([0.554, 0.0, 0.521]))  # FR3 home EE position
