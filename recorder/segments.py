@@ -2,10 +2,13 @@
 
 Pipeline (pure functions on arrays; ``propose_segments`` is the entry point):
 
-1. Gripper events (recorder.keyframes) become gripper segments — ``grasp`` for a close,
-   ``place`` for an open after holding — spanning the open↔close ramp and the near-stationary
-   interval the arm usually pauses in while the fingers move.
-2. Long static intervals elsewhere become ``wait``; short ones are cut points.
+1. Gripper events (recorder.keyframes) that act on an object become gripper segments — ``grasp``
+   for a close that ends on something, ``place`` for an open after holding. A segment starts a
+   short lead before the fingers visibly move, but not before the arm has arrived (its approach
+   speed has died down to a share of its peak), and runs over the finger ramp and the pause after
+   it until the arm moves on.
+2. Long static intervals elsewhere become ``wait``, and so does a hold that ends the episode; both
+   start where the motion before them has settled.
 3. Every remaining frame gets a motion class from its smoothed velocity: up / down / horizontal /
    rotation (angular speed × lever arm beats linear speed) / still. Runs shorter than ``min_run``
    are absorbed by their neighbours, so spline blends at waypoints do not produce slivers.
@@ -36,11 +39,18 @@ STILL, UP, DOWN, HORIZ, ROT = "still", "up", "down", "horiz", "rot"
 @dataclass(frozen=True)
 class SegmentParams:
     keyframes: KeyframeParams = KeyframeParams()
-    attach_static: int = 6      # a static interval this close (frames) to a gripper event belongs to it
-    include_pre_pause: bool = False  # start a grasp/place at the pause before the fingers move
-    ramp_band: float = 0.08     # the gripper is "moving" while its normalised value is inside (band, 1-band)
+    # A gripper action starts this long (s) before its fingers visibly leave their level — the
+    # command precedes the visible motion (actuator latency, the operator settling on the pose) —
+    # but never before the arm arrived where it acts.
+    gripper_lead: float = 0.15
+    finger_margin: float = 0.03  # normalised departure from the level that counts as "fingers moving"
+    arrive_ratio: float = 0.15  # a decelerating motion has arrived once below this share of its peak speed
+    settle_ratio: float = 0.05  # … and has settled into a hold ("wait") once below this share
+    level_window: float = 2.0   # s of signal before/after an event that define the gripper/motion levels
+    min_hold: float = 0.5       # s an object must have been held before an opening counts as "place"
     min_gripper_segment: int = 3
     min_wait: int = 20          # static intervals at least this long (frames) are "wait" segments
+    min_tail_wait: int = 6      # a hold this long (frames) that lasts to the end of the episode is "wait"
     min_run: int = 5            # shortest motion run kept before absorbing into neighbours
     still_speed: float = 0.004  # m/s below which a frame has no direction of its own
     lever: float = 0.10         # m: compares angular (rad/s × lever) with linear speed
@@ -89,6 +99,14 @@ def _speed_noise(ee_pose: np.ndarray, fps: float, params: SegmentParams) -> floa
     return float(3.0 * np.linalg.norm(sigma) * gain * fps)
 
 
+def _motion_speed(ee_pose: np.ndarray, fps: float, params: SegmentParams) -> tuple[np.ndarray, float]:
+    """Per-frame motion speed (m/s; rotation counted at the lever arm) and the speed below which the
+    arm counts as still (``still_speed`` or the noise floor, whichever is higher)."""
+    v, w = _velocity(ee_pose, fps, params)
+    speed = np.maximum(np.linalg.norm(v, axis=1), np.linalg.norm(w, axis=1) * params.lever)
+    return speed, max(params.still_speed, _speed_noise(ee_pose, fps, params))
+
+
 def motion_classes(ee_pose: np.ndarray, fps: float, params: SegmentParams = SegmentParams()) -> np.ndarray:
     v, w = _velocity(ee_pose, fps, params)
     still = max(params.still_speed, _speed_noise(ee_pose, fps, params))
@@ -104,6 +122,29 @@ def motion_classes(ee_pose: np.ndarray, fps: float, params: SegmentParams = Segm
     cls[vert & (v[:, 2] <= 0)] = DOWN
     cls[rot] = ROT
     return cls
+
+
+def _arrival(speed: np.ndarray, still: float, end: int, lo: int, window: int, ratio: float) -> int:
+    """First frame of the stop that ``end`` lies in: walking back from ``end``, the frame after the
+    last one still moving at ``ratio`` × the peak speed of the motion that came before (a servoed
+    arm creeps the last millimetres; it has arrived when the approach has all but died out)."""
+    lo = max(0, lo)
+    if end <= lo:
+        return lo
+    peak = float(speed[max(lo, end - window):end].max())
+    thr = max(still, ratio * peak)
+    a = end
+    while a > lo and speed[a - 1] < thr:
+        a -= 1
+    return a
+
+
+def _departure(speed: np.ndarray, still: float, start: int, hi: int) -> int:
+    """First frame at or after ``start`` where the arm moves again (``hi`` when it does not)."""
+    b = start
+    while b < hi and speed[b] < still:
+        b += 1
+    return b
 
 
 def _runs(labels: list) -> list[tuple[int, int, object]]:
@@ -166,34 +207,67 @@ def _primitive_for(cls: str, status: str, pose: np.ndarray, w: np.ndarray, s: in
     return "move"
 
 
-def _gripper_spans(gripper: np.ndarray, statics: list[tuple[int, int]], n: int,
+def _noise_sigma(x: np.ndarray) -> float:
+    """Robust white-noise σ of a smooth signal (median absolute second difference)."""
+    if len(x) < 4:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(np.diff(x, n=2))) / np.sqrt(6.0))
+
+
+def _acts_on_object(status: np.ndarray, kind: str, onset: int, settled: int, min_hold: int) -> bool:
+    """Whether a gripper event is a grasp/place at all: a closing must end on something, an opening
+    must release something held for ``min_hold`` frames. Fingers closing on nothing (readying a
+    press) or opening at the start of a recording (nothing was picked up) are part of the
+    surrounding free motion — LA4VLA's grasp and place are defined by the object they act on."""
+    if kind == "gripper_close":
+        return settled >= len(status) or status[settled] == "holding"
+    held = 0
+    while held < onset and status[onset - 1 - held] == "holding":
+        held += 1
+    return held >= min_hold
+
+
+def _gripper_spans(gripper: np.ndarray, speed: np.ndarray, still: float, fps: float,
                    params: SegmentParams) -> list[tuple[int, int, str]]:
+    """(start, end, "grasp"|"place") per gripper event.
+
+    A span runs from the moment the action begins — ``gripper_lead`` before the fingers leave their
+    level, but not before the arm arrived at the pose it acts at — over the finger ramp and the pause
+    that follows, up to the frame the arm moves on. The pause before the arm's arrival stays with the
+    motion that ended there (the expert's and a person's "lower, then grasp").
+    """
     events = gripper_keyframes(gripper, params.keyframes)
     gn = normalise_gripper(gripper, params.keyframes.min_gripper_range)
-    spans = []
-    for ev in events:
+    n = len(gripper)
+    if not events or gn is None:
+        return []
+    margin = max(params.finger_margin, 4.0 * _noise_sigma(gn))
+    win = max(1, int(round(params.level_window * fps)))
+    lead = int(round(params.gripper_lead * fps))
+    frames = [ev.frame for ev in events]
+    status = holding_status(gripper, params)
+    spans: list[tuple[int, int, str]] = []
+    for i, ev in enumerate(events):
         k = ev.frame
-        a, b = k, k + 1
-        # extend over the ramp: frames where the fingers are between the two levels
-        while a > 0 and params.ramp_band < gn[a - 1] < 1 - params.ramp_band:
-            a -= 1
-        while b < n and params.ramp_band < gn[b] < 1 - params.ramp_band:
-            b += 1
-        # The pause in which the fingers move belongs to the gripper action from the moment they
-        # start moving; the pause before it (alignment) stays with the motion that ended there,
-        # unless ``include_pre_pause``.
-        for s0, e0 in statics:
-            if s0 - params.attach_static <= b and e0 + params.attach_static >= a:
-                b = max(b, e0)
-                if params.include_pre_pause:
-                    a = min(a, s0)
-        kind = "grasp" if ev.kind == "gripper_close" else "place"
-        if spans and a < spans[-1][1]:  # overlapping events: split the overlap at the midpoint
-            mid = (a + spans[-1][1]) // 2
-            spans[-1] = (spans[-1][0], max(spans[-1][0] + 1, mid), spans[-1][2])
-            a = spans[-1][1]
+        prev_k = frames[i - 1] if i else 0
+        next_k = frames[i + 1] if i + 1 < len(frames) else n
+        before = float(np.median(gn[max(prev_k, k - win):k])) if k > prev_k else float(gn[k])
+        after = float(np.median(gn[k:min(next_k, k + win)]))
+        onset = k  # first frame the fingers are off their previous level
+        while onset > prev_k and abs(gn[onset - 1] - before) > margin:
+            onset -= 1
+        settled = k  # first frame the fingers are at their new level
+        while settled < next_k and abs(gn[settled] - after) > margin:
+            settled += 1
+        if not _acts_on_object(status, ev.kind, onset, settled, int(round(params.min_hold * fps))):
+            continue
+        lo = spans[-1][1] if spans else 0
+        arrived = _arrival(speed, still, onset, lo, win, params.arrive_ratio)
+        a = max(lo, min(onset, max(arrived, onset - lead)))
+        b = max(_departure(speed, still, settled, n), a + params.min_gripper_segment)
+        b = min(b, n)
         if b > a:
-            spans.append((a, b, kind))
+            spans.append((a, b, "grasp" if ev.kind == "gripper_close" else "place"))
     return spans
 
 
@@ -207,13 +281,26 @@ def propose_labels(ee_pose: np.ndarray, gripper: np.ndarray, fps: float,
         return []
     if len(g) != n:
         raise ValueError(f"gripper has {len(g)} frames, ee_pose has {n}")
-    statics = static_intervals(arm_state_from_pose(pose), params.keyframes)
-    spans = _gripper_spans(g, statics, n, params)
+    speed, still = _motion_speed(pose, fps, params)
+    win = max(1, int(round(params.level_window * fps)))
+    spans = _gripper_spans(g, speed, still, fps, params)
     labels: list = [None] * n
     for a, b, kind in spans:
         labels[a:b] = [kind] * (b - a)
-    for s0, e0 in statics:
-        if e0 - s0 >= params.min_wait and all(lab is None for lab in labels[s0:e0]):
+    # Long pauses are "wait"; so is a hold that ends the episode, however short. Either starts where
+    # the motion before it has settled, not merely arrived: the short dwell at a reached pose still
+    # belongs to the motion (the expert's and a person's "lift, hold, then wait").
+    waits = [(s0, e0) for s0, e0 in static_intervals(arm_state_from_pose(pose), params.keyframes)
+             if e0 - s0 >= params.min_wait]
+    moving = np.flatnonzero(speed >= still)
+    if len(moving) and moving[-1] + 1 < n:
+        waits.append((int(moving[-1]) + 1, n))
+    for s0, e0 in waits:
+        free = next((j for j in range(e0 - 1, s0 - 1, -1) if labels[j] is not None), s0 - 1) + 1
+        if free >= e0:
+            continue
+        s0 = _arrival(speed, still, free, _last_label_end(labels, free), win, params.settle_ratio)
+        if e0 - s0 >= (params.min_tail_wait if e0 == n else params.min_wait):
             labels[s0:e0] = ["wait"] * (e0 - s0)
     _, w = _velocity(pose, fps, params)
     cls = motion_classes(pose, fps, params)
@@ -246,6 +333,14 @@ def propose_labels(ee_pose: np.ndarray, gripper: np.ndarray, fps: float,
         else:
             merged.append((s, e, p))
     return merged
+
+
+def _last_label_end(labels: list, before: int) -> int:
+    """End of the last labelled frame before ``before`` (0 when there is none)."""
+    j = before - 1
+    while j >= 0 and labels[j] is None:
+        j -= 1
+    return j + 1
 
 
 def _majority(values) -> str:
