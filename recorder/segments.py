@@ -292,9 +292,9 @@ def propose_labels(ee_pose: np.ndarray, gripper: np.ndarray, fps: float,
     # belongs to the motion (the expert's and a person's "lift, hold, then wait").
     waits = [(s0, e0) for s0, e0 in static_intervals(arm_state_from_pose(pose), params.keyframes)
              if e0 - s0 >= params.min_wait]
-    moving = np.flatnonzero(speed >= still)
-    if len(moving) and moving[-1] + 1 < n:
-        waits.append((int(moving[-1]) + 1, n))
+    last_move = _last_motion_end(speed >= still, params.min_run)
+    if 0 < last_move < n:
+        waits.append((last_move, n))
     for s0, e0 in waits:
         free = next((j for j in range(e0 - 1, s0 - 1, -1) if labels[j] is not None), s0 - 1) + 1
         if free >= e0:
@@ -333,6 +333,17 @@ def propose_labels(ee_pose: np.ndarray, gripper: np.ndarray, fps: float,
         else:
             merged.append((s, e, p))
     return merged
+
+
+def _last_motion_end(moving: np.ndarray, min_frames: int) -> int:
+    """End of the last run of at least ``min_frames`` moving frames (0 when there is none): a noise
+    spike in a hold is not motion."""
+    runs, count = connected_runs(moving)
+    for r in range(count, 0, -1):
+        idx = np.flatnonzero(runs == r)
+        if len(idx) >= min_frames:
+            return int(idx[-1]) + 1
+    return 0
 
 
 def _last_label_end(labels: list, before: int) -> int:

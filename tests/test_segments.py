@@ -106,3 +106,62 @@ def test_vocabulary_and_captions():
     assert instruction("move", np.array([0.1, -0.02, -0.08])) == "move the gripper forward and downward"
     with pytest.raises(ValueError, match="unknown primitive"):
         instruction("fly")
+
+
+def _ramp(n, start, frm, to, frames=5):
+    g = np.full(n, float(frm))
+    g[start:] = to
+    g[start:start + frames] = np.linspace(frm, to, frames + 2)[1:-1]
+    return g
+
+
+def _stop_and_go(n_in=30, n_hold=30, n_out=30, step=0.004):
+    """Move forward rest-to-rest (smooth stop), hold still, move up again."""
+    s = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, n_in))
+    into = np.array([0.4, 0, 0.1]) + np.outer(s * step * n_in / 2, [1, 0, 0])
+    hold = np.repeat(into[-1:], n_hold, axis=0)
+    s = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, n_out))
+    out = into[-1] + np.outer(s * step * n_out / 2, [0, 0, 1])
+    pos = np.vstack([into, hold, out])
+    quat = np.repeat(Rotation.from_euler("x", np.pi).as_quat()[None], len(pos), axis=0)
+    return np.hstack([pos, quat])
+
+
+def test_grasp_starts_a_lead_before_the_fingers_but_not_before_the_arm_arrived():
+    pose = _stop_and_go()
+    late = _ramp(len(pose), 45, 1.0, 0.4)  # fingers close 15 frames after the arm stopped
+    segs = propose_labels(pose, late, 20.0)
+    grasp = next((s, e) for s, e, p in segs if p == "grasp")
+    assert grasp[0] == 45 - 3  # gripper_lead 0.15 s at 20 fps
+    assert [p for _, _, p in segs] == ["move", "grasp", "lift"]
+    early = _ramp(len(pose), 29, 1.0, 0.4)  # fingers close as the arm comes to rest
+    grasp = next((s, e) for s, e, p in propose_labels(pose, early, 20.0) if p == "grasp")
+    assert 24 <= grasp[0] <= 29  # the arrival bounds it, not the lead alone
+    assert abs(grasp[1] - 60) <= 1  # and it lasts until the arm moves on
+
+
+def test_gripper_moves_without_an_object_are_no_grasp_or_place():
+    pose = _line(60, np.array([0.4, 0, 0.2]), np.array([0.003, 0, 0]))
+    opens_at_start = _ramp(60, 1, 0.4, 1.0)  # the last episode ended closed; nothing is held now
+    assert [p for _, _, p in propose_labels(pose, opens_at_start, 20.0)] == ["move"]
+    closes_on_nothing = _ramp(60, 20, 1.0, 0.0)
+    assert "grasp" not in [p for _, _, p in propose_labels(pose, closes_on_nothing, 20.0)]
+    # the same opening after a real hold is a place
+    held = np.concatenate([np.full(30, 0.4), _ramp(30, 5, 0.4, 1.0)])
+    hold_then_open = np.vstack([_line(30, np.array([0.4, 0, 0.2]), np.zeros(3)),
+                                _line(30, np.array([0.4, 0, 0.2]), np.zeros(3))])
+    assert "place" in [p for _, _, p in propose_labels(hold_then_open, held, 20.0)]
+
+
+def test_a_short_hold_that_ends_the_episode_is_wait_from_where_the_arm_settled():
+    pose = _stop_and_go(n_in=40, n_hold=8, n_out=0)
+    labels = propose_labels(pose, np.ones(len(pose)), 20.0)
+    assert [p for _, _, p in labels] == ["move", "wait"]
+    assert 36 <= labels[-1][0] <= 40
+    rng = np.random.default_rng(0)
+    noisy = pose.copy()
+    noisy[:, :3] += rng.normal(0, 3e-4, noisy[:, :3].shape)
+    assert [p for _, _, p in propose_labels(noisy, np.ones(len(pose)), 20.0)] == ["move", "wait"]
+    # too short a hold at the end stays with the motion
+    short = _stop_and_go(n_in=40, n_hold=2, n_out=0)
+    assert [p for _, _, p in propose_labels(short, np.ones(len(short)), 20.0)] == ["move"]
