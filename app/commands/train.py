@@ -1,0 +1,103 @@
+"""``python main.py train expert …``: train the action expert headless (the GUI runs this as a
+subprocess and plots its ``--progress json`` lines). Multi-GPU / multi-process:
+``torchrun --nproc_per_node=N main.py train expert …`` — the same command, no flags to change.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _floats(n: int):
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            vals = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}") from None
+        if len(vals) != n:
+            raise argparse.ArgumentTypeError(f"expected {n} comma-separated numbers, got {text!r}")
+        return vals
+    return parse
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train models headless (action expert)")
+    sub = p.add_subparsers(dest="model", metavar="MODEL", required=True)
+    e = sub.add_parser("expert", help="the waypoint-guided point-cloud diffusion action expert",
+                       description="Stage 1 (pretrain): action pre-training with the cloud masked, on synthetic "
+                                   "B-spline trajectories and/or episodes. Stage 2 (finetune): with point clouds "
+                                   "from recorded episodes, usually --init from a stage-1 checkpoint.")
+    e.add_argument("--stage", choices=("pretrain", "finetune"), default="pretrain")
+    e.add_argument("--out", default="runs/expert", help="run folder for checkpoints (default %(default)s)")
+    e.add_argument("--episodes", nargs="*", default=[], help="episode files or folders (*.h5)")
+    e.add_argument("--synthetic", type=int, default=None,
+                   help="number of synthetic B-spline trajectories (default 500 for pretrain, 0 for finetune)")
+    e.add_argument("--init", default=None, help="start from this checkpoint's weights and normaliser")
+    e.add_argument("--resume", default=None, help="continue a run from its checkpoint (step count kept)")
+    e.add_argument("--steps", type=int, default=2000)
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--lr", type=float, default=1e-3)
+    e.add_argument("--goal-noise", type=float, default=0.1,
+                   help="std of Gaussian noise on the guidance pose, normalised units (default %(default)s)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    e.add_argument("--log-every", type=int, default=10)
+    e.add_argument("--ckpt-every", type=int, default=500)
+    e.add_argument("--progress", choices=("json", "bar", "none"), default="bar",
+                   help="json: one JSON object per line on stdout (for the GUI); bar: a progress bar")
+    e.add_argument("--crop", type=_floats(6), default=None, metavar="X0,Y0,Z0,X1,Y1,Z1",
+                   help="workspace box (base frame, m) clouds are cropped to and synthetic data drawn from")
+    m = e.add_argument_group("model (fresh runs only; checkpoints carry their own)")
+    m.add_argument("--horizon", type=int, default=16)
+    m.add_argument("--n-action-steps", type=int, default=8)
+    m.add_argument("--n-obs", type=int, default=1)
+    m.add_argument("--n-guide", type=int, default=4)
+    m.add_argument("--n-points", type=int, default=1024)
+    m.add_argument("--unet-dims", type=_ints, default=(32, 64, 128))
+    m.add_argument("--prediction", choices=("epsilon", "sample"), default="sample")
+    e.set_defaults(func=run_expert)
+
+
+def run_expert(args) -> int:
+    from policies.action_expert import ExpertConfig
+    from policies.datasets import DEFAULT_WORKSPACE, Windows, episode_windows, open_episodes, synthetic_windows
+    from policies.train import TrainConfig, train
+
+    try:
+        mcfg = ExpertConfig(horizon=args.horizon, n_action_steps=args.n_action_steps, n_obs=args.n_obs,
+                            n_guide=args.n_guide, n_points=args.n_points, unet_dims=args.unet_dims,
+                            prediction_type=args.prediction)
+        if args.resume or args.init:
+            from policies.action_expert import ActionExpert
+
+            mcfg = ExpertConfig.from_dict(ActionExpert.read_checkpoint(args.resume or args.init)["config"])
+        workspace = (args.crop[:3], args.crop[3:]) if args.crop else DEFAULT_WORKSPACE
+        cfg = TrainConfig(stage=args.stage, out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
+                          lr=args.lr, goal_noise=args.goal_noise, seed=args.seed, device=args.device,
+                          log_every=args.log_every, ckpt_every=args.ckpt_every)
+        n_syn = args.synthetic if args.synthetic is not None else (500 if args.stage == "pretrain" else 0)
+        parts = []
+        if n_syn > 0:
+            parts.append(synthetic_windows(n_syn, mcfg, seed=args.seed, workspace=workspace))
+        if args.episodes:
+            with_clouds = args.stage == "finetune"
+            parts += [episode_windows(ep, mcfg, with_clouds=with_clouds, workspace=workspace)
+                      for ep in open_episodes(args.episodes)]
+        if not parts:
+            raise ValueError("no training data: give --episodes and/or --synthetic N")
+        windows = Windows.concat(parts)
+        result = train(cfg, windows, mcfg, init_checkpoint=args.init, resume=args.resume, progress=args.progress)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
+        print(f"train expert: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if args.progress != "json":
+        state = "cancelled" if result.cancelled else "done"
+        print(f"{state} at step {result.step}, loss {result.loss:.4f}, checkpoint {result.checkpoint}", file=sys.stderr)
+    return 0

@@ -1,0 +1,233 @@
+"""Training data for the action expert: windows of (state history, guidance, action chunk, cloud).
+
+Two sources feed the same ``Windows`` container:
+- synthetic B-spline trajectories (random sparse waypoints in the workspace → spline → 20 Hz states and
+  actions, guidance from a perturbed copy of the waypoints) for stage-1 action pre-training, no clouds;
+- recorded episodes (recorder.episode.EpisodeReader or anything with its attribute names) with clouds
+  from depth, cached per episode in a ``.npz`` beside the file so later epochs and runs skip the
+  back-projection and FPS.
+Everything is held as tensors and batched by index, so large stage-1 batches cost no DataLoader overhead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from scipy.spatial.transform import Rotation
+
+from policies.action_expert import POSE_DIM, ExpertConfig
+from policies.geometry import cloud_from_depth, pose7_to_9
+from policies.waypoints import DemoKeyframeSource, Waypoint, WaypointTrajectory
+
+# A reachable box in front of a table-mounted arm (base frame, metres); synthetic waypoints are drawn
+# inside it and clouds are cropped to it unless the caller passes another.
+DEFAULT_WORKSPACE = ((0.25, -0.35, 0.02), (0.75, 0.35, 0.50))
+# Gripper pointing down (tool z along base -z): the usual orientation of table-top manipulation.
+_TOP_DOWN = Rotation.from_euler("x", np.pi)
+
+
+@dataclass
+class Windows:
+    state: torch.Tensor  # (M, n_obs, 10)
+    guide: torch.Tensor  # (M, n_guide, 10)
+    action: torch.Tensor  # (M, H, 10)
+    cloud_index: torch.Tensor  # (M,) int64 into ``clouds``; -1 = no cloud
+    clouds: torch.Tensor | None = None  # (F, N, 3)
+
+    def __len__(self) -> int:
+        return int(self.state.shape[0])
+
+    @property
+    def has_clouds(self) -> bool:
+        return self.clouds is not None and bool((self.cloud_index >= 0).any())
+
+    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu", with_cloud: bool = True) -> dict:
+        out = {"state": self.state[idx].to(device), "guide": self.guide[idx].to(device),
+               "action": self.action[idx].to(device)}
+        if with_cloud and self.clouds is not None:
+            ci = self.cloud_index[idx]
+            out["cloud"] = self.clouds[ci.clamp(min=0)].to(device)
+            out["has_cloud"] = (ci >= 0).to(device)
+        return out
+
+    def pose_vectors(self) -> np.ndarray:
+        """Every 10-D pose in the data (to fit the normaliser on)."""
+        return torch.cat([self.state.reshape(-1, POSE_DIM), self.guide.reshape(-1, POSE_DIM),
+                          self.action.reshape(-1, POSE_DIM)]).numpy()
+
+    @staticmethod
+    def concat(parts: Sequence["Windows"]) -> "Windows":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError("no training windows (empty data set)")
+        clouds, index, offset = [], [], 0
+        for p in parts:
+            ci = p.cloud_index.clone()
+            if p.clouds is not None:
+                ci[ci >= 0] += offset
+                clouds.append(p.clouds)
+                offset += p.clouds.shape[0]
+            index.append(ci)
+        return Windows(torch.cat([p.state for p in parts]), torch.cat([p.guide for p in parts]),
+                       torch.cat([p.action for p in parts]), torch.cat(index),
+                       torch.cat(clouds) if clouds else None)
+
+
+def _vec10(pose7: np.ndarray, grip: np.ndarray) -> np.ndarray:
+    return np.concatenate([pose7_to_9(pose7), np.asarray(grip, dtype=np.float64)[..., None]], axis=-1)
+
+
+def windows_from_trajectory(time: np.ndarray, ee_pose: np.ndarray, gripper: np.ndarray, action: np.ndarray,
+                            guide_traj: WaypointTrajectory, cfg: ExpertConfig,
+                            cloud_index: np.ndarray | None = None, clouds: np.ndarray | None = None) -> Windows:
+    """One window per frame: state history ending at the frame, the next ``horizon`` commanded actions
+    (the last repeated past the end, so the policy learns to stop), guidance sampled ahead of the
+    frame's time on ``guide_traj``."""
+    T = len(time)
+    state = _vec10(np.asarray(ee_pose), np.asarray(gripper))  # (T, 10)
+    act = _vec10(np.asarray(action)[:, :7], np.asarray(action)[:, 7])
+    frames = np.arange(T)
+    hist = np.clip(frames[:, None] + np.arange(-cfg.n_obs + 1, 1)[None], 0, T - 1)
+    ahead = np.clip(frames[:, None] + np.arange(cfg.horizon)[None], 0, T - 1)
+    ts = np.asarray(time)[:, None] + cfg.guide_horizon_s * np.arange(1, cfg.n_guide + 1)[None] / cfg.n_guide
+    guide = _vec10(guide_traj.sample(ts), guide_traj.gripper(ts))
+    ci = np.full(T, -1, dtype=np.int64) if cloud_index is None else np.asarray(cloud_index, dtype=np.int64)
+    return Windows(torch.as_tensor(state[hist], dtype=torch.float32), torch.as_tensor(guide, dtype=torch.float32),
+                   torch.as_tensor(act[ahead], dtype=torch.float32), torch.as_tensor(ci),
+                   None if clouds is None else torch.as_tensor(clouds, dtype=torch.float32))
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic B-spline trajectories (stage 1)
+# --------------------------------------------------------------------------------------------
+
+
+def random_waypoints(rng: np.random.Generator, workspace=DEFAULT_WORKSPACE, n_min: int = 3,
+                     n_max: int = 6) -> list[Waypoint]:
+    """Random table-top-like waypoints: positions in the box, gripper mostly pointing down with a
+    random yaw and a small tilt, gripper toggling at some waypoints, occasional dwells."""
+    lo, hi = np.asarray(workspace[0]), np.asarray(workspace[1])
+    n = int(rng.integers(n_min, n_max + 1))
+    pos = rng.uniform(lo, hi, size=(n, 3))
+    yaw = rng.uniform(-np.pi / 2, np.pi / 2, size=n)
+    tilt = rng.normal(0, 0.15, size=(n, 2))
+    rots = Rotation.from_euler("z", yaw[:, None]) * _TOP_DOWN * Rotation.from_euler("xy", tilt)
+    quats = rots.as_quat()
+    grip = 1.0
+    out = []
+    for i in range(n):
+        if i > 0 and rng.random() < 0.4:
+            grip = 1.0 - grip
+        out.append(Waypoint(np.concatenate([pos[i], quats[i]]), grip, dwell=float(rng.choice([0.0, 0.0, 0.3]))))
+    return out
+
+
+def synthetic_trajectory(rng: np.random.Generator, rate_hz: float = 20.0, workspace=DEFAULT_WORKSPACE,
+                         waypoint_noise: float = 0.005) -> dict:
+    """A smooth demo through random waypoints: ``action`` is the spline sampled at the control rate,
+    ``ee_pose`` trails it by one tick (as a servoed arm does), and ``guide`` is a spline through the
+    same waypoints perturbed by ``waypoint_noise`` metres (waypoints are never exact)."""
+    wps = random_waypoints(rng, workspace)
+    speed = float(rng.uniform(0.06, 0.2))
+    traj = WaypointTrajectory(wps, speed=speed)
+    t = np.arange(0.0, traj.duration + 0.5, 1.0 / rate_hz)
+    target = traj.sample(t)
+    grip_cmd = traj.gripper(t)
+    ee = np.concatenate([target[:1], target[:-1]])
+    grip_state = np.concatenate([grip_cmd[:1], grip_cmd[:-1]])
+    noisy = [Waypoint(np.concatenate([w.pose[:3] + rng.normal(0, waypoint_noise, 3), w.pose[3:]]), w.gripper,
+                      t=float(tk)) for w, tk in zip(wps, traj.times[_first_knots(wps)])]
+    guide = WaypointTrajectory(noisy)
+    return {"time": t, "ee_pose": ee, "gripper": grip_state, "action": np.concatenate([target, grip_cmd[:, None]], 1),
+            "guide": guide, "waypoints": wps}
+
+
+def _first_knots(wps: Sequence[Waypoint]) -> np.ndarray:
+    # Knot index of each waypoint's arrival (dwells add a second knot after it).
+    idx, k = [], 0
+    for w in wps:
+        idx.append(k)
+        k += 2 if w.dwell > 0 else 1
+    return np.asarray(idx)
+
+
+def synthetic_windows(n_trajectories: int, cfg: ExpertConfig, seed: int = 0,
+                      workspace=DEFAULT_WORKSPACE) -> Windows:
+    rng = np.random.default_rng(seed)
+    parts = []
+    for _ in range(n_trajectories):
+        tr = synthetic_trajectory(rng, cfg.rate_hz, workspace)
+        parts.append(windows_from_trajectory(tr["time"], tr["ee_pose"], tr["gripper"], tr["action"], tr["guide"], cfg))
+    return Windows.concat(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Recorded episodes (stage 2)
+# --------------------------------------------------------------------------------------------
+
+
+def _camera_field(camera: Any, name: str):
+    return camera[name] if isinstance(camera, dict) else getattr(camera, name)
+
+
+def episode_clouds(episode: Any, n_points: int, workspace=DEFAULT_WORKSPACE, stride: int = 2,
+                   voxel: float = 0.005, cache: bool = True) -> np.ndarray:
+    """(T, n_points, 3) clouds for every frame of an episode, cached in ``<episode>.clouds-<key>.npz``
+    (the key hashes the parameters, so changing the crop or N never reuses a stale cache)."""
+    cam = episode.camera
+    K = np.asarray(_camera_field(cam, "K"), dtype=np.float64)
+    T_bc = np.asarray(_camera_field(cam, "T_base_camera"), dtype=np.float64)
+    scale = float(_camera_field(cam, "depth_scale"))
+    n = int(episode.n_frames)
+    params = {"n": n_points, "lo": list(map(float, workspace[0])), "hi": list(map(float, workspace[1])),
+              "stride": stride, "voxel": voxel, "frames": n, "K": K.round(6).tolist(), "T": T_bc.round(6).tolist()}
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    path = getattr(episode, "path", None)
+    cache_file = Path(f"{path}.clouds-{key}.npz") if (cache and path) else None
+    if cache_file is not None and cache_file.is_file():
+        with np.load(cache_file) as z:
+            if z["clouds"].shape == (n, n_points, 3):
+                return z["clouds"]
+    clouds = np.stack([cloud_from_depth(episode.depth(i), scale, K, T_bc, workspace[0], workspace[1], n_points,
+                                        stride=stride, voxel=voxel, seed=i) for i in range(n)])
+    if cache_file is not None:
+        tmp = cache_file.with_name(cache_file.name + ".tmp.npz")
+        np.savez(tmp, clouds=clouds)
+        tmp.replace(cache_file)
+    return clouds
+
+
+def episode_windows(episode: Any, cfg: ExpertConfig, with_clouds: bool = True, workspace=DEFAULT_WORKSPACE,
+                    cache: bool = True) -> Windows:
+    """Windows from one recorded episode; guidance is the spline through the episode's keyframes
+    (gripper transitions when it has none), timed as recorded."""
+    time = np.asarray(episode.time, dtype=np.float64)
+    wps = DemoKeyframeSource(episode).waypoints()
+    guide = WaypointTrajectory(wps)
+    clouds = episode_clouds(episode, cfg.n_points, workspace, cache=cache) if with_clouds else None
+    ci = np.arange(len(time)) if clouds is not None else None
+    return windows_from_trajectory(time, np.asarray(episode.ee_pose), np.asarray(episode.gripper),
+                                   np.asarray(episode.action), guide, cfg, ci, clouds)
+
+
+def open_episodes(paths: Iterable[str | Path]) -> list[Any]:
+    """Open episode files through recorder.episode.EpisodeReader (imported late: the recorder is
+    optional for cloud-free synthetic training)."""
+    from recorder.episode import EpisodeReader
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.glob("*.h5")) + sorted(p.glob("*.hdf5"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such episode file or folder")
+    if not files:
+        raise FileNotFoundError("no episode files (*.h5, *.hdf5) found in " + ", ".join(map(str, paths)))
+    return [EpisodeReader(f) for f in files]

@@ -1,0 +1,178 @@
+"""Training loop, data sets and the `train expert` command (policies/train.py, policies/datasets.py)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from policies.action_expert import ActionExpert, ExpertConfig
+from policies.datasets import Windows, episode_windows, synthetic_trajectory, synthetic_windows
+from policies.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(horizon=8, n_action_steps=4, unet_dims=(16, 32), pointnet_dims=(16, 32), state_feat=32,
+            guide_feat=32, cloud_feat=16, step_embed=32, n_points=64)
+TINY_CLI = ["--horizon", "8", "--unet-dims", "16,32", "--n-points", "64"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _cfg(**kw):
+    return TrainConfig(**{"steps": 10, "batch_size": 32, "log_every": 1, "ckpt_every": 10 ** 9, "warmup_steps": 2, **kw})
+
+
+def test_synthetic_trajectories_are_consistent():
+    tr = synthetic_trajectory(np.random.default_rng(0))
+    assert tr["action"].shape == (len(tr["time"]), 8)
+    # The arm state trails the command by exactly one tick.
+    np.testing.assert_allclose(tr["ee_pose"][1:], tr["action"][:-1, :7])
+    w = synthetic_windows(3, ExpertConfig(**TINY), seed=0)
+    assert w.state.shape[1:] == (1, 10) and w.guide.shape[1:] == (4, 10) and w.action.shape[1:] == (8, 10)
+    assert not w.has_clouds and torch.isfinite(w.action).all()
+    # Chunks run forward in time: the first action of window i is the command at frame i.
+    np.testing.assert_allclose(w.action[1, 0].numpy(), w.action[0, 1].numpy(), atol=1e-6)
+
+
+def test_loss_decreases_and_progress_is_json_lines(tmp_path, capsys):
+    w = synthetic_windows(4, ExpertConfig(**TINY), seed=1)
+    res = train(_cfg(out_dir=str(tmp_path), steps=40, lr=3e-3), w, ExpertConfig(**TINY), progress="json")
+    assert np.mean(res.losses[-8:]) < 0.8 * np.mean(res.losses[:4])
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    step = next(e for e in events if e["event"] == "step")
+    assert set(step) >= {"step", "epoch", "loss", "lr", "samples_per_s", "eta_s"}
+    assert [e["step"] for e in events if e["event"] == "step"] == list(range(1, 41))
+    assert Path(events[-1]["checkpoint"]).is_file()
+
+
+def test_resume_continues_the_step_count(tmp_path):
+    w = synthetic_windows(2, ExpertConfig(**TINY), seed=2)
+    first = train(_cfg(out_dir=str(tmp_path)), w, ExpertConfig(**TINY), progress="none", stop_after=4)
+    assert first.cancelled and first.step == 4
+    ck = ActionExpert.read_checkpoint(first.checkpoint)
+    assert ck["train"]["step"] == 4 and ck["train"]["lr_scheduler"]["last_epoch"] == 4
+    steps_seen = []
+    second = train(_cfg(out_dir=str(tmp_path)), w, progress="none", resume=first.checkpoint,
+                   on_step=lambda s, loss: steps_seen.append(s))
+    assert steps_seen == list(range(5, 11)) and second.step == 10 and not second.cancelled
+    assert ActionExpert.read_checkpoint(second.checkpoint)["train"]["step"] == 10
+    # An uninterrupted run of the same length lands on the same weights: resume lost nothing.
+    straight = train(_cfg(out_dir=str(tmp_path / "b")), w, ExpertConfig(**TINY), progress="none")
+    a, b = ActionExpert.load(second.checkpoint), ActionExpert.load(straight.checkpoint)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va, vb, atol=1e-4), k
+
+
+class ArrayEpisode:
+    """An in-memory episode with EpisodeReader's attribute names: a downward camera over a table with
+    a box that the arm approaches; depth rendered analytically."""
+
+    def __init__(self, path, n=12):
+        self.path = str(path)
+        self.n_frames = n
+        self.time = np.arange(n) / 20.0
+        down = Rotation.from_euler("x", np.pi).as_quat()
+        self.ee_pose = np.array([np.r_[0.45 + 0.01 * i, 0.0, 0.3 - 0.015 * i, down] for i in range(n)])
+        self.gripper = np.r_[np.ones(n // 2), np.zeros(n - n // 2)].astype(np.float32)
+        self.action = np.c_[np.r_[self.ee_pose[1:], self.ee_pose[-1:]], self.gripper]
+        self.keyframes = np.array([n // 2])
+        T = np.eye(4)
+        T[:3, :3] = Rotation.from_euler("x", np.pi).as_matrix()
+        T[:3, 3] = [0.5, 0.0, 1.0]
+        self.camera = {"K": np.array([[80.0, 0, 40], [0, 80.0, 30], [0, 0, 1]]), "T_base_camera": T,
+                       "depth_scale": 0.001, "width": 80, "height": 60}
+        self.depth_calls = 0
+
+    def depth(self, i):
+        self.depth_calls += 1
+        d = np.full((60, 80), 1000, dtype=np.uint16)  # table plane at z = 0
+        d[20:40, 30 + i:50 + i] = 900  # a 10 cm box, moving so every frame's cloud differs
+        return d
+
+
+def test_finetune_on_episode_clouds_with_cache(tmp_path):
+    cfg = ExpertConfig(**TINY)
+    ep = ArrayEpisode(tmp_path / "ep0.h5")
+    workspace = ((0.2, -0.4, 0.05), (0.8, 0.4, 0.5))  # above the table: only the box remains
+    w = episode_windows(ep, cfg, workspace=workspace)
+    assert w.has_clouds and w.clouds.shape == (12, 64, 3)
+    assert (w.clouds[..., 2] > 0.05).all() and torch.allclose(w.clouds[..., 2], torch.tensor(0.1), atol=1e-3)
+    assert ep.depth_calls == 12 and list(tmp_path.glob("ep0.h5.clouds-*.npz"))
+    again = episode_windows(ep, cfg, workspace=workspace)
+    assert ep.depth_calls == 12  # second pass read the cache
+    torch.testing.assert_close(again.clouds, w.clouds)
+    # Guidance comes from the keyframe spline: at the last frame it sits on the last pose.
+    np.testing.assert_allclose(w.guide[-1, -1, :3].numpy(), ep.ee_pose[-1, :3], atol=1e-6)
+
+    stage1 = train(_cfg(out_dir=str(tmp_path / "s1"), steps=3), synthetic_windows(2, cfg), cfg, progress="none")
+    both = Windows.concat([w, synthetic_windows(1, cfg, seed=5)])
+    stage2 = train(_cfg(out_dir=str(tmp_path / "s2"), stage="finetune", steps=3), both, progress="none",
+                   init_checkpoint=stage1.checkpoint)
+    assert np.isfinite(stage2.loss)
+    s1, s2 = ActionExpert.load(stage1.checkpoint), ActionExpert.load(stage2.checkpoint)
+    # Stage 2 starts from stage 1 (normaliser kept) and trains the PointNet, untouched in stage 1.
+    torch.testing.assert_close(s1.normalizer.centre, s2.normalizer.centre)
+    assert not torch.allclose(s1.pointnet.mlp[0].weight, s2.pointnet.mlp[0].weight)
+    with pytest.raises(ValueError, match="needs point clouds"):
+        train(_cfg(out_dir=str(tmp_path / "x"), stage="finetune"), synthetic_windows(1, cfg), cfg, progress="none")
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "main.py", "train", "expert", *args], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_cancel_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    proc = _cli("--synthetic", "2", "--steps", "100000", "--batch-size", "16", "--log-every", "1",
+                "--progress", "json", "--out", str(tmp_path), *TINY_CLI)
+    events = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["event"] == "step" and events[-1]["step"] >= 2:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, err = proc.communicate(timeout=120)
+    events += [json.loads(x) for x in rest.splitlines()]
+    assert proc.returncode == 0, err
+    cancelled = events[-1]
+    assert cancelled["event"] == "cancelled" and cancelled["step"] >= 2
+    ck = ActionExpert.read_checkpoint(cancelled["checkpoint"])
+    assert ck["train"]["step"] == cancelled["step"]
+    assert "Traceback" not in err
+
+
+def test_cli_bad_input_is_one_line():
+    proc = _cli("--stage", "finetune", "--episodes", "/nonexistent/dir")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip().count("\n") == 0 and "nonexistent" in err and "Traceback" not in err
+
+
+def test_torchrun_ddp_two_processes(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run([str(torchrun), "--nproc_per_node=2", "--standalone", "main.py", "train", "expert",
+                           "--synthetic", "2", "--steps", "4", "--batch-size", "8", "--log-every", "1",
+                           "--device", "cpu", "--progress", "json", "--out", str(tmp_path), *TINY_CLI],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["world_size"] == 2
+    assert sum(e["event"] == "start" for e in events) == 1  # only rank 0 reports
+    assert events[-1]["event"] == "done" and events[-1]["step"] == 4
+    # Both ranks hold the same weights after DDP steps; rank 0's checkpoint is what is saved.
+    assert ActionExpert.read_checkpoint(events[-1]["checkpoint"])["train"]["step"] == 4
