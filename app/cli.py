@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "record",
     "propose",
     "export",
+    "train",
 ]
 
 
