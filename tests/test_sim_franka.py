@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from robots.base import Arm
-from robots.sim.expert import ScriptedExpert, ScriptedOperator, run_episode
+from robots.sim.expert import ScriptedExpert, ScriptedOperator, ensure_connected, run_episode
 from robots.sim.lab import SimLab
 
 pytestmark = pytest.mark.timeout(1800)
@@ -34,6 +34,7 @@ def test_franka_is_the_franky_client_on_loopback(franka_lab):
     from robots.franka import FrankaArm
 
     assert isinstance(arm, FrankaArm) and isinstance(arm, Arm) and lab.arm() is arm
+    assert lab.info["franka_host"].startswith("127.0.0.")
     s = arm.state()
     assert s.joint_pos.shape == (7,)
     # Hand points straight down at home (the orientation the task keyframes use).
@@ -72,6 +73,7 @@ def test_scripted_operator_through_the_control_loop(franka_lab):
     from app.teleop import ControlLoop
 
     lab, arm = franka_lab
+    ensure_connected(arm)
     lab.reset("pick_cube", 2)
     op = ScriptedOperator(lab, arm)
     op.open()
@@ -96,6 +98,7 @@ def test_scripted_expert_as_target_source_in_the_control_loop(franka_lab):
     from app.teleop import ControlLoop
 
     lab, arm = franka_lab
+    ensure_connected(arm)
     lab.reset("place_in_bin", 4)
     expert = ScriptedExpert(lab, arm)
     loop = ControlLoop(arm, expert, rate_hz=20.0)

@@ -183,9 +183,9 @@ class SimLab:
         if self._arm is None:
             if self.robot == "franka":
                 from robots.franka import FrankaArm
-                from robots.sim.process import FRANKA_HOST
 
-                self._arm = FrankaArm(FRANKA_HOST)
+                # 127.0.0.2 unless another sim-franka lab already serves it (see process.py).
+                self._arm = FrankaArm(self.info["franka_host"])
             else:
                 from robots.sim.xarm_arm import SimXArm6
 

@@ -39,6 +39,9 @@ from robots.sim.world import (
 )
 
 FRANKA_HOST = "127.0.0.2"
+# When another sim-franka lab (a second app, a parallel test run) already serves 127.0.0.2, the next
+# lab takes the next free loopback address; SimLab.arm() connects to whichever was bound.
+FRANKA_HOST_FALLBACKS = tuple(f"127.0.0.{i}" for i in range(3, 33))
 XARM_HOME_POSE = T.pose7([0.30, 0.0, 0.30], T.TOOL_DOWN)
 XARM_HOME_SEED = np.array([0.0, -0.5, -1.0, 0.0, 1.5, 0.0])
 CALL_TIMEOUT = 3.0
@@ -102,12 +105,13 @@ class LabServer:
         sim.init()
         sim.add_robot()
         decorate_franka_scene(sim)
-        self._srv = SimulationServer(sim, hostname_candidates=[FRANKA_HOST])
+        self._srv = SimulationServer(sim, hostname_candidates=[FRANKA_HOST, *FRANKA_HOST_FALLBACKS])
         try:
             self._srv.init()
         except OSError:
-            raise RuntimeError(f"{FRANKA_HOST}:1337 is in use — another franky-sim (sim-franka lab) is "
-                               "already running on this machine") from None
+            raise RuntimeError(f"port 1337 is in use on {FRANKA_HOST} and all fallback loopback addresses — "
+                               "too many franky-sim servers are running on this machine") from None
+        self.franka_host = self._srv.robot_servers[0].hostname
         self._sim = sim
         self.model, self.data = sim.model, sim.data
         sim.register_pre_step_callback(lambda _s: self._drain_calls())
@@ -330,7 +334,8 @@ class LabServer:
     def info(self) -> dict:
         return {"robot": self.robot, "realtime": self.realtime, "width": WIDTH, "height": HEIGHT,
                 "K": self._K, "cameras": self.cameras, "timestep": float(self.model.opt.timestep),
-                "home_pose": XARM_HOME_POSE if self.robot == "xarm6" else None, "pid": os.getpid()}
+                "home_pose": XARM_HOME_POSE if self.robot == "xarm6" else None, "pid": os.getpid(),
+                "franka_host": getattr(self, "franka_host", None)}
 
     def stats(self) -> dict:
         return {"steps": self.steps, "sim_time": self.call(lambda: float(self.data.time)),
