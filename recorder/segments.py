@@ -14,8 +14,9 @@ Pipeline (pure functions on arrays; ``propose_segments`` is the entry point):
    are absorbed by their neighbours, so spline blends at waypoints do not produce slivers.
 4. Each run is labelled from the motion class and the gripper status (holding an object, open and
    empty, or closed on nothing): holding → lift / lower / transport / wrist_rotate / reorient;
-   open → move / rotate_free / reorient_free; closed on nothing → press (down), push / pull
-   (horizontal, away from / toward the robot base), move otherwise.
+   open → move / rotate_free / reorient_free; closed on nothing and ending at the episode's lowest
+   working height → press (down), push / pull (horizontal, away from / toward the robot base),
+   move otherwise.
 5. Adjacent segments with the same primitive merge (the direction goes into the instruction).
 
 The evaluation helpers at the end score proposals against per-frame expert phases.
@@ -57,6 +58,7 @@ class SegmentParams:
     vertical_ratio: float = 1.0  # |vz| > ratio × |vxy| → up/down
     tool_axis_cos: float = 0.8  # rotation about the tool z axis → wrist_rotate / rotate_free
     empty_closed: float = 0.03  # raw gripper opening below this while closed = nothing in the fingers
+    contact_band: float = 0.02  # m above the episode's lowest tool height where push/pull/press can happen
     sg_window: int = 7
     sg_order: int = 2
 
@@ -197,7 +199,11 @@ def _primitive_for(cls: str, status: str, pose: np.ndarray, w: np.ndarray, s: in
         return "rotate_free" if about_tool else "reorient_free"
     if status == "holding":
         return {UP: "lift", DOWN: "lower"}.get(cls, "transport")
-    if status == "closed":
+    # A closed, empty gripper is only in contact where the episode works: at the lowest height the
+    # tool reaches (the table, a button). Above that it is travelling (press_button closes the
+    # gripper at the start and flies over), and contact cannot be told from state there.
+    surface = float(pose[:, 2].min()) + params.contact_band
+    if status == "closed" and float(pose[e - 1, 2]) <= surface:
         if cls == DOWN:
             return "press"
         if cls == HORIZ:

@@ -165,3 +165,13 @@ def test_a_short_hold_that_ends_the_episode_is_wait_from_where_the_arm_settled()
     # too short a hold at the end stays with the motion
     short = _stop_and_go(n_in=40, n_hold=2, n_out=0)
     assert [p for _, _, p in propose_labels(short, np.ones(len(short)), 20.0)] == ["move"]
+
+
+def test_closed_empty_gripper_travelling_above_the_work_surface_is_a_move():
+    high = _line(30, np.array([0.3, 0.1, 0.25]), np.array([0.0, -0.004, 0]))
+    down = _line(30, high[-1, :3] + [0, 0, -0.006], np.array([0, 0, -0.006]))
+    along = _line(30, down[-1, :3] + [0.003, 0, 0], np.array([0.003, 0, 0]))
+    pose = np.vstack([high, down, along])
+    labels = [p for _, _, p in propose_labels(pose, np.zeros(len(pose)), 20.0)]
+    assert labels[0] == "move" and labels[-1] == "push"
+    assert "pull" not in labels and "push" not in labels[:-1]
