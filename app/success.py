@@ -1,0 +1,197 @@
+"""Success tracking for rollouts: trial records, Wilson 95 % intervals, cumulative curves and the
+run report (JSON + CSV + PNG) written into the run folder.
+
+Pure (numpy, scipy, matplotlib's Agg backend): no Qt, no devices, so the CLI, the Evaluate tab and the
+ablation bench compute the same numbers.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy.stats import norm
+
+OUTCOMES = ("success", "failure")
+# Why a trial ended; the operator's S/F key on hardware adds its own free-text reason.
+REASONS = ("success", "timeout", "safety_stop", "nan", "out_of_workspace", "dropped_object",
+           "device_error", "cancelled", "operator")
+
+
+@dataclass
+class TrialRecord:
+    index: int
+    task: str
+    seed: int
+    outcome: str  # success | failure
+    reason: str  # see REASONS; "success" for a success
+    duration_s: float
+    episode: str = ""  # path of the episode file the trial was saved as
+    latency_p50_ms: float = float("nan")  # policy inference latency per chunk
+    latency_p99_ms: float = float("nan")
+    chunks: int = 0
+    safety_events: int = 0
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"trial outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+
+    @property
+    def success(self) -> bool:
+        return self.outcome == "success"
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion. Unlike the normal approximation it stays in
+    [0, 1] and is not degenerate at 0/n or n/n, which is where small rollout counts usually sit."""
+    if n < 0 or not 0 <= successes <= max(n, 0):
+        raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
+    if n == 0:
+        return 0.0, 1.0
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # Clamp rounding only: the exact interval always includes 0 at k=0 and 1 at k=n.
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def cumulative_curve(outcomes: Sequence[bool]) -> np.ndarray:
+    """Success rate after each trial: element i is successes in trials 0..i divided by i+1."""
+    o = np.asarray(outcomes, dtype=float)
+    if o.size == 0:
+        return np.zeros(0)
+    return np.cumsum(o) / np.arange(1, o.size + 1)
+
+
+@dataclass
+class TaskSummary:
+    task: str
+    trials: int
+    successes: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def summarize(trials: Iterable[TrialRecord]) -> dict[str, TaskSummary]:
+    """Per-task success rate, Wilson interval and failure-reason counts, tasks in first-seen order."""
+    by_task: dict[str, list[TrialRecord]] = {}
+    for t in trials:
+        by_task.setdefault(t.task, []).append(t)
+    out = {}
+    for task, ts in by_task.items():
+        k = sum(t.success for t in ts)
+        lo, hi = wilson_interval(k, len(ts))
+        reasons: dict[str, int] = {}
+        for t in ts:
+            reasons[t.reason] = reasons.get(t.reason, 0) + 1
+        out[task] = TaskSummary(task, len(ts), k, k / len(ts), lo, hi, reasons)
+    return out
+
+
+def latency_stats(latencies_s: Sequence[float]) -> dict[str, float]:
+    a = np.asarray([x for x in latencies_s if math.isfinite(x)], dtype=float) * 1e3
+    if a.size == 0:
+        return {"n": 0, "p50_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
+    return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
+            "max_ms": float(a.max())}
+
+
+CSV_FIELDS = [f for f in TrialRecord.__dataclass_fields__]
+
+
+def write_report(out_dir: str | Path, trials: Sequence[TrialRecord], meta: dict,
+                 latencies_s: Sequence[float] = ()) -> dict[str, Path]:
+    """Write report.json (meta, per-task summary, trials, latency), trials.csv and report.png into
+    ``out_dir``; returns the three paths. Files are written under temporary names and renamed, so a
+    crash never leaves a half report that a reader would trust."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(trials)
+    doc = {"meta": meta, "summary": {k: asdict(v) for k, v in summary.items()},
+           "latency": latency_stats(latencies_s), "trials": [asdict(t) for t in trials]}
+    paths = {"json": out / "report.json", "csv": out / "trials.csv", "png": out / "report.png"}
+    tmp = paths["json"].with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
+    tmp.replace(paths["json"])
+    tmp = paths["csv"].with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for t in trials:
+            w.writerow(asdict(t))
+    tmp.replace(paths["csv"])
+    plot_report(paths["png"], trials, summary, title=str(meta.get("title", "")))
+    return paths
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def plot_report(path: str | Path, trials: Sequence[TrialRecord], summary: dict[str, TaskSummary] | None = None,
+                title: str = "") -> Path:
+    """Cumulative success per task with its final Wilson interval, plus failure reasons (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    summary = summary if summary is not None else summarize(trials)
+    fig = Figure(figsize=(9, 4), dpi=100)
+    ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    for task, s in summary.items():
+        ts = [t for t in trials if t.task == task]
+        curve = cumulative_curve([t.success for t in ts])
+        x = np.arange(1, len(curve) + 1)
+        line, = ax.plot(x, curve * 100, marker="o", ms=3, label=f"{task}: {s.successes}/{s.trials} "
+                                                                   f"[{s.ci_low * 100:.0f}–{s.ci_high * 100:.0f} %]")
+        ax.fill_between([x[-1] - 0.3, x[-1] + 0.3], s.ci_low * 100, s.ci_high * 100, color=line.get_color(), alpha=0.25)
+    ax.set_xlabel("trial")
+    ax.set_ylabel("cumulative success (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    if summary:
+        ax.legend(loc="lower right", fontsize=8)
+    reasons: dict[str, int] = {}
+    for s in summary.values():
+        for r, n in s.reasons.items():
+            reasons[r] = reasons.get(r, 0) + n
+    names = sorted(reasons, key=lambda r: -reasons[r])
+    bx.barh(names, [reasons[r] for r in names], color=["tab:green" if r == "success" else "tab:red" for r in names])
+    bx.set_xlabel("trials")
+    bx.set_title("how trials ended", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def read_report(path: str | Path) -> dict:
+    """Load a report.json (or the folder holding one) with a one-line error for a bad file."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no rollout report") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{p}: not a rollout report (invalid JSON at line {exc.lineno})") from None
+    if not isinstance(doc, dict) or "trials" not in doc or "summary" not in doc:
+        raise ValueError(f"{p}: not a rollout report (fields 'trials'/'summary' missing)")
+    return doc
