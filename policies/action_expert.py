@@ -46,9 +46,10 @@ class ExpertConfig:
     guide_feat: int = 64
     cloud_feat: int = 64
     pointnet_dims: tuple[int, ...] = (64, 128, 256)
-    # Small on purpose: DP3's (256, 512, 1024) U-Net costs ~10x more per step; this one meets the
-    # CPU budget (p99 < 30 ms per chunk at DDIM-10, bench/policy.py).
-    unet_dims: tuple[int, ...] = (32, 64, 128)
+    # Small on purpose for the CPU budget (p99 < 30 ms per chunk at DDIM-10): unloaded, one traced
+    # step of (32, 64, 128) took ~2.9 ms and of (32, 64) ~1.3 ms (bench/policy.py compares them).
+    # DP3's (256, 512, 1024) is for GPUs; pass --unet-dims there.
+    unet_dims: tuple[int, ...] = (32, 64)
     step_embed: int = 64
     kernel_size: int = 5
     n_groups: int = 8

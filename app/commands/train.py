@@ -60,7 +60,7 @@ def register(subparsers) -> None:
     m.add_argument("--n-obs", type=int, default=1)
     m.add_argument("--n-guide", type=int, default=4)
     m.add_argument("--n-points", type=int, default=1024)
-    m.add_argument("--unet-dims", type=_ints, default=(32, 64, 128))
+    m.add_argument("--unet-dims", type=_ints, default=(32, 64))
     m.add_argument("--prediction", choices=("epsilon", "sample"), default="sample")
     e.set_defaults(func=run_expert)
 
