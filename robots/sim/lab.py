@@ -208,8 +208,19 @@ class SimLab:
         get_task(task)
         if self.robot == "franka" and self._arm is not None and _connected(self._arm):
             # The FR3 is homed through its own client (franky-sim serves exactly one), before objects move.
-            self._arm.gripper.open()
-            self._arm.home()
+            try:
+                self._arm.gripper.open()
+                self._arm.home()
+            except DeviceDisconnected:
+                if not self.alive:
+                    raise
+                # franky drops its connection when franky-sim misses real time (overloaded box);
+                # the server lives on and a fresh client works — one retry.
+                from robots.sim.expert import ensure_connected
+
+                ensure_connected(self._arm)
+                self._arm.gripper.open()
+                self._arm.home()
         self.task_info = self.call("reset", task, int(seed))
         self.task, self.seed = task, int(seed)
         return self.task_info
