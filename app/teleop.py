@@ -291,7 +291,11 @@ class ControlLoop:
                 read_error = exc
         state = last_state
         try:
-            state = self.arm.state()
+            got = self.arm.state()
+            if not (np.all(np.isfinite(got.ee_pose)) and np.linalg.norm(got.ee_pose[3:]) > 1e-6):
+                # A driver mid-disconnect can report garbage; never build targets from it.
+                raise DeviceError("arm reported an invalid pose (NaN or zero quaternion)")
+            state = got
         except DeviceDisconnected as exc:
             self._latch_fault(f"arm_disconnected: {exc}")
         except Exception as exc:

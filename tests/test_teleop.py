@@ -523,3 +523,65 @@ def test_unplugged_device_stops_the_sim_franka_within_100ms():
     # The stop command is the loop's job (above). How fast the FR3 then brakes is franky's stop motion
     # under FrankaArm's relative_dynamics_factor 0.2: measured 150-310 ms from ~0.25 m/s here.
     assert to_rest < 0.4
+
+
+def test_invalid_arm_state_latches_a_fault_instead_of_killing_the_loop():
+    """A driver that reports NaN (e.g. while its connection drops) must stop commands, not the thread."""
+    import math
+
+    arm = _KinematicArmForNan()
+    src = _ConstantTarget(arm.pose.copy())
+    loop = ControlLoop(arm, src, rate_hz=50.0)
+    ticks = []
+    loop.add_listener(ticks.append)
+    loop.start()
+    try:
+        time.sleep(0.1)
+        arm.poison = True
+        time.sleep(0.15)
+        assert loop.running  # the control thread survived
+        assert loop.fault.startswith("arm_error") and "invalid pose" in loop.fault
+        n = arm.servo_calls
+        time.sleep(0.1)
+        assert arm.servo_calls == n  # nothing commanded while faulted
+        assert ticks and not ticks[-1].commanding and not math.isnan(ticks[-1].t)
+    finally:
+        loop.stop()
+
+
+class _KinematicArmForNan:
+    name = "xarm6"
+    dof = 6
+
+    def __init__(self):
+        from robots.safety import default_limits
+
+        self.limits = default_limits("xarm6")
+        self.pose = np.array([0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0])
+        self.poison = False
+        self.servo_calls = 0
+
+        class _G:
+            def command(self, opening):
+                pass
+        self.gripper = _G()
+
+    def state(self):
+        from robots.base import ArmState
+
+        pose = np.full(7, np.nan) if self.poison else self.pose.copy()
+        return ArmState(stamp=time.monotonic(), ee_pose=pose, joint_pos=np.zeros(6), gripper=1.0)
+
+    def servo(self, target):
+        self.servo_calls += 1
+
+    def stop(self):
+        pass
+
+
+class _ConstantTarget:
+    def __init__(self, pose):
+        self.pose = pose
+
+    def next_target(self, state, frame, t):
+        return self.pose, 1.0, {}
