@@ -141,12 +141,14 @@ def _arrival(speed: np.ndarray, still: float, end: int, lo: int, window: int, ra
     return a
 
 
-def _departure(speed: np.ndarray, still: float, start: int, hi: int) -> int:
-    """First frame at or after ``start`` where the arm moves again (``hi`` when it does not)."""
-    b = start
-    while b < hi and speed[b] < still:
-        b += 1
-    return b
+def _departure(speed: np.ndarray, still: float, start: int, hi: int, sustain: int = 3) -> int:
+    """First frame at or after ``start`` where the arm moves again for ``sustain`` frames (``hi``
+    when it does not): the fingers jostling the arm as they close are no departure."""
+    moving = speed[start:hi] >= still
+    for b in range(len(moving)):
+        if moving[b:b + sustain].all():
+            return start + b
+    return hi
 
 
 def _runs(labels: list) -> list[tuple[int, int, object]]:
@@ -239,7 +241,7 @@ def _gripper_spans(gripper: np.ndarray, speed: np.ndarray, still: float, fps: fl
 
     A span runs from the moment the action begins — ``gripper_lead`` before the fingers leave their
     level, but not before the arm arrived at the pose it acts at — over the finger ramp and the pause
-    that follows, up to the frame the arm moves on. The pause before the arm's arrival stays with the
+    that follows, up to the frame the arm moves on (once the fingers are past half-way). The pause before the arm's arrival stays with the
     motion that ended there (the expert's and a person's "lower, then grasp").
     """
     events = gripper_keyframes(gripper, params.keyframes)
@@ -270,7 +272,9 @@ def _gripper_spans(gripper: np.ndarray, speed: np.ndarray, still: float, fps: fl
         lo = spans[-1][1] if spans else 0
         arrived = _arrival(speed, still, onset, lo, win, params.arrive_ratio)
         a = max(lo, min(onset, max(arrived, onset - lead)))
-        b = max(_departure(speed, still, settled, n), a + params.min_gripper_segment)
+        # Ends when the arm moves on once the fingers are past half-way: a slow gripper (the FR3's)
+        # may still be creeping to its end stop while the arm already leaves.
+        b = max(_departure(speed, still, max(k, a), n), a + params.min_gripper_segment)
         b = min(b, n)
         if b > a:
             spans.append((a, b, "grasp" if ev.kind == "gripper_close" else "place"))
@@ -293,9 +297,10 @@ def propose_labels(ee_pose: np.ndarray, gripper: np.ndarray, fps: float,
     labels: list = [None] * n
     for a, b, kind in spans:
         labels[a:b] = [kind] * (b - a)
-    # Long pauses are "wait"; so is a hold that ends the episode, however short. Either starts where
-    # the motion before it has settled, not merely arrived: the short dwell at a reached pose still
-    # belongs to the motion (the expert's and a person's "lift, hold, then wait").
+    # Long pauses are "wait"; so is a shorter hold (``min_tail_wait``) that ends the episode — the
+    # operator stopping before the recording does. Either starts where the motion before it has
+    # settled, not merely arrived: the short dwell at a reached pose still belongs to the motion
+    # (the expert's and a person's "lift, hold, then wait").
     waits = [(s0, e0) for s0, e0 in static_intervals(arm_state_from_pose(pose), params.keyframes)
              if e0 - s0 >= params.min_wait]
     last_move = _last_motion_end(speed >= still, params.min_run)
