@@ -180,6 +180,8 @@ def episode_clouds(episode: Any, n_points: int, workspace=DEFAULT_WORKSPACE, str
     """(T, n_points, 3) clouds for every frame of an episode, cached in ``<episode>.clouds-<key>.npz``
     (the key hashes the parameters, so changing the crop or N never reuses a stale cache)."""
     cam = episode.camera
+    if cam is None:
+        raise ValueError(f"{getattr(episode, 'path', 'episode')}: recorded without a camera; clouds need depth")
     K = np.asarray(_camera_field(cam, "K"), dtype=np.float64)
     T_bc = np.asarray(_camera_field(cam, "T_base_camera"), dtype=np.float64)
     scale = float(_camera_field(cam, "depth_scale"))

@@ -94,8 +94,11 @@ def run_expert(args) -> int:
             raise ValueError("no training data: give --episodes and/or --synthetic N")
         windows = Windows.concat(parts)
         result = train(cfg, windows, mcfg, init_checkpoint=args.init, resume=args.resume, progress=args.progress)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as exc:
-        print(f"train expert: {str(exc).splitlines()[0]}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 — bad data or options: one line, no traceback (EpisodeError included)
+        expected = isinstance(exc, (ValueError, OSError, RuntimeError, FloatingPointError)) \
+            or type(exc).__name__ == "EpisodeError"
+        text = (str(exc).splitlines() or [""])[0]
+        print(f"train expert: {text if expected else f'{type(exc).__name__}: {text}'}", file=sys.stderr)
         return 2
     if args.progress != "json":
         state = "cancelled" if result.cancelled else "done"
