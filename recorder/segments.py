@@ -241,8 +241,8 @@ def _gripper_spans(gripper: np.ndarray, speed: np.ndarray, still: float, fps: fl
 
     A span runs from the moment the action begins — ``gripper_lead`` before the fingers leave their
     level, but not before the arm arrived at the pose it acts at — over the finger ramp and the pause
-    that follows, up to the frame the arm moves on (once the fingers are past half-way). The pause before the arm's arrival stays with the
-    motion that ended there (the expert's and a person's "lower, then grasp").
+    that follows, up to the frame the arm moves on (once the fingers are past half-way). The pause
+    before the arm's arrival stays with the motion that ended there ("lower, then grasp").
     """
     events = gripper_keyframes(gripper, params.keyframes)
     gn = normalise_gripper(gripper, params.keyframes.min_gripper_range)
