@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "propose",
     "export",
     "train",
+    "train_encoder",  # after "train": also hooks `train encoder` into it
+    "rollout",
 ]
 
 
