@@ -217,3 +217,20 @@ def test_build_clips_from_expert_phases(tmp_path):
     a, b, _ = segs[1]
     got = np.load(tmp_path / "clips" / data.records[1].clip)["frames"][:, 0, 0, 0]
     assert got[0] == a and got[-1] == b - 1
+
+
+def test_cli_train_encoder_streams_json_and_reports_errors(trained, tmp_path, capsys):
+    from app.cli import main
+
+    _, _, _, root = trained
+    rc = main(["train", "encoder", "--clips", str(root / "clips"), "--out", str(tmp_path / "run"), "--epochs", "1",
+               "--batch-size", "20", "--frame-size", "24x32", "--d-model", "32", "--no-temporal", "--no-recomb",
+               "--progress", "json", "--threads", "1"])
+    out = capsys.readouterr()
+    events = [json.loads(ln) for ln in out.out.splitlines()]
+    assert rc == 0 and events[0]["event"] == "start" and events[-1]["event"] == "done"
+    assert events[0]["temporal"] is False and "recomb" not in events[0]["losses"]
+    assert RoboActCLIP.load(tmp_path / "run" / "encoder.pt").cfg.temporal is False
+    assert main(["train-encoder", "--clips", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no captions.jsonl" in err and "\n" not in err
