@@ -700,4 +700,14 @@ class CollectController(QObject):
         except Exception as exc:
             log.warning("shutdown: %s", one_line(exc))
         self._pool.shutdown(wait=False)
-        self.session = self.recorder = None
+        self.session = self.recorder = self._pending = None
+        self._recording = self._scripted = False
+
+
+def task_catalog() -> dict[str, str]:
+    """Sim task name -> its default instruction (task fields offer these; any text is accepted)."""
+    try:
+        from robots.sim.tasks import TASKS
+    except Exception:  # the sim extras may be missing on a hardware-only install
+        return {"pick_cube": ""}
+    return {name: t.instruction for name, t in TASKS.items()}

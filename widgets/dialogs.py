@@ -1,0 +1,127 @@
+"""Small dialogs of the Collect flow: episode outcome, crashed-episode recovery, error message.
+
+The outcome and recovery dialogs are plain QDialogs with named buttons (``button("success")``) so
+tests click them with qtbot exactly as an operator would; they return their answer through
+``answered``/``choice`` instead of blocking the caller in ``exec()``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from widgets import style
+
+OUTCOME_KEYS = {"success": "S", "failure": "F", "discard": "D"}
+OUTCOME_LABELS = {"success": "&Success", "failure": "&Failure", "discard": "&Discard"}
+OUTCOME_COLORS = {"success": "#3bb273", "failure": style.ERROR, "discard": style.TEXT_DIM}
+
+
+class OutcomeDialog(QtWidgets.QDialog):
+    """Success / Failure / Discard + notes. The sim's verdict is the default (Enter accepts it)."""
+
+    answered = QtCore.Signal(str, str)  # outcome, notes
+
+    def __init__(self, request, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Episode outcome")
+        self.setModal(True)
+        self.setMinimumWidth(440)
+        self.request = request
+        name = request.path.name if request.path else "episode"
+        head = QtWidgets.QLabel(f"<b>{name}</b><br>{request.frames} frames · {request.seconds:.1f} s · "
+                                f"ended: {request.reason}"
+                                + (f" · <span style='color:{style.WARNING}'>{request.dropped} dropped</span>"
+                                   if request.dropped else ""))
+        head.setTextFormat(QtCore.Qt.RichText)
+        head.setWordWrap(True)
+        verdict = QtWidgets.QLabel(
+            f"Simulator verdict: <b style='color:{OUTCOME_COLORS[request.default]}'>{request.default}</b>"
+            if request.default else "No automatic verdict on hardware — judge the take.")
+        verdict.setTextFormat(QtCore.Qt.RichText)
+        self.notes = QtWidgets.QPlainTextEdit()
+        self.notes.setPlaceholderText("Notes (optional): what went wrong, anything unusual …")
+        self.notes.setFixedHeight(80)
+        self.notes.setTabChangesFocus(True)
+
+        row = QtWidgets.QHBoxLayout()
+        self._buttons: dict[str, QtWidgets.QPushButton] = {}
+        for outcome in ("success", "failure", "discard"):
+            b = QtWidgets.QPushButton(f"{OUTCOME_LABELS[outcome]}   ({OUTCOME_KEYS[outcome]})")
+            b.setObjectName(f"outcome_{outcome}")
+            b.setMinimumHeight(34)
+            b.setStyleSheet(f"QPushButton {{ border-left: 4px solid {OUTCOME_COLORS[outcome]}; }}")
+            b.clicked.connect(lambda _=False, o=outcome: self.choose(o))
+            row.addWidget(b)
+            self._buttons[outcome] = b
+        default = request.default or "failure"
+        self._buttons[default].setDefault(True)
+        self._buttons[default].setFocus()
+
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addWidget(head)
+        lay.addWidget(verdict)
+        lay.addWidget(self.notes)
+        lay.addLayout(row)
+        self.outcome: str | None = None
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802
+        # Plain S / F / D answer the dialog; typed into the notes field they are just letters
+        # (the notes field consumes them before they get here).
+        letter = event.text().upper()
+        for outcome, key in OUTCOME_KEYS.items():
+            if letter == key and not event.modifiers() & ~QtCore.Qt.ShiftModifier:
+                self.choose(outcome)
+                return
+        super().keyPressEvent(event)
+
+    def button(self, outcome: str) -> QtWidgets.QPushButton:
+        return self._buttons[outcome]
+
+    def choose(self, outcome: str) -> None:
+        self.outcome = outcome
+        self.answered.emit(outcome, self.notes.toPlainText())
+        self.accept()
+
+    def reject(self) -> None:  # Esc is the e-stop, never "discard by accident": keep the dialog
+        if self.outcome is not None:
+            super().reject()
+
+
+class RecoveryDialog(QtWidgets.QMessageBox):
+    """"N crashed episodes found: Recover / Discard / Later"."""
+
+    def __init__(self, paths: list[Path], parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setIcon(QtWidgets.QMessageBox.Warning)
+        self.setWindowTitle("Crashed recording found")
+        n = len(paths)
+        self.setText(f"{n} episode{'s' if n != 1 else ''} in this dataset {'were' if n != 1 else 'was'} "
+                     "being recorded when the app stopped.")
+        self.setInformativeText("Recover keeps every frame that reached the disk (outcome 'unknown').\n"
+                                + "\n".join(p.name for p in paths[:8]) + (" …" if n > 8 else ""))
+        self.buttons = {
+            "recover": self.addButton("&Recover", QtWidgets.QMessageBox.AcceptRole),
+            "discard": self.addButton("&Discard", QtWidgets.QMessageBox.DestructiveRole),
+            "later": self.addButton("&Later", QtWidgets.QMessageBox.RejectRole),
+        }
+        self.setDefaultButton(self.buttons["recover"])
+        self.paths = list(paths)
+
+    def choice(self) -> str:
+        clicked = self.clickedButton()
+        for name, b in self.buttons.items():
+            if b is clicked:
+                return name
+        return "later"
+
+
+def show_error(parent: QtWidgets.QWidget | None, message: str, title: str = "ActStudio") -> QtWidgets.QMessageBox:
+    """Non-blocking error box with the one-line cause (never a traceback)."""
+    line = (message or "unknown error").strip().splitlines()[0]
+    box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Critical, title, line, QtWidgets.QMessageBox.Ok, parent)
+    box.setObjectName("error_dialog")
+    box.setAttribute(QtCore.Qt.WA_DeleteOnClose, True)
+    box.setWindowModality(QtCore.Qt.WindowModal)
+    box.show()
+    return box

@@ -1,0 +1,419 @@
+"""ActStudio main window: menus, toolbar, device bar with E-STOP, status bar, Collect | Annotate tabs.
+
+Behaviour lives in ``app.collect_controller.CollectController``; this window wires its signals to
+views and dialogs, forwards keys to a keyboard teleop input, and persists settings.
+Shortcuts (also listed in the menus): Esc E-STOP (application-wide), F5 record start/stop,
+F6 scripted episode, F7 new layout, Ctrl+K connect/disconnect, Ctrl+O open dataset.
+F5 rather than R for recording: R is "up" for the keyboard teleop input.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.collect_controller import CollectController, OutcomeRequest, task_catalog
+from app.settings import Settings
+from widgets import style
+from widgets.collect_tab import CollectTab
+from widgets.device_bar import DeviceBar
+from widgets.dialogs import OutcomeDialog, RecoveryDialog, show_error
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATASET = Path.home() / "ActStudio" / "datasets" / "default"
+# Keys that never go to the keyboard teleop input while a text field has focus.
+_TEXT_WIDGETS = (QtWidgets.QLineEdit, QtWidgets.QPlainTextEdit, QtWidgets.QTextEdit,
+                 QtWidgets.QAbstractSpinBox)
+
+
+def apply_theme(app: QtWidgets.QApplication) -> None:
+    """Fusion + the dark palette of widgets/style.py, so every tab looks like one tool."""
+    app.setStyle("Fusion")
+    pal = QtGui.QPalette()
+    c = QtGui.QColor
+    for role, color in ((QtGui.QPalette.Window, style.BACKGROUND), (QtGui.QPalette.Base, "#1a1d22"),
+                        (QtGui.QPalette.AlternateBase, style.PANEL), (QtGui.QPalette.Button, style.PANEL),
+                        (QtGui.QPalette.WindowText, style.TEXT), (QtGui.QPalette.Text, style.TEXT),
+                        (QtGui.QPalette.ButtonText, style.TEXT), (QtGui.QPalette.ToolTipBase, style.PANEL),
+                        (QtGui.QPalette.ToolTipText, style.TEXT), (QtGui.QPalette.Highlight, style.ACCENT),
+                        (QtGui.QPalette.HighlightedText, "#ffffff"), (QtGui.QPalette.PlaceholderText, style.TEXT_DIM)):
+        pal.setColor(role, c(color))
+    for role in (QtGui.QPalette.WindowText, QtGui.QPalette.Text, QtGui.QPalette.ButtonText):
+        pal.setColor(QtGui.QPalette.Disabled, role, c("#5c6370"))
+    app.setPalette(pal)
+    app.setStyleSheet(f"""
+        QPushButton#estop_button {{ background: #c62828; color: white; font-weight: bold; font-size: 15px;
+            border: 2px solid #ff8a80; border-radius: 6px; padding: 4px 14px; }}
+        QPushButton#estop_button:pressed {{ background: #8e0000; }}
+        QPushButton#record_button:checked {{ background: #8e2430; color: white; font-weight: bold; }}
+        QFrame#device_bar {{ background: {style.PANEL}; border-bottom: 1px solid {style.GRID}; }}
+        QGroupBox {{ border: 1px solid {style.GRID}; border-radius: 4px; margin-top: 14px; padding-top: 6px; }}
+        QGroupBox::title {{ subcontrol-origin: margin; left: 8px; padding: 0 4px; color: {style.TEXT_DIM}; }}
+        QStatusBar {{ border-top: 1px solid {style.GRID}; }}
+        QTabBar::tab {{ padding: 6px 18px; }}
+    """)
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    def __init__(self, settings: Settings | None = None, *, controller: CollectController | None = None,
+                 dataset: str | Path | None = None, devices: tuple[str, str, str, float] | None = None,
+                 parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("ActStudio")
+        self.settings = settings or Settings()
+        self.controller = controller or CollectController(self, operator=self.settings.get("collect/operator"))
+        self.controller.next_seed = self.settings.get("collect/next_seed")
+        self.outcome_dialog: OutcomeDialog | None = None
+        self.recovery_dialog: RecoveryDialog | None = None
+        self.error_box: QtWidgets.QMessageBox | None = None
+        self._closing = False
+        self._annotate_pending: Path | None = None
+
+        self.device_bar = DeviceBar()
+        self.device_bar.set_values(*(devices or (self.settings.get("devices/robot"), self.settings.get("devices/camera"),
+                                                 self.settings.get("devices/input"), self.settings.get("devices/rate_hz"))))
+        self.collect_tab = CollectTab(self.controller, task_catalog())
+        self.collect_tab.set_task(self.settings.get("collect/task"), self.settings.get("collect/instruction"))
+        self.tabs = QtWidgets.QTabWidget()
+        self.tabs.setObjectName("tabs")
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.collect_tab, "Collect")
+        self.annotate_tab = self._make_annotate_tab()
+        self.evaluate_tab = self._make_evaluate_tab()
+
+        central = QtWidgets.QWidget()
+        lay = QtWidgets.QVBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.device_bar)
+        lay.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+
+        self.dataset_status = QtWidgets.QLabel("")
+        self.dataset_status.setStyleSheet(f"color: {style.TEXT_DIM}")
+        self.statusBar().addPermanentWidget(self.dataset_status)
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self._wire()
+
+        geometry = self.settings.get("window/geometry")
+        if geometry is not None and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1480, 900)
+        state = self.settings.get("window/state")
+        if state is not None and not state.isEmpty():
+            self.restoreState(state)
+        self.tabs.setCurrentIndex(min(self.settings.get("window/tab"), self.tabs.count() - 1))
+
+        QtWidgets.QApplication.instance().installEventFilter(self)
+        folder = Path(dataset) if dataset else Path(self.settings.get("dataset/folder") or DEFAULT_DATASET)
+        self.open_dataset(folder)
+        self.statusBar().showMessage("Pick devices and press Connect (Ctrl+K)", 8000)
+
+    # ================================================================== construction
+    def _make_annotate_tab(self):
+        try:
+            from widgets.annotate_tab import AnnotateTab
+
+            tab = AnnotateTab(self.settings, self)
+        except Exception as exc:  # collecting must keep working whatever state the other tab is in
+            log.exception("Annotate tab failed to load")
+            label = QtWidgets.QLabel(f"Annotate — not available\n\n{type(exc).__name__}: {exc}")
+            label.setAlignment(QtCore.Qt.AlignCenter)
+            label.setStyleSheet(f"color: {style.TEXT_DIM}")
+            self.tabs.addTab(label, "Annotate")
+            return None
+        self.tabs.addTab(tab, "Annotate")
+        return tab
+
+    def _make_evaluate_tab(self):
+        try:
+            from widgets.evaluate_tab import EvaluateTab
+
+            tab = EvaluateTab(self.settings, self)
+        except Exception as exc:  # as for Annotate: the other tabs keep working
+            log.exception("Evaluate tab failed to load")
+            self.tabs.addTab(QtWidgets.QLabel(f"Evaluate — not available\n\n{type(exc).__name__}: {exc}"), "Evaluate")
+            return None
+        self.tabs.addTab(tab, "Evaluate")
+        return tab
+
+    def _action(self, text: str, shortcut: str | QtGui.QKeySequence | None, slot, *, tip: str = "",
+                object_name: str = "") -> QtGui.QAction:
+        a = QtGui.QAction(text, self)
+        if shortcut:
+            a.setShortcut(QtGui.QKeySequence(shortcut))
+        if tip:
+            a.setStatusTip(tip)
+            a.setToolTip(tip)
+        if object_name:
+            a.setObjectName(object_name)
+        a.triggered.connect(slot)
+        self.addAction(a)  # shortcuts work even when the menu bar is hidden
+        return a
+
+    def _build_actions(self) -> None:
+        c = self.controller
+        self.act_open = self._action("&Open dataset…", QtGui.QKeySequence.Open, self.choose_dataset,
+                                     tip="choose the folder episodes are recorded into")
+        self.act_refresh = self._action("&Refresh episode list", "Ctrl+R", c.refresh_dataset)
+        self.act_quit = self._action("&Quit", QtGui.QKeySequence.Quit, self.close)
+        self.act_connect = self._action("&Connect", "Ctrl+K", self.device_bar.connect_button.click,
+                                        tip="connect / disconnect the devices in the device bar")
+        self.act_estop = self._action("&E-STOP", "Esc", c.estop, tip="emergency stop (works anywhere in the app)",
+                                      object_name="action_estop")
+        self.act_estop.setShortcutContext(QtCore.Qt.ApplicationShortcut)
+        self.act_reset_estop = self._action("&Reset E-stop", "Ctrl+Shift+E", c.reset_estop)
+        self.act_record = self._action("&Start / stop recording", "F5", self.collect_tab.record_button.click,
+                                       tip="record an episode (or the input device's record button)")
+        self.act_scripted = self._action("Run &scripted episode", "F6", c.run_scripted_episode,
+                                         tip="sim: reset with the next seed and record the scripted operator")
+        self.act_reset_scene = self._action("&New layout", "F7", c.reset_scene,
+                                            tip="sim: randomise the scene (next seed) and home the arm")
+        self.act_shortcuts = self._action("&Keyboard shortcuts", QtGui.QKeySequence.HelpContents, self.show_shortcuts)
+        self.act_about = self._action("&About ActStudio", None, self.show_about)
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        for a in (self.act_open, self.act_refresh, None, self.act_quit):
+            m.addSeparator() if a is None else m.addAction(a)
+        m = mb.addMenu("&Devices")
+        for a in (self.act_connect, None, self.act_estop, self.act_reset_estop):
+            m.addSeparator() if a is None else m.addAction(a)
+        m = mb.addMenu("&Record")
+        for a in (self.act_record, self.act_scripted, self.act_reset_scene):
+            m.addAction(a)
+        if self.annotate_tab is not None and hasattr(self.annotate_tab, "menu_actions"):
+            m = mb.addMenu("&Annotate")
+            for a in self.annotate_tab.menu_actions():
+                m.addAction(a)
+        m = mb.addMenu("&Help")
+        m.addAction(self.act_shortcuts)
+        m.addAction(self.act_about)
+
+    def _build_toolbar(self) -> None:
+        tb = self.addToolBar("Main")
+        tb.setObjectName("main_toolbar")
+        tb.setMovable(False)
+        tb.setToolButtonStyle(QtCore.Qt.ToolButtonTextOnly)
+        for a in (self.act_open, None, self.act_connect, None, self.act_record, self.act_scripted,
+                  self.act_reset_scene):
+            tb.addSeparator() if a is None else tb.addAction(a)
+
+    def _wire(self) -> None:
+        c, bar = self.controller, self.device_bar
+        bar.connectRequested.connect(self._on_connect_requested)
+        bar.disconnectRequested.connect(c.disconnect_devices)
+        bar.estopRequested.connect(c.estop)
+        bar.resetEstopRequested.connect(c.reset_estop)
+        bar.invalidUri.connect(self.show_error)
+        c.busyChanged.connect(self._on_busy)
+        c.connectedChanged.connect(self._on_connected)
+        c.errorOccurred.connect(self.show_error)
+        c.message.connect(lambda m: self.statusBar().showMessage(m, 6000))
+        c.lightsChanged.connect(bar.set_lights)
+        c.statsChanged.connect(bar.set_stats)
+        c.estopChanged.connect(self._on_estop)
+        c.outcomeRequested.connect(self.ask_outcome)
+        c.recoveryNeeded.connect(self.ask_recovery)
+        c.datasetChanged.connect(self._on_dataset)
+        c.episodesChanged.connect(lambda eps: self.dataset_status.setText(
+            f"{Path(c.dataset_folder).name if c.dataset_folder else ''} · {len(eps)} episodes"))
+        c.recordingChanged.connect(self._update_actions)
+        c.scriptedChanged.connect(self._update_actions)
+        self.collect_tab.chooseDatasetRequested.connect(self.choose_dataset)
+        self.tabs.currentChanged.connect(self._sync_annotate)
+        self._update_actions()
+
+    # ================================================================== slots
+    def _on_connect_requested(self, robot: str, camera: str, inp: str, rate: float) -> None:
+        self._save_devices(robot, camera, inp, rate)
+        self.controller.connect_devices(robot, camera, inp, rate)
+
+    def _save_devices(self, robot: str, camera: str, inp: str, rate: float) -> None:
+        for key, value in (("devices/robot", robot), ("devices/camera", camera), ("devices/input", inp),
+                           ("devices/rate_hz", rate)):
+            self.settings.set(key, value)
+
+    def _on_busy(self, busy: bool, what: str) -> None:
+        if what.startswith(("connecting", "disconnecting")) or not busy:
+            self.device_bar.set_busy(busy, what)
+        if busy:
+            self.statusBar().showMessage(what[:1].upper() + what[1:] + " …")
+        self._update_actions()
+
+    def _on_connected(self, connected: bool) -> None:
+        self.device_bar.set_connected(connected)
+        if connected and self.controller.input_kind() == "keyboard":
+            # Keys typed into the task field are text, not motion: start with the image focused.
+            self.collect_tab.camera_view.setFocus()
+            self.statusBar().showMessage("keyboard teleop: click the camera image, then W/S A/D R/F Q/E, "
+                                         "arrows, Space = gripper, Enter = record", 10000)
+        self.act_connect.setText("Dis&connect" if connected else "&Connect")
+        self._update_actions()
+
+    def _on_estop(self, on: bool) -> None:
+        self.device_bar.set_estopped(on)
+        self._update_actions()
+
+    def _on_dataset(self, folder: str) -> None:
+        self.settings.set("dataset/folder", folder)
+        self._annotate_pending = Path(folder)
+        self._sync_annotate()
+
+    def _sync_annotate(self, *_) -> None:
+        # The Annotate tab gets the dataset when it is first looked at: opening it may ask for the
+        # annotator's name, which a person who only collects should never be asked at start-up.
+        tab, folder = self.annotate_tab, self._annotate_pending
+        if tab is None or folder is None or self.tabs.currentWidget() is not tab:
+            return
+        self._annotate_pending = None
+        try:
+            tab.set_dataset(folder)
+        except Exception as exc:  # the Collect side must keep working whatever the other tab does
+            self.show_error(f"Annotate tab: {exc}")
+
+    def _update_actions(self, *_) -> None:
+        c = self.controller
+        idle = c.connected and not c.busy and not c.estopped
+        self.act_record.setEnabled(c.connected and (c.recording or idle))
+        self.act_scripted.setEnabled(idle and c.is_sim and not c.recording)
+        self.act_reset_scene.setEnabled(idle and c.is_sim and not c.recording)
+        self.act_reset_estop.setEnabled(c.estopped)
+        self.act_open.setEnabled(not c.recording)
+
+    def show_error(self, message: str) -> None:
+        line = (message or "").strip().splitlines()[0] if message else "unknown error"
+        self.statusBar().showMessage(f"Error: {line}", 15000)
+        if self._closing:
+            return
+        if self.error_box is not None and self.error_box.isVisible():
+            self.error_box.setText(line)  # one box at a time: repeated faults must not pile up windows
+            return
+        self.error_box = box = show_error(self, line)
+        box.destroyed.connect(lambda *_: setattr(self, "error_box", None) if self.error_box is box else None)
+
+    def ask_outcome(self, request: OutcomeRequest) -> None:
+        dlg = OutcomeDialog(request, self)
+        dlg.setAttribute(QtCore.Qt.WA_DeleteOnClose, True)
+        dlg.answered.connect(self.controller.resolve_outcome)
+        dlg.finished.connect(lambda *_: setattr(self, "outcome_dialog", None))
+        self.outcome_dialog = dlg
+        dlg.open()
+
+    def ask_recovery(self, paths: list[Path]) -> None:
+        dlg = RecoveryDialog(paths, self)
+        self.recovery_dialog = dlg
+
+        def on_done(*_):
+            choice = dlg.choice()
+            self.recovery_dialog = None
+            if choice == "recover":
+                self.controller.recover_partials(paths)
+            elif choice == "discard":
+                self.controller.discard_partials(paths)
+            else:
+                self.statusBar().showMessage("crashed episodes left as they are; they are recovered on the next start", 8000)
+            dlg.deleteLater()
+
+        dlg.finished.connect(on_done)
+        dlg.open()
+
+    def choose_dataset(self) -> None:
+        start = str(self.controller.dataset_folder or DEFAULT_DATASET)
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Dataset folder", start)
+        if folder:
+            self.open_dataset(Path(folder))
+
+    def open_dataset(self, folder: Path) -> None:
+        self.controller.set_dataset(folder)
+
+    def show_shortcuts(self) -> None:
+        rows = [(a.text().replace("&", ""), a.shortcut().toString(QtGui.QKeySequence.NativeText))
+                for a in self.actions() if not a.shortcut().isEmpty()]
+        rows += [("Keyboard teleop (input 'keyboard')", "W/S A/D R/F Q/E, arrows, Space = gripper, Enter = record")]
+        text = "".join(f"<tr><td>{name}</td><td><b>{key}</b></td></tr>" for name, key in rows)
+        QtWidgets.QMessageBox.information(self, "Keyboard shortcuts", f"<table cellspacing=6>{text}</table>")
+
+    def show_about(self) -> None:
+        from app.config import APP_VERSION
+
+        QtWidgets.QMessageBox.about(self, "About ActStudio",
+                                    f"ActStudio {APP_VERSION}<br>Collect, annotate and learn robot demonstrations.")
+
+    # ================================================================== keys → keyboard teleop
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802
+        et = event.type()
+        if et == QtCore.QEvent.KeyPress and event.key() == QtCore.Qt.Key_Escape and not self._closing:
+            # Esc reached a widget instead of the E-STOP shortcut: a field that claims Esc, a dialog,
+            # or no active window (shortcuts need one). The e-stop must fire anyway.
+            self.controller.estop()
+            return True
+        if et in (QtCore.QEvent.KeyPress, QtCore.QEvent.KeyRelease) and self.controller.input_kind() == "keyboard":
+            if event.isAutoRepeat() or not self.isActiveWindow():
+                return False
+            if isinstance(obj, _TEXT_WIDGETS) or not isinstance(obj, QtWidgets.QWidget) or obj.window() is not self:
+                return False  # typing into a field, or a dialog of ours (the outcome dialog's S/F/D)
+            key = _key_name(event)
+            if key and self.controller.key_event(key, et == QtCore.QEvent.KeyPress):
+                return True  # consumed: Space must toggle the gripper, not click a focused button
+        elif et == QtCore.QEvent.ApplicationDeactivate or (et == QtCore.QEvent.WindowDeactivate and obj is self):
+            self.controller.release_keys()  # the release of a held key will never arrive
+        return False
+
+    # ================================================================== close
+    def save_settings(self) -> None:
+        s = self.settings
+        self._save_devices(*self.device_bar.values())
+        s.set("window/geometry", self.saveGeometry())
+        s.set("window/state", self.saveState())
+        s.set("window/tab", self.tabs.currentIndex())
+        s.set("collect/task", self.collect_tab.task.currentText())
+        s.set("collect/instruction", self.collect_tab.instruction.text())
+        s.set("collect/next_seed", self.controller.next_seed)
+        s.sync()
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802
+        if self.controller.recording and not self._closing:
+            answer = QtWidgets.QMessageBox.question(
+                self, "Recording in progress", "An episode is being recorded. Stop, keep it (outcome "
+                "'unknown') and quit?", QtWidgets.QMessageBox.Yes | QtWidgets.QMessageBox.No)
+            if answer != QtWidgets.QMessageBox.Yes:
+                event.ignore()
+                return
+        self._closing = True
+        self.save_settings()
+        QtWidgets.QApplication.instance().removeEventFilter(self)
+        if getattr(self, "evaluate_tab", None) is not None:
+            try:
+                self.evaluate_tab.shutdown()
+            except Exception as exc:
+                log.warning("evaluate tab shutdown: %s", exc)
+        if self.annotate_tab is not None and hasattr(self.annotate_tab, "shutdown"):
+            try:
+                self.annotate_tab.shutdown()
+            except Exception as exc:
+                log.warning("annotate tab shutdown: %s", exc)
+        self.controller.shutdown()
+        event.accept()
+
+
+def _key_name(event: QtGui.QKeyEvent) -> str:
+    """Qt key event -> the key names robots/keyboard.py understands."""
+    q = QtCore.Qt.Key
+    special = {q.Key_Space.value: "space", q.Key_Return.value: "enter", q.Key_Enter.value: "enter",
+               q.Key_Up.value: "up", q.Key_Down.value: "down", q.Key_Left.value: "left",
+               q.Key_Right.value: "right"}
+    k = int(event.key())
+    if k in special:
+        return special[k]
+    if event.modifiers() & (QtCore.Qt.ControlModifier | QtCore.Qt.AltModifier | QtCore.Qt.MetaModifier):
+        return ""  # Ctrl+R etc. are app shortcuts, not motion
+    if q.Key_A.value <= k <= q.Key_Z.value:
+        return chr(ord("a") + k - q.Key_A.value)
+    return ""
