@@ -1,0 +1,112 @@
+"""UI-thread stalls of the main window while a scripted episode records with live views on.
+
+A 5 ms QTimer on the UI thread records the gap between its firings; any gap much above 5 ms is
+time the UI thread spent elsewhere (painting, decoding, or — the bug this guards against — waiting
+on a device or a file). Baseline: the same window, idle and not connected, in the same run.
+
+    python -m bench.gui_collect [--robot sim-xarm6] [--episodes 1]
+
+Prints: phase, timer samples, max gap, p99 gap, UI image updates per second, frames dropped.
+Run it on an otherwise idle machine for figures to quote; on a shared box note the load.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--robot", default="sim-xarm6", help="sim-franka | sim-xarm6 (default %(default)s)")
+    ap.add_argument("--episodes", type=int, default=1)
+    ap.add_argument("--baseline-s", type=float, default=5.0)
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6 import QtCore, QtWidgets
+
+    from app.settings import Settings
+    from widgets.main_window import MainWindow, apply_theme
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    apply_theme(app)
+    tmp = tempfile.mkdtemp(prefix="bench-gui-collect-")
+    win = MainWindow(Settings(os.path.join(tmp, "s.ini")), dataset=os.path.join(tmp, "data"),
+                     devices=(args.robot, "sim", "scripted", 20.0))
+    win.resize(1480, 900)
+    win.show()
+    ctl = win.controller
+
+    gaps: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_timer():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QtCore.QTimer()
+    timer.setTimerType(QtCore.Qt.PreciseTimer)
+    timer.timeout.connect(on_timer)
+    frames = [0]
+    ctl.frameReady.connect(lambda _f: frames.__setitem__(0, frames[0] + 1))
+
+    def run_until(pred, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            app.processEvents(QtCore.QEventLoop.AllEvents, 5)
+            if pred():
+                return True
+            time.sleep(0.001)
+        return False
+
+    def measure(phase: str, body) -> dict:
+        gaps.clear()
+        frames[0] = 0
+        last[0] = time.perf_counter()
+        t0 = time.monotonic()
+        timer.start(5)
+        body()
+        timer.stop()
+        dt = time.monotonic() - t0
+        g = np.asarray(gaps[1:]) * 1e3 if len(gaps) > 1 else np.zeros(1)
+        st = ctl.stats()
+        return {"phase": phase, "n": len(g), "max": float(g.max()), "p99": float(np.percentile(g, 99)),
+                "ui_hz": frames[0] / dt if dt else 0.0, "dropped": st.dropped, "seconds": dt}
+
+    rows = [measure("idle, not connected", lambda: run_until(lambda: False, args.baseline_s))]
+    win.device_bar.connect_button.click()
+    rows.append(measure("connecting (sim process start)", lambda: run_until(lambda: ctl.connected, 120)))
+    if not ctl.connected:
+        print("error: could not connect", file=sys.stderr)
+        return 2
+    run_until(lambda: False, 1.0)
+    rows.append(measure("connected, live view", lambda: run_until(lambda: False, args.baseline_s)))
+    saved = []
+    ctl.outcomeRequested.connect(lambda req: ctl.resolve_outcome(req.default or "failure", "bench"))
+    ctl.episodeSaved.connect(saved.append)
+    for i in range(args.episodes):
+        def episode():
+            ctl.run_scripted_episode()
+            run_until(lambda: len(saved) > i, 90)
+        rows.append(measure(f"recording scripted episode {i + 1}", episode))
+    win.close()
+
+    base = rows[0]["max"] or 1.0
+    load = os.getloadavg()[0]
+    print(f"\nUI-thread gaps of a 5 ms QTimer ({args.robot}, load average {load:.1f} on {os.cpu_count()} cores)")
+    print(f"{'phase':34s} {'samples':>7s} {'max ms':>8s} {'p99 ms':>8s} {'max/base':>8s} {'UI img/s':>8s} {'dropped':>7s}")
+    for r in rows:
+        print(f"{r['phase']:34s} {r['n']:7d} {r['max']:8.1f} {r['p99']:8.1f} {r['max'] / base:8.2f} "
+              f"{r['ui_hz']:8.1f} {r['dropped']:7d}")
+    print(f"episodes saved: {len(saved)} ({', '.join(e.outcome for e in saved)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
