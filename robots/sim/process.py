@@ -204,7 +204,8 @@ class LabServer:
 
     # ------------------------------------------------------------------ render thread
     def _render_loop(self) -> None:
-        _background_thread_priority()
+        # Lowered only once the context exists: at nice 19 on a loaded box, EGL/llvmpipe set-up alone
+        # outlasted the 30 s start timeout.
         try:
             scratch = mujoco.MjData(self.model)
             renderers = {c: RGBDRenderer(self.model, c, WIDTH, HEIGHT) for c in self.cameras}
@@ -214,6 +215,7 @@ class LabServer:
             self._render_ready.set()
             return
         self._render_ready.set()
+        _background_thread_priority()
         index = 0
         period = 1.0 / self.render_hz
         next_t = time.monotonic()

@@ -1,0 +1,102 @@
+"""`python main.py rollout`: evaluate a policy over N trials and write the report.
+
+    python main.py rollout --checkpoint assets/checkpoints/expert_pick_cube.pt --robot sim-xarm6 \\
+        --task pick_cube --waypoints oracle --trials 20 --out runs/eval_pick
+
+Every trial is saved as an episode under OUT/episodes; OUT/report.json, trials.csv and report.png are
+rewritten after each trial. In the simulated lab the outcome comes from the task's success predicate;
+on hardware the operator confirms each reset (Enter) and types the outcome (s/f + reason).
+Exit code 0 when all trials ran, 2 on bad arguments or a device error, 130 when interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from app.config import DEFAULT_RATE_HZ
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("rollout", help="evaluate a policy checkpoint over N trials (success report)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=None, help="action-expert checkpoint (.pt)")
+    p.add_argument("--policy", choices=("expert", "spline-ik"), default="expert",
+                   help="expert: the checkpoint; spline-ik: execute the waypoint spline directly (baseline)")
+    p.add_argument("--robot", default="sim-xarm6", help="sim-xarm6 | sim-franka | franka:<ip> | xarm6:<ip>")
+    p.add_argument("--camera", default="sim", help="sim | realsense[:SERIAL] | bag:PATH | none")
+    p.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, help="control rate in Hz (default %(default)s)")
+    p.add_argument("--task", default="pick_cube")
+    p.add_argument("--waypoints", choices=("oracle", "none", "keyframes"), default="oracle",
+                   help="guidance source: the sim task's oracle, none, or the keyframes of --demo")
+    p.add_argument("--demo", default=None, help="episode file whose keyframes are the waypoints")
+    p.add_argument("--waypoint-noise", type=float, default=0.0,
+                   help="std (m) of Gaussian noise added to each waypoint position (default 0)")
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--seed", type=int, default=1000, help="trial i uses layout seed SEED+i (default %(default)s)")
+    p.add_argument("--ddim-steps", type=int, default=10)
+    p.add_argument("--max-seconds", type=float, default=15.0, help="trial timeout (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device for the policy (cpu | cuda)")
+    p.add_argument("--out", required=True, help="run folder for the report and the trial episodes")
+    p.set_defaults(func=run_rollout)
+
+
+def _ask_reset(i: int) -> bool:
+    if not sys.stdin.isatty():
+        print("error: hardware rollouts need an operator at a terminal (reset confirmation)", file=sys.stderr)
+        return False
+    return input(f"trial {i + 1}: reset the scene, then press Enter (q to stop) ").strip().lower() != "q"
+
+
+def _ask_outcome(i: int, ended: str) -> tuple[str, str]:
+    if not sys.stdin.isatty():
+        return "failure", "operator"
+    while True:
+        a = input(f"trial {i + 1} ended ({ended}): [s]uccess or [f]ailure? ").strip().lower()
+        if a[:1] in ("s", "f"):
+            reason = "success" if a[0] == "s" else (input("reason (timeout, dropped_object, …): ").strip() or "operator")
+            return ("success" if a[0] == "s" else "failure"), reason
+
+
+def run_rollout(args) -> int:
+    from app.rollout import RolloutConfig, RolloutRunner
+    from app.session import DeviceSession
+    from robots.base import DeviceError
+
+    try:
+        cfg = RolloutConfig(task=args.task, checkpoint=args.checkpoint, policy=args.policy, waypoints=args.waypoints,
+                            demo=args.demo, trials=args.trials, seed=args.seed, ddim_steps=args.ddim_steps,
+                            max_seconds=args.max_seconds, waypoint_noise=args.waypoint_noise, out_dir=args.out,
+                            device=args.device)
+    except ValueError as exc:
+        print(f"rollout: {exc}", file=sys.stderr)
+        return 2
+    printed = [0]
+    lock = threading.Lock()
+    try:
+        with DeviceSession(args.robot, args.camera, "none", args.rate, task=args.task, seed=args.seed) as session:
+            runner = RolloutRunner(session, cfg, ask_reset=_ask_reset, ask_outcome=_ask_outcome)
+
+            def on_update() -> None:
+                s = runner.snapshot()
+                with lock:
+                    for t in s.trials[printed[0]:]:
+                        k = sum(x.success for x in s.trials[: t.index + 1])
+                        print(f"trial {t.index + 1:3d}/{cfg.trials} seed {t.seed}: {t.outcome:7s} {t.reason:16s} "
+                              f"{t.duration_s:5.1f} s  latency p50 {t.latency_p50_ms:5.1f} ms  "
+                              f"running {k}/{t.index + 1}", flush=True)
+                    printed[0] = len(s.trials)
+
+            runner.on_update = on_update
+            trials = runner.run()
+    except (DeviceError, ValueError, FileNotFoundError) as exc:
+        print(f"rollout: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    from app.success import summarize, wilson_interval
+
+    for task, s in summarize(trials).items():
+        lo, hi = wilson_interval(s.successes, s.trials)
+        print(f"{task}: {s.successes}/{s.trials} = {s.rate * 100:.0f} % (Wilson 95 % CI {lo * 100:.0f}–{hi * 100:.0f} %), "
+              f"reasons {s.reasons}")
+    print(f"report: {args.out}/report.json, trials.csv, report.png")
+    return 0

@@ -1,0 +1,408 @@
+"""Rollout sessions: policy checkpoint × task × waypoint source × N trials, with live success tracking.
+
+Each trial: reset (sim: the task's seeded layout; hardware: the operator confirms the scene is reset),
+run the policy at the control rate through the teleop loop's safety filter (app.teleop.ControlLoop via
+app.episodes.record_episode, so every trial is saved as an episode), end it on success, timeout, a
+policy stop (NaN / out-of-workspace), a safety stop or a cancel, and take the outcome from the sim
+predicate or the operator's S/F key with a reason. Trials, the Wilson interval per task, latencies and
+the latest predicted action chunk are kept in a thread-safe live state that the CLI prints and the
+Evaluate tab draws; the report (app.success: JSON + CSV + PNG) is rewritten after every trial, so a
+cancelled or crashed run still leaves the trials it finished.
+
+No Qt here: the GUI wraps ``RolloutRunner.run`` in a worker and polls ``snapshot()``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from app.episodes import EpisodeResult, finish_episode, record_episode
+from app.recording import RecordingService
+from app.success import TrialRecord, latency_stats, summarize, write_report
+from robots.base import DeviceError
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("expert", "spline-ik")
+WAYPOINT_SOURCES = ("oracle", "none", "keyframes")
+SUCCESS_HOLD_S = 0.4  # the predicate must hold this long (an object bouncing on the fingers is no grasp)
+MONITOR_PERIOD = 0.1
+DROP_RISE = 0.03  # m an object must have been raised before falling back counts as dropped
+SAFETY_STOP_EVENTS = ("rejected_jump", "rejected_nan")
+SAFETY_STOP_TICKS = 10  # consecutive rejected targets (0.5 s at 20 Hz) that end a trial
+
+
+@dataclass
+class RolloutConfig:
+    task: str = "pick_cube"
+    checkpoint: str | None = None  # required for policy "expert"
+    policy: str = "expert"  # expert | spline-ik ("waypoints + IK" baseline)
+    waypoints: str = "oracle"  # oracle (sim) | none | keyframes (of --demo)
+    demo: str | None = None  # episode whose keyframes are the waypoints (waypoints == "keyframes")
+    trials: int = 20
+    seed: int = 1000  # trial i resets the sim task with seed + i
+    ddim_steps: int = 10
+    max_seconds: float = 15.0
+    waypoint_noise: float = 0.0  # m, Gaussian noise on the waypoint positions (imprecise waypoints)
+    out_dir: str = "runs/eval"
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.waypoints not in WAYPOINT_SOURCES:
+            raise ValueError(f"waypoints must be one of {WAYPOINT_SOURCES}, got {self.waypoints!r}")
+        if self.policy == "expert" and not self.checkpoint:
+            raise ValueError("the expert policy needs a checkpoint (--checkpoint PATH)")
+        if self.policy == "spline-ik" and self.waypoints == "none":
+            raise ValueError("spline-ik executes the waypoints: it needs --waypoints oracle or keyframes")
+        if self.waypoints == "keyframes" and not self.demo:
+            raise ValueError("waypoints 'keyframes' need a demo episode (--demo PATH)")
+        if self.trials < 1 or self.max_seconds <= 0 or self.ddim_steps < 1 or self.waypoint_noise < 0:
+            raise ValueError("trials, max_seconds and ddim_steps must be positive, waypoint_noise >= 0")
+
+
+@dataclass
+class LiveState:
+    """What a view shows; ``snapshot()`` returns a copy so readers never race the runner."""
+
+    phase: str = "idle"  # idle | loading | resetting | running | awaiting_reset | awaiting_outcome | done | cancelled | error
+    trial: int = -1  # index of the trial in progress
+    n_trials: int = 0
+    trial_t: float = 0.0  # seconds into the current trial
+    trials: list[TrialRecord] = field(default_factory=list)
+    latencies_s: list[float] = field(default_factory=list)
+    chunk: np.ndarray | None = None  # (H, 7) latest predicted action chunk (for PointCloudView.set_predicted_actions)
+    guidance: np.ndarray | None = None  # (n_guide, 8) poses it was conditioned on
+    message: str = ""
+    report_dir: str = ""
+
+
+def warm_up(policy, calls: int = 3) -> None:
+    """A few throw-away chunks: TorchScript profiles and optimises a traced network on its first calls
+    (seconds on a loaded CPU), which must not eat into the first trial."""
+    cfg = policy.config
+    pose = np.r_[0.4, 0.0, 0.2, 1.0, 0.0, 0.0, 0.0]
+    state = np.r_[pose, 1.0]
+    guide = np.tile(state, (cfg.n_guide, 1))
+    cloud = np.random.default_rng(0).uniform((0.3, -0.2, 0.0), (0.6, 0.2, 0.2), (cfg.n_points, 3))
+    for _ in range(calls):
+        policy.act(state, cloud, guide)
+    policy.reset()
+
+
+class RolloutRunner:
+    """Runs the trials of ``config`` on an open ``DeviceSession``; ``run()`` blocks (call it from a
+    worker thread in a GUI). ``policy`` injects a ready policy object (tests, benches) instead of
+    loading ``config.checkpoint``."""
+
+    def __init__(self, session, config: RolloutConfig, *, policy=None,
+                 on_update: Callable[[], None] | None = None,
+                 ask_reset: Callable[[int], bool] | None = None,
+                 ask_outcome: Callable[[int, str], tuple[str, str]] | None = None):
+        self.session = session
+        self.config = config
+        self.on_update = on_update
+        self._policy = policy
+        self._ask_reset = ask_reset
+        self._ask_outcome = ask_outcome
+        self._lock = threading.Lock()
+        self._state = LiveState(n_trials=config.trials, report_dir=str(Path(config.out_dir)))
+        self._cancel = threading.Event()
+        self._trial_end = threading.Event()
+        self._reset_ok = threading.Event()
+        self._outcome: tuple[str, str] | None = None
+        self._outcome_evt = threading.Event()
+        self.hardware = session.lab is None
+        if self.hardware and config.waypoints == "oracle":
+            raise ValueError("oracle waypoints exist only in the simulated lab; use --waypoints keyframes or none")
+
+    # ------------------------------------------------------------------ control from other threads
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._trial_end.set()
+        self._reset_ok.set()
+        self._outcome_evt.set()
+
+    def confirm_reset(self) -> None:
+        """Hardware: the operator has reset the scene; the next trial may start."""
+        self._reset_ok.set()
+
+    def operator_outcome(self, success: bool, reason: str = "") -> None:
+        """The operator's S/F key. While a trial runs it also ends the trial."""
+        self._outcome = ("success" if success else "failure", reason or ("success" if success else "operator"))
+        self._outcome_evt.set()
+        self._trial_end.set()
+
+    def snapshot(self) -> LiveState:
+        with self._lock:
+            s = self._state
+            return LiveState(s.phase, s.trial, s.n_trials, s.trial_t, list(s.trials), list(s.latencies_s),
+                             None if s.chunk is None else s.chunk.copy(),
+                             None if s.guidance is None else s.guidance.copy(), s.message, s.report_dir)
+
+    def _set(self, **kw) -> None:
+        with self._lock:
+            for k, v in kw.items():
+                setattr(self._state, k, v)
+        if self.on_update is not None:
+            try:
+                self.on_update()
+            except Exception:
+                log.exception("rollout on_update callback failed")
+
+    # ------------------------------------------------------------------ building blocks
+    def _load_policy(self):
+        if self.config.policy != "expert" or self._policy is not None:
+            return self._policy
+        from policies.action_expert import ExpertPolicy
+
+        policy = ExpertPolicy(self.config.checkpoint, device=self.config.device, ddim_steps=self.config.ddim_steps)
+        warm_up(policy)
+        return policy
+
+    def _waypoints(self):
+        cfg = self.config
+        if cfg.waypoints == "oracle":
+            return self.session.lab.oracle_waypoints()
+        if cfg.waypoints == "keyframes":
+            from policies.datasets import open_episodes
+            from policies.waypoints import DemoKeyframeSource
+
+            wps = DemoKeyframeSource(open_episodes([cfg.demo])[0]).waypoints()
+            return wps[1:]  # the demo's first frame is its start pose; the trial starts from the arm's
+        return None
+
+    def _make_source(self, policy, trial_seed: int):
+        """A TargetSource that builds its trajectory on its first tick: the oracle's waypoints exist
+        only after record_episode has reset the lab, and the trajectory starts at the arm's pose."""
+        runner = self
+
+        class _TrialSource:
+            name = runner.config.policy
+
+            def __init__(self):
+                self.inner = None
+
+            def reset(self):
+                self.inner = None
+
+            def next_target(self, state, frame, t):
+                if self.inner is None:
+                    self.inner = runner._build_inner(policy, state, trial_seed)
+                return self.inner.next_target(state, frame, t)
+
+            def done(self, t):
+                return self.inner is not None and self.inner.done(t)
+
+        return _TrialSource()
+
+    def _build_inner(self, policy, state, trial_seed: int):
+        from policies.runtime import PolicyRuntime, SplineSource, timed_trajectory
+
+        cfg = self.config
+        wps = self._waypoints()
+        traj = None
+        if wps is not None:
+            rng = np.random.default_rng(trial_seed + 7919)
+            traj = timed_trajectory(state.ee_pose, wps, start_gripper=float(state.gripper > 0.5),
+                                    position_noise=cfg.waypoint_noise, rng=rng)
+        if cfg.policy == "spline-ik":
+            src = SplineSource(traj)
+        else:
+            policy.seed = trial_seed
+            src = PolicyRuntime(policy, traj, self.session.rate_hz, workspace=self.session.arm.limits.workspace,
+                                use_cloud=self.session.camera is not None)
+        src.reset()
+        self._source = src
+        return src
+
+    # ------------------------------------------------------------------ trials
+    def run(self) -> list[TrialRecord]:
+        cfg = self.config
+        out = Path(cfg.out_dir)
+        self._set(phase="loading", message="loading policy")
+        try:
+            policy = self._load_policy()
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
+            self._set(phase="error", message=str(exc).splitlines()[0])
+            raise
+        recorder = RecordingService(out / "episodes", robot=str(self.session.robot_uri), camera=self.session.camera)
+        trials: list[TrialRecord] = []
+        latencies: list[float] = []
+        for i in range(cfg.trials):
+            if self._cancel.is_set():
+                break
+            seed = cfg.seed + i
+            if self.hardware:
+                self._set(phase="awaiting_reset", trial=i, message=f"trial {i + 1}: reset the scene, then confirm")
+                if not self._wait_reset(i):
+                    break
+            self._set(phase="running", trial=i, trial_t=0.0, chunk=None, message=f"trial {i + 1}/{cfg.trials}, seed {seed}")
+            rec = self._run_trial(i, seed, policy, recorder, latencies)
+            if rec is None:
+                break
+            trials.append(rec)
+            self._set(trials=list(trials), latencies_s=list(latencies))
+            self._write(out, trials, latencies)
+        cancelled = self._cancel.is_set()
+        self._write(out, trials, latencies)
+        s = summarize(trials).get(cfg.task)
+        msg = f"{s.successes}/{s.trials} successes" if s else "no trials"
+        self._set(phase="cancelled" if cancelled else "done", message=msg)
+        return trials
+
+    def _wait_reset(self, i: int) -> bool:
+        if self._ask_reset is not None:
+            return bool(self._ask_reset(i)) and not self._cancel.is_set()
+        self._reset_ok.clear()
+        self._reset_ok.wait()
+        return not self._cancel.is_set()
+
+    def _run_trial(self, i: int, seed: int, policy, recorder: RecordingService,
+                   latencies: list[float]) -> TrialRecord | None:
+        cfg = self.config
+        self._trial_end.clear()
+        self._outcome_evt.clear()
+        self._outcome = None
+        self._source = None
+        verdict: dict = {"reason": "", "outcome": ""}
+        events: list[str] = []
+        monitor_stop = threading.Event()
+        t_start = time.monotonic()
+
+        rejected = [0]
+
+        def on_tick(tick):
+            names = [e.split(":")[0] for e in tick.events]
+            events.extend(names)
+            # One rejected target only holds the arm for a tick; a policy that keeps asking for jumps
+            # has lost it, and the trial ends as a safety stop.
+            rejected[0] = rejected[0] + 1 if any(n in SAFETY_STOP_EVENTS for n in names) else 0
+            if rejected[0] >= SAFETY_STOP_TICKS and not verdict["reason"]:
+                verdict.update(reason="safety_stop", outcome="failure")
+                self._trial_end.set()
+
+        def on_loop(loop):
+            threading.Thread(target=self._monitor, args=(loop, verdict, monitor_stop, t_start),
+                             name="rollout-monitor", daemon=True).start()
+
+        source = self._make_source(policy, seed)
+        try:
+            result = record_episode(self.session, recorder, cfg.task, seed, source=source,
+                                    max_seconds=cfg.max_seconds, listeners=[on_tick], cancel=self._trial_end,
+                                    on_loop=on_loop)
+        except DeviceError as exc:
+            monitor_stop.set()
+            self._set(phase="error", message=f"trial {i + 1}: {exc}")
+            if recorder.recording:
+                recorder.discard()
+            raise
+        finally:
+            monitor_stop.set()
+            inner = self._source
+            if inner is not None:
+                inner.close()
+        inner = self._source
+        if inner is not None:
+            latencies.extend(inner.latencies)
+        if self._cancel.is_set() and not verdict["reason"]:
+            finish_episode(recorder, result, "discard")
+            return None
+        outcome, reason = self._verdict(i, verdict, result, inner)
+        notes = f"rollout trial {i} seed {seed}: {reason}" + (f" ({inner.stop_detail})" if getattr(inner, "stop_detail", "") else "")
+        finish_episode(recorder, result, outcome, notes)
+        lat = latency_stats(inner.latencies if inner is not None else [])
+        return TrialRecord(i, cfg.task, seed, outcome, reason, round(time.monotonic() - t_start, 3),
+                           str(result.path or ""), lat["p50_ms"], lat["p99_ms"],
+                           int(getattr(inner, "chunks", 0)),
+                           sum(e in SAFETY_STOP_EVENTS or e.startswith("clamped") for e in events))
+
+    def _verdict(self, i: int, verdict: dict, result: EpisodeResult, inner) -> tuple[str, str]:
+        if self._outcome is not None:  # the operator's key wins, in sim too
+            return self._outcome
+        if verdict["reason"]:
+            return verdict["outcome"], verdict["reason"]
+        if result.reason not in ("timeout", "expert finished", "stopped by operator"):
+            return "failure", "safety_stop"  # a latched loop fault (estop, device lost)
+        if not self.hardware:
+            ok = self.session.lab.success()
+            if ok:
+                return "success", "success"
+            return "failure", verdict.get("timeout_reason") or "timeout"
+        self._set(phase="awaiting_outcome", message=f"trial {i + 1} ended ({result.reason}): press S or F")
+        if self._ask_outcome is not None:
+            return self._ask_outcome(i, result.reason)
+        self._outcome_evt.wait()
+        return self._outcome or ("failure", "cancelled")
+
+    def _monitor(self, loop, verdict: dict, stop: threading.Event, t_start: float) -> None:
+        """Ends the trial on success (held), a policy stop or a loop fault; tracks dropped objects."""
+        lab = None if self.hardware else self.session.lab
+        objects: tuple[str, ...] = ()
+        if lab is not None:
+            from robots.sim.tasks import get_task
+
+            objects = get_task(self.config.task).objects
+        z0: dict[str, float] = {}
+        z_max: dict[str, float] = {}
+        success_since = None
+        was_success = False
+        while not stop.wait(MONITOR_PERIOD):
+            self._set(trial_t=time.monotonic() - t_start)
+            src = self._source
+            if src is not None and src.latest_chunk is not None:
+                with self._lock:
+                    self._state.chunk = src.latest_chunk.poses.copy()
+                    self._state.guidance = src.latest_chunk.guidance.copy()
+            if src is not None and src.stopped and not verdict["reason"]:
+                verdict.update(reason=src.stopped, outcome="failure")
+                self._trial_end.set()
+                return
+            if loop.fault and not verdict["reason"]:
+                verdict.update(reason="safety_stop", outcome="failure")
+                self._trial_end.set()
+                return
+            if lab is None:
+                continue
+            try:
+                ok = lab.success()
+                poses = lab.object_poses()
+            except DeviceError:
+                continue  # the loop reports a lost lab as its fault
+            for name in objects:
+                if name in poses:
+                    z = float(poses[name][2])
+                    z0.setdefault(name, z)
+                    z_max[name] = max(z_max.get(name, z), z)
+            now = time.monotonic()
+            if ok:
+                was_success = True
+                success_since = success_since or now
+                if now - success_since >= SUCCESS_HOLD_S:
+                    verdict.update(reason="success", outcome="success")
+                    self._trial_end.set()
+                    return
+            else:
+                success_since = None
+            lifted = any(z_max[n] - z0[n] > DROP_RISE for n in z0)
+            fallen = any(z_max[n] - z0[n] > DROP_RISE and float(poses[n][2]) - z0[n] < 0.01 for n in z0 if n in poses)
+            if (was_success or lifted) and fallen and not ok:
+                verdict["timeout_reason"] = "dropped_object"
+
+    def _write(self, out: Path, trials: list[TrialRecord], latencies: list[float]) -> None:
+        if not trials:
+            return
+        cfg = self.config
+        meta = {"title": f"{cfg.policy} · {cfg.task} · waypoints {cfg.waypoints}"
+                         + (f" (noise {cfg.waypoint_noise:g} m)" if cfg.waypoint_noise else "")
+                         + f" · {Path(cfg.checkpoint).name if cfg.checkpoint else ''}",
+                "config": asdict(cfg), "robot": str(self.session.robot_uri), "rate_hz": self.session.rate_hz,
+                "hardware": self.hardware, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_report(out, trials, meta, latencies)

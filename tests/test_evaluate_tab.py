@@ -1,0 +1,67 @@
+"""Evaluate tab: a real 2-trial rollout on the simulated xArm6 (spline-IK policy, no checkpoint needed)
+driven from the tab, with the operator's F key deciding the first trial."""
+import json
+
+import numpy as np
+import pytest
+from PySide6 import QtCore
+
+from app.rollout import LiveState
+from app.success import TrialRecord
+from widgets.evaluate_tab import EvaluateTab
+
+
+@pytest.fixture
+def tab(qtbot):
+    w = EvaluateTab(None)
+    qtbot.addWidget(w)
+    w.resize(1200, 700)
+    w.show()
+    yield w
+    w.shutdown()
+
+
+def test_show_state_draws_summary_curve_ci_and_table(tab):
+    trials = [TrialRecord(i, "pick_cube", 1000 + i, "success" if ok else "failure", "success" if ok else "timeout",
+                          8.0, latency_p50_ms=21.0) for i, ok in enumerate([1, 1, 0, 1])]
+    tab.show_state(LiveState(phase="running", trial=4, n_trials=20, trials=trials, latencies_s=[0.02, 0.03],
+                             chunk=np.zeros((16, 7))))
+    assert "3/4 = 75 %" in tab.summary.text() and "Wilson 95 % CI 30–95 %" in tab.summary.text()
+    x, y = tab.curve.getData()
+    np.testing.assert_allclose(y, [100, 100, 200 / 3, 75])
+    lo, hi = tab.ci_low.getData()[1], tab.ci_high.getData()[1]
+    assert np.all(lo <= y) and np.all(y <= hi)
+    assert tab.table.rowCount() == 4 and tab.table.item(2, 3).text() == "timeout"
+    assert "p50 25 ms" in tab.latency.text()
+
+
+def test_bad_form_gives_a_one_line_message(tab):
+    tab.policy.setCurrentText("expert")
+    tab.checkpoint.setText("")
+    assert tab.start() is False
+    assert tab.status.text().startswith("cannot start:") and "checkpoint" in tab.status.text()
+
+
+@pytest.mark.timeout(600)
+def test_two_trial_sim_rollout_from_the_tab_with_operator_key(tab, qtbot, tmp_path):
+    tab.policy.setCurrentText("spline-ik")
+    tab.trials.setValue(2)
+    tab.out.setText(str(tmp_path / "eval"))
+    chunks = []
+    tab.chunkChanged.connect(chunks.append)
+    assert tab.start()
+    assert not tab.start_btn.isEnabled() and tab.cancel_btn.isEnabled()
+    qtbot.waitUntil(lambda: (s := tab.snapshot()) is not None and s.phase == "running" and s.trial_t > 1.0,
+                    timeout=180_000)
+    tab.activateWindow()
+    tab.setFocus()
+    qtbot.keyClick(tab, QtCore.Qt.Key_F)  # the operator calls the first trial a failure
+    qtbot.waitUntil(lambda: not tab.worker.running, timeout=300_000)
+    qtbot.wait(50)
+    assert tab.table.rowCount() == 2
+    assert [tab.table.item(r, 2).text() for r in range(2)] == ["failure", "success"]
+    assert tab.table.item(0, 3).text() == "operator"
+    assert "1/2 = 50 %" in tab.summary.text()
+    assert len(tab.curve.getData()[1]) == 2 and tab.start_btn.isEnabled()
+    doc = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert [t["reason"] for t in doc["trials"]] == ["operator", "success"]

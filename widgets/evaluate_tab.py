@@ -1,0 +1,337 @@
+"""Evaluate tab: run rollouts (checkpoint × task × waypoint source × N trials) and watch success live.
+
+Shows per-task success with its Wilson 95 % interval, the cumulative success curve with the running
+interval as a band (pyqtgraph), the trial table, the policy latency, and takes the operator's S/F keys
+(outcome on hardware; in sim they override the predicate) and the reset confirmation (Enter).
+
+The runner (app.rollout.RolloutRunner) works on a plain thread; ``RolloutWorker`` bridges it to Qt with
+signals, and the view redraws from ``runner.snapshot()`` on a timer, so the UI thread never waits on the
+robot, the simulator or the network.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from app.rollout import POLICIES, WAYPOINT_SOURCES, LiveState, RolloutConfig, RolloutRunner
+from app.success import cumulative_curve, latency_stats, summarize, wilson_interval
+
+log = logging.getLogger(__name__)
+
+TASKS = ("pick_cube", "place_in_bin", "stack_cubes", "press_button")
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "expert_pick_cube.pt"
+COLUMNS = ("trial", "seed", "outcome", "reason", "seconds", "latency p50 ms", "chunks", "episode")
+
+
+class RolloutWorker(QtCore.QObject):
+    """Runs a RolloutRunner on a worker thread (opening its own DeviceSession unless one is given)."""
+
+    updated = QtCore.Signal()
+    finished = QtCore.Signal(str)  # "" when the run ended normally, else the error line
+
+    def __init__(self, config: RolloutConfig, robot: str = "sim-xarm6", camera: str = "sim", rate_hz: float = 20.0,
+                 session=None, policy=None, parent=None):
+        super().__init__(parent)
+        self.config = config
+        self.robot, self.camera, self.rate_hz = robot, camera, rate_hz
+        self._session = session
+        self._policy = policy
+        self.runner: RolloutRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._cancelled = threading.Event()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="rollout", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from app.session import DeviceSession
+
+        error = ""
+        own = None
+        try:
+            session = self._session
+            if session is None:
+                own = session = DeviceSession(self.robot, self.camera, "none", self.rate_hz, task=self.config.task,
+                                              seed=self.config.seed).open()
+            if self._cancelled.is_set():
+                return
+            self.runner = RolloutRunner(session, self.config, policy=self._policy, on_update=self.updated.emit)
+            if self._cancelled.is_set():
+                self.runner.cancel()
+            self.runner.run()
+        except Exception as exc:  # shown in the tab, never a traceback in the GUI
+            log.exception("rollout failed")
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        finally:
+            if own is not None:
+                own.close()
+            self.finished.emit(error)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+        if self.runner is not None:
+            self.runner.cancel()
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+class EvaluateTab(QtWidgets.QWidget):
+    chunkChanged = QtCore.Signal(object)  # (H, 7) latest predicted action chunk, for the 3D view
+    runFinished = QtCore.Signal(str)
+
+    def __init__(self, settings=None, parent=None):
+        super().__init__(parent)
+        self.settings = settings
+        self.worker: RolloutWorker | None = None
+        self._last_chunk_id = None
+        self._shown_trials = -1
+        self._build()
+        self._timer = QtCore.QTimer(self)
+        self._timer.setInterval(200)
+        self._timer.timeout.connect(self.refresh)
+        self._load_settings()
+
+    # ------------------------------------------------------------------ construction
+    def _build(self) -> None:
+        form = QtWidgets.QGridLayout()
+        self.checkpoint = QtWidgets.QLineEdit(str(DEFAULT_CHECKPOINT))
+        browse = QtWidgets.QPushButton("…")
+        browse.setFixedWidth(28)
+        browse.clicked.connect(self._browse)
+        self.policy = QtWidgets.QComboBox()
+        self.policy.addItems(POLICIES)
+        self.task = QtWidgets.QComboBox()
+        self.task.addItems(TASKS)
+        self.waypoints = QtWidgets.QComboBox()
+        self.waypoints.addItems(WAYPOINT_SOURCES)
+        self.trials = QtWidgets.QSpinBox()
+        self.trials.setRange(1, 1000)
+        self.trials.setValue(20)
+        self.seed = QtWidgets.QSpinBox()
+        self.seed.setRange(0, 10 ** 6)
+        self.seed.setValue(1000)
+        self.robot = QtWidgets.QLineEdit("sim-xarm6")
+        self.out = QtWidgets.QLineEdit("runs/eval")
+        self.start_btn = QtWidgets.QPushButton("Start")
+        self.start_btn.setObjectName("startRollout")
+        self.cancel_btn = QtWidgets.QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.start_btn.clicked.connect(self.start)
+        self.cancel_btn.clicked.connect(self.cancel)
+        row = [("checkpoint", self.checkpoint), ("", browse), ("policy", self.policy), ("task", self.task),
+               ("waypoints", self.waypoints)]
+        row2 = [("trials", self.trials), ("first seed", self.seed), ("robot", self.robot), ("run folder", self.out)]
+        for c, (label, w) in enumerate(row):
+            if label:
+                form.addWidget(QtWidgets.QLabel(label), 0, 2 * c)
+            form.addWidget(w, 0, 2 * c + 1)
+        for c, (label, w) in enumerate(row2):
+            form.addWidget(QtWidgets.QLabel(label), 1, 2 * c)
+            form.addWidget(w, 1, 2 * c + 1)
+        form.addWidget(self.start_btn, 1, 8)
+        form.addWidget(self.cancel_btn, 1, 9)
+        form.setColumnStretch(1, 3)
+
+        self.summary = QtWidgets.QLabel("no trials yet")
+        self.summary.setObjectName("successSummary")
+        f = self.summary.font()
+        f.setPointSize(f.pointSize() + 3)
+        f.setBold(True)
+        self.summary.setFont(f)
+        self.status = QtWidgets.QLabel("idle")
+        self.latency = QtWidgets.QLabel("policy latency: –")
+        self.success_btn = QtWidgets.QPushButton("Success (S)")
+        self.failure_btn = QtWidgets.QPushButton("Failure (F)")
+        self.reset_btn = QtWidgets.QPushButton("Scene reset (Enter)")
+        self.success_btn.clicked.connect(lambda: self.operator_outcome(True))
+        self.failure_btn.clicked.connect(lambda: self.operator_outcome(False))
+        self.reset_btn.clicked.connect(self.confirm_reset)
+        keys = QtWidgets.QHBoxLayout()
+        for w in (self.status, self.latency):
+            keys.addWidget(w)
+        keys.addStretch(1)
+        for w in (self.reset_btn, self.success_btn, self.failure_btn):
+            keys.addWidget(w)
+
+        self.plot = pg.PlotWidget()
+        self.plot.setBackground("w")
+        self.plot.setLabel("bottom", "trial")
+        self.plot.setLabel("left", "cumulative success (%)")
+        self.plot.setYRange(0, 100)
+        self.plot.showGrid(x=True, y=True, alpha=0.3)
+        self.curve = self.plot.plot([], [], pen=pg.mkPen("#1f77b4", width=2), symbol="o", symbolSize=6,
+                                    symbolBrush="#1f77b4")
+        self.ci_low = self.plot.plot([], [], pen=pg.mkPen(None))
+        self.ci_high = self.plot.plot([], [], pen=pg.mkPen(None))
+        self.band = pg.FillBetweenItem(self.ci_low, self.ci_high, brush=pg.mkBrush(31, 119, 180, 50))
+        self.plot.addItem(self.band)
+
+        self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+        self.table.horizontalHeader().setStretchLastSection(True)
+
+        split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        split.addWidget(self.plot)
+        split.addWidget(self.table)
+        split.setSizes([500, 600])
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.summary)
+        lay.addLayout(keys)
+        lay.addWidget(split, 1)
+
+        for key, slot in (("S", lambda: self.operator_outcome(True)), ("F", lambda: self.operator_outcome(False)),
+                          ("Return", self.confirm_reset)):
+            sc = QtGui.QShortcut(QtGui.QKeySequence(key), self)
+            sc.setContext(QtCore.Qt.WidgetWithChildrenShortcut)
+            sc.activated.connect(slot)
+        self._set_running(False)
+
+    def _browse(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Checkpoint", str(Path(self.checkpoint.text()).parent),
+                                                        "Checkpoints (*.pt)")
+        if path:
+            self.checkpoint.setText(path)
+
+    def _load_settings(self) -> None:
+        if self.settings is None:
+            return
+        self.checkpoint.setText(self.settings.get("evaluate/checkpoint", str(DEFAULT_CHECKPOINT)))
+        self.out.setText(self.settings.get("evaluate/out", "runs/eval"))
+        self.trials.setValue(self.settings.get("evaluate/trials", 20))
+
+    def _save_settings(self) -> None:
+        if self.settings is None:
+            return
+        self.settings.set("evaluate/checkpoint", self.checkpoint.text())
+        self.settings.set("evaluate/out", self.out.text())
+        self.settings.set("evaluate/trials", self.trials.value())
+
+    # ------------------------------------------------------------------ actions
+    def config(self) -> RolloutConfig:
+        return RolloutConfig(task=self.task.currentText(), checkpoint=self.checkpoint.text().strip() or None,
+                             policy=self.policy.currentText(), waypoints=self.waypoints.currentText(),
+                             trials=self.trials.value(), seed=self.seed.value(), out_dir=self.out.text().strip())
+
+    def start(self, session=None, policy=None) -> bool:
+        """Start a run from the form (``session``/``policy`` inject ready objects: tests, the main window)."""
+        if self.worker is not None and self.worker.running:
+            return False
+        try:
+            cfg = self.config()
+        except ValueError as exc:
+            self.status.setText(f"cannot start: {exc}")
+            return False
+        self._save_settings()
+        self.table.setRowCount(0)
+        self._shown_trials = -1
+        self.worker = RolloutWorker(cfg, robot=self.robot.text().strip(), session=session, policy=policy, parent=self)
+        self.worker.finished.connect(self._on_finished)
+        self.status.setText("starting…")
+        self._set_running(True)
+        self.worker.start()
+        self._timer.start()
+        return True
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            self.status.setText("cancelling…")
+
+    def operator_outcome(self, success: bool) -> None:
+        runner = self.worker.runner if self.worker is not None else None
+        if runner is not None:
+            runner.operator_outcome(success, "" if success else "operator")
+
+    def confirm_reset(self) -> None:
+        runner = self.worker.runner if self.worker is not None else None
+        if runner is not None:
+            runner.confirm_reset()
+
+    def _on_finished(self, error: str) -> None:
+        self._timer.stop()
+        self.refresh()
+        if error:
+            self.status.setText(f"error: {error}")
+        self._set_running(False)
+        self.runFinished.emit(error)
+
+    def _set_running(self, running: bool) -> None:
+        self.start_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+        for w in (self.checkpoint, self.policy, self.task, self.waypoints, self.trials, self.seed, self.robot, self.out):
+            w.setEnabled(not running)
+
+    # ------------------------------------------------------------------ view
+    def snapshot(self) -> LiveState | None:
+        runner = self.worker.runner if self.worker is not None else None
+        return runner.snapshot() if runner is not None else None
+
+    def refresh(self) -> None:
+        s = self.snapshot()
+        if s is None:
+            return
+        self.show_state(s)
+
+    def show_state(self, s: LiveState) -> None:
+        t = f"{s.phase}"
+        if s.phase in ("running", "awaiting_outcome", "awaiting_reset"):
+            t += f" — trial {s.trial + 1}/{s.n_trials}, {s.trial_t:.1f} s"
+        self.status.setText(t + (f" · {s.message}" if s.message else ""))
+        lat = latency_stats(s.latencies_s)
+        self.latency.setText("policy latency: –" if not lat["n"] else
+                             f"policy latency p50 {lat['p50_ms']:.0f} ms · p99 {lat['p99_ms']:.0f} ms ({lat['n']} chunks)")
+        self.reset_btn.setEnabled(s.phase == "awaiting_reset")
+        if s.chunk is not None and id(s.chunk) != self._last_chunk_id:
+            self._last_chunk_id = id(s.chunk)
+            self.chunkChanged.emit(s.chunk)
+        if len(s.trials) == self._shown_trials:
+            return
+        self._shown_trials = len(s.trials)
+        parts = []
+        for task, sm in summarize(s.trials).items():
+            parts.append(f"{task}: {sm.successes}/{sm.trials} = {sm.rate * 100:.0f} %  "
+                         f"(Wilson 95 % CI {sm.ci_low * 100:.0f}–{sm.ci_high * 100:.0f} %)")
+        self.summary.setText("   ".join(parts) or "no trials yet")
+        ok = [t.success for t in s.trials]
+        x = np.arange(1, len(ok) + 1, dtype=float)
+        self.curve.setData(x, cumulative_curve(ok) * 100)
+        k = np.cumsum(ok)
+        ci = np.array([wilson_interval(int(k[i]), i + 1) for i in range(len(ok))]).reshape(-1, 2) * 100
+        self.ci_low.setData(x, ci[:, 0])
+        self.ci_high.setData(x, ci[:, 1])
+        self.plot.setXRange(0.5, max(s.n_trials, len(ok)) + 0.5)
+        self.table.setRowCount(len(s.trials))
+        for r, tr in enumerate(s.trials):
+            vals = (tr.index + 1, tr.seed, tr.outcome, tr.reason, f"{tr.duration_s:.1f}",
+                    "–" if not np.isfinite(tr.latency_p50_ms) else f"{tr.latency_p50_ms:.0f}", tr.chunks,
+                    Path(tr.episode).name if tr.episode else "")
+            for c, v in enumerate(vals):
+                item = QtWidgets.QTableWidgetItem(str(v))
+                if c == 2:
+                    item.setForeground(QtGui.QColor("#2ca02c" if tr.success else "#d62728"))
+                self.table.setItem(r, c, item)
+        self.table.scrollToBottom()
+
+    def shutdown(self) -> None:
+        """Cancel a running rollout and wait for it (the arm is halted by the runner's loop stop)."""
+        self._timer.stop()
+        if self.worker is not None:
+            self.worker.cancel()
+            self.worker.wait(15.0)
