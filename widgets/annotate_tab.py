@@ -80,8 +80,20 @@ class AnnotateTab(QtWidgets.QWidget):
         row.addWidget(self.propose_button)
         row.addWidget(self.accept_button)
 
+        # "Video | 3D": the GL view is built on first use, so offscreen runs never need a GL context.
+        self.view_tabs = QtWidgets.QTabWidget()
+        self.view_tabs.setObjectName("view_tabs")
+        self.view_tabs.setDocumentMode(True)
+        self.view_tabs.addTab(self.player, "Video")
+        self._scene3d_page = QtWidgets.QWidget()
+        QtWidgets.QVBoxLayout(self._scene3d_page).setContentsMargins(0, 0, 0, 0)
+        self.view_tabs.addTab(self._scene3d_page, "3D")
+        self.view_tabs.currentChanged.connect(self._on_view_tab)
+        self.scene3d = None          # widgets.scene3d_panel.Scene3DPanel once the 3D page was opened
+        self._camera3d = None        # (path, (K, T_base_camera, depth_scale) | None) of the open episode
+
         center = QtWidgets.QSplitter(QtCore.Qt.Vertical)
-        center.addWidget(self.player)
+        center.addWidget(self.view_tabs)
         center.addWidget(self.timeline)
         center.setStretchFactor(0, 3)
         center.setStretchFactor(1, 2)
@@ -168,6 +180,8 @@ class AnnotateTab(QtWidgets.QWidget):
 
     def shutdown(self) -> None:
         """Flush autosave and stop the workers (window closing)."""
+        if self.scene3d is not None:
+            self.scene3d.shutdown()
         if self.controller is not None:
             self.controller.shutdown()
             # The controller and its undo stack outlive some child widgets while Qt deletes the
@@ -305,6 +319,7 @@ class AnnotateTab(QtWidgets.QWidget):
         self._on_keyframes()
         self.timeline.select_segment(-1)
         self.player.set_episode(ep.n_frames, ep.fps, ep.depth_scale)
+        self._update_3d_episode()
         self.browser.select(ep.path)
         auto_note = ""
         c = self.controller
@@ -338,6 +353,7 @@ class AnnotateTab(QtWidgets.QWidget):
         if ep is None:
             return
         self.timeline.set_keyframes([f for f, _ in ep.keyframes], [k for _, k in ep.keyframes])
+        self._update_3d_episode()
 
     def _on_segments(self) -> None:
         doc = self.controller.shown_doc()
@@ -392,6 +408,43 @@ class AnnotateTab(QtWidgets.QWidget):
 
     def _on_frame_ready(self, frame: int, rgb, depth) -> None:
         self.player.show_frame(frame, rgb, depth)
+        if self._showing_3d() and depth is not None and self._episode is not None:
+            cam = self._episode_camera()
+            if cam is not None:
+                K, T, scale = cam
+                self.scene3d.submit_frame(depth, rgb, scale, K, T, key=frame)
+
+    # -- 3D page ---------------------------------------------------------------------------------
+
+    def _showing_3d(self) -> bool:
+        return self.scene3d is not None and self.view_tabs.currentIndex() == 1
+
+    def _episode_camera(self):
+        path = self._episode.path
+        if self._camera3d is None or self._camera3d[0] != path:
+            from widgets.scene3d_panel import episode_camera
+            try:
+                cam = episode_camera(path)
+            except Exception as exc:   # unreadable camera meta: video still works, say why 3D is empty
+                self._show_message(f"3D view: {exc}")
+                cam = None
+            self._camera3d = (path, cam)
+        return self._camera3d[1]
+
+    def _on_view_tab(self, index: int) -> None:
+        if index == 1 and self.scene3d is None:
+            from widgets.scene3d_panel import Scene3DPanel
+            self.scene3d = Scene3DPanel(self._scene3d_page)
+            self._scene3d_page.layout().addWidget(self.scene3d)
+        c = self.controller
+        if c is not None:
+            # The cloud needs depth; back on the video page the player's own mode decides again.
+            c.set_depth_enabled(index == 1 or self.player.mode.currentText() != "rgb")
+        self._update_3d_episode()
+
+    def _update_3d_episode(self) -> None:
+        if self._showing_3d() and self._episode is not None:
+            self.scene3d.show_episode(self._episode)
 
     def _on_save_state(self, state: str, text: str) -> None:
         self.save_label.setText(text)

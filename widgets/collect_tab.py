@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.collect_controller import CollectController, LiveStats
@@ -142,7 +143,18 @@ class CollectTab(QtWidgets.QWidget):
         left = QtWidgets.QWidget()
         ll = QtWidgets.QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
-        ll.addWidget(self.camera_view, 1)
+        # "Video | 3D": the GL view is built on first use, so offscreen runs never need a GL context.
+        self.view_tabs = QtWidgets.QTabWidget()
+        self.view_tabs.setObjectName("view_tabs")
+        self.view_tabs.setDocumentMode(True)
+        self.view_tabs.addTab(self.camera_view, "Video")
+        self._scene3d_page = QtWidgets.QWidget()
+        QtWidgets.QVBoxLayout(self._scene3d_page).setContentsMargins(0, 0, 0, 0)
+        self.view_tabs.addTab(self._scene3d_page, "3D")
+        self.view_tabs.currentChanged.connect(self._on_view_tab)
+        self.scene3d = None          # widgets.scene3d_panel.Scene3DPanel once the 3D page was opened
+        self._trail = None
+        ll.addWidget(self.view_tabs, 1)
         ll.addWidget(controls)
 
         # ---- dataset panel
@@ -207,8 +219,38 @@ class CollectTab(QtWidgets.QWidget):
 
     # ---------------------------------------------------------------- controller feedback
     def _on_frame(self, frame) -> None:
+        if self.scene3d is not None and self.view_tabs.currentIndex() == 1:
+            self._feed_3d(frame)
+            return
         self.camera_view.set_frame(frame.rgb, frame.depth, depth_scale=frame.depth_scale,
                                    label=f"frame {frame.index}")
+
+    def _on_view_tab(self, index: int) -> None:
+        if index != 1 or self.scene3d is not None:
+            return
+        from widgets.scene3d_panel import Scene3DPanel, TrailBuffer
+
+        self.scene3d = Scene3DPanel(self._scene3d_page)
+        self._scene3d_page.layout().addWidget(self.scene3d)
+        self._trail = TrailBuffer(10.0)
+        session = self.controller.session
+        limits = getattr(getattr(session, "arm", None), "limits", None)
+        if limits is not None:
+            # The table (z = 0) is usually just below the EE workspace: keep it in view.
+            lo = np.minimum(np.asarray(limits.workspace.lo, float) - 0.05, [np.inf, np.inf, -0.02])
+            self.scene3d.set_crop(lo, np.asarray(limits.workspace.hi, float) + 0.05)
+
+    def _feed_3d(self, frame) -> None:
+        # The control loop's newest tick carries the arm state that goes with the frame.
+        tick = getattr(self.controller, "_latest", None)
+        if tick is not None:
+            self._trail.add(tick.state.stamp, tick.state.ee_pose)
+            self.scene3d.set_trajectory(self._trail.points())
+        self.scene3d.submit_rgbd(frame)
+
+    def shutdown_3d(self) -> None:
+        if self.scene3d is not None:
+            self.scene3d.shutdown()
 
     def _on_stats(self, st: LiveStats) -> None:
         self.camera_view.set_dropped(st.dropped, st.lag)
