@@ -73,17 +73,21 @@ class GatedClock:
     """Trajectory time that advances with the loop clock only while the arm keeps up with it.
 
     The arm's own progress is its nearest point on the path (WaypointTrajectory.progress_from_state,
-    searched near the last estimate). The clock runs while the arm is within ``lag_tol`` of the clock's
+    searched near the last estimate). The clock runs while the arm is within ``clock_tol`` of the clock's
     pose, or its progress is within ``slack_s`` of the clock and it is within ``lag_tol`` of the path;
     it never falls behind the arm. A policy that cuts a
     corner therefore still moves the guidance on, while a stuck arm stops it ``slack_s`` ahead, which
     (with guidance sampled up to 0.8 s ahead) is still enough to show what comes after a dwell.
     """
 
-    def __init__(self, trajectory: WaypointTrajectory, lag_tol: float = 0.06, slack_s: float = 0.5):
+    def __init__(self, trajectory: WaypointTrajectory, lag_tol: float = 0.06, slack_s: float = 0.2,
+                 clock_tol: float = 0.015):
         self.trajectory = trajectory
         self.lag_tol = float(lag_tol)
         self.slack_s = float(slack_s)
+        # Tight: guidance that runs on while the arm is still centimetres above a grasp shows the
+        # gripper closing early, and the expert closes on air (seen at 6 cm).
+        self.clock_tol = float(clock_tol)
         self.reset()
 
     def reset(self) -> None:
@@ -101,7 +105,7 @@ class GatedClock:
         off_path = float(np.linalg.norm(tr.sample(s)[:3] - xyz))
         # Near the clock's pose (a dwell, where the path's nearest point stays at the dwell's start),
         # or not too far behind along the path: keep going.
-        if off_clock <= self.lag_tol or (s >= self.t - self.slack_s and off_path <= self.lag_tol):
+        if off_clock <= self.clock_tol or (s >= self.t - self.slack_s and off_path <= self.lag_tol):
             self.t += dt
         self.t = min(max(self.t, s), tr.t_end)
         return self.t

@@ -88,7 +88,7 @@ def test_timed_trajectory_passes_waypoints_with_expert_timing():
 
 def test_gated_clock_waits_for_a_lagging_arm_and_never_falls_behind_it():
     tr = timed_trajectory(np.r_[0.3, 0.0, 0.3, DOWN], _task_wps())
-    clock = GatedClock(tr, lag_tol=0.06, slack_s=0.5)
+    clock = GatedClock(tr, lag_tol=0.06, slack_s=0.5, clock_tol=0.06)
     start = np.r_[0.3, 0.0, 0.3, DOWN]
     clock.update(start, 0.0)
     for k in range(1, 40):  # the arm never moves: the clock stops slack_s ahead of it
