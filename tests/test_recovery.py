@@ -58,7 +58,6 @@ def _record_and_kill(path: Path, kill_after: float) -> int:
     return appended
 
 
-@pytest.mark.slow
 def test_sigkill_mid_episode_loses_at_most_one_second(tmp_path):
     rng = random.Random(1234)
     moments = [rng.uniform(0.3, 3.0) for _ in range(4)]
