@@ -25,6 +25,7 @@ import numpy as np
 from app.episodes import EpisodeResult, finish_episode, record_episode
 from app.recording import RecordingService
 from app.success import TrialRecord, latency_stats, summarize, write_report
+from recorder.schema import EpisodeError
 from robots.base import DeviceError
 
 log = logging.getLogger(__name__)
@@ -317,7 +318,15 @@ class RolloutRunner:
             return None
         outcome, reason = self._verdict(i, verdict, result, inner)
         notes = f"rollout trial {i} seed {seed}: {reason}" + (f" ({inner.stop_detail})" if getattr(inner, "stop_detail", "") else "")
-        finish_episode(recorder, result, outcome, notes)
+        try:
+            finish_episode(recorder, result, outcome, notes)
+        except EpisodeError as exc:
+            # Ended before the first frame (an operator's key right after the reset): the trial counts,
+            # there is just no episode file to keep.
+            log.warning("trial %d: episode not saved: %s", i, exc)
+            if recorder.recording:
+                recorder.discard()
+            result.path = None
         lat = latency_stats(inner.latencies if inner is not None else [])
         return TrialRecord(i, cfg.task, seed, outcome, reason, round(time.monotonic() - t_start, 3),
                            str(result.path or ""), lat["p50_ms"], lat["p99_ms"],
@@ -335,7 +344,10 @@ class RolloutRunner:
             ok = self.session.lab.success()
             if ok:
                 return "success", "success"
-            return "failure", verdict.get("timeout_reason") or "timeout"
+            if verdict.get("timeout_reason"):
+                return "failure", verdict["timeout_reason"]
+            # A source with a plan (spline-ik) that ran to its end without solving the task.
+            return "failure", "plan_finished" if result.reason == "expert finished" else "timeout"
         self._set(phase="awaiting_outcome", message=f"trial {i + 1} ended ({result.reason}): press S or F")
         if self._ask_outcome is not None:
             return self._ask_outcome(i, result.reason)

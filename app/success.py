@@ -19,7 +19,7 @@ from scipy.stats import norm
 OUTCOMES = ("success", "failure")
 # Why a trial ended; the operator's S/F key on hardware adds its own free-text reason.
 REASONS = ("success", "timeout", "safety_stop", "nan", "out_of_workspace", "dropped_object",
-           "device_error", "cancelled", "operator")
+           "device_error", "cancelled", "operator", "plan_finished", "policy_error")
 
 
 @dataclass

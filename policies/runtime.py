@@ -319,9 +319,11 @@ class PolicyRuntime:
                 i = 0
         if c is None:  # waiting for the first chunk: hold still
             return self._hold.copy(), self._hold_gripper, {"policy_waiting": True}
-        j = min(max(i, 0), len(c.poses) - 1)
         if i >= len(c.poses):
-            info["chunk_exhausted"] = True
+            # The whole chunk lies in the past (inference slower than its horizon): jumping to its
+            # last pose would be a leap the safety filter rejects; hold until a fresh chunk arrives.
+            return self._hold.copy(), self._hold_gripper, {"chunk_exhausted": True}
+        j = max(i, 0)
         self._hold = c.poses[j].copy()
         self._hold_gripper = 1.0 if c.gripper[j] > GRIPPER_THRESHOLD else 0.0
         info.update({"chunk_index": j})

