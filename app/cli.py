@@ -17,7 +17,6 @@ COMMAND_MODULES = [
     "propose",
     "export",
     "train",
-    "rollout",
     "train_encoder",  # after "train": also hooks `train encoder` into it
     "rollout",
 ]

@@ -43,3 +43,15 @@ def test_sim_robot_of():
 def test_sim_arm_without_lab_is_a_clear_error():
     with pytest.raises(UriError, match="simulated lab"):
         make_arm("sim-franka", lab=None)
+
+
+def test_cli_builds_every_command():
+    """Every command module registers once (a duplicate would break `python main.py` for everyone)."""
+    from app.cli import COMMAND_MODULES, build_parser
+
+    assert len(COMMAND_MODULES) == len(set(COMMAND_MODULES))
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001
+    for name in ("gui", "demo", "info", "record", "sim-demos", "annotate-propose", "export", "train",
+                 "train-encoder", "rollout"):
+        assert name in sub.choices, name
