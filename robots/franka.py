@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError, Workspace
-from robots.safety import default_limits
+from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError
+from robots.safety import check_target, default_limits
 
 # FR3 ready pose of franky-sim (and a common lab ready pose): hand above the table, pointing down.
 HOME_Q = (0.0, 0.0, 0.0, -1.57, 0.0, 1.57, 0.785)
@@ -78,22 +78,6 @@ def affine_from_pose(pose: np.ndarray):
     return franky.Affine(pose[:3], pose[3:7] / np.linalg.norm(pose[3:7]))
 
 
-def _check_pose(target, workspace: Workspace) -> np.ndarray:
-    pose = np.asarray(target, dtype=float).reshape(-1)
-    if pose.shape != (7,):
-        raise ValueError(f"Franka target must be a (7,) pose xyz + quat xyzw, got shape {pose.shape}")
-    if not np.all(np.isfinite(pose)):
-        raise ValueError(f"Franka target contains NaN/inf: {np.round(pose, 4).tolist()}")
-    qn = np.linalg.norm(pose[3:])
-    if not 0.5 < qn < 1.5:
-        raise ValueError(f"Franka target quaternion is not a rotation (norm {qn:.3f})")
-    if not workspace.contains(pose[:3]):
-        raise ValueError(
-            f"Franka target {np.round(pose[:3], 3).tolist()} is outside the workspace "
-            f"{list(workspace.lo)}..{list(workspace.hi)}"
-        )
-    pose[3:] /= qn
-    return pose
 
 
 def _one_line(exc: BaseException) -> str:
@@ -341,7 +325,7 @@ class FrankaArm:
 
     # -- motion ---------------------------------------------------------------------------
     def servo(self, target: np.ndarray) -> None:
-        pose = _check_pose(target, self.limits.workspace)
+        pose = check_target(target, self.limits.workspace, "Franka")
         with self._lock:
             robot = self._require()
             if self.servo_mode == "pose":
@@ -392,7 +376,7 @@ class FrankaArm:
     def move_to(self, target: np.ndarray, timeout: float = 10.0) -> None:
         import franky
 
-        pose = _check_pose(target, self.limits.workspace)
+        pose = check_target(target, self.limits.workspace, "Franka")
         with self._lock:
             robot = self._require()
             self._end_stream(robot)

@@ -72,6 +72,24 @@ def normalize_pose(pose: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_target(target, workspace: Workspace, who: str) -> np.ndarray:
+    """Drivers' last line of defence: a finite (7,) pose inside ``workspace`` (quaternion normalised),
+    else ValueError naming the robot (``who``). The safety filter upstream should never send one."""
+    pose = np.asarray(target, dtype=float).reshape(-1)
+    if pose.shape != (7,):
+        raise ValueError(f"{who} target must be a (7,) pose xyz + quat xyzw, got shape {pose.shape}")
+    if not np.all(np.isfinite(pose)):
+        raise ValueError(f"{who} target contains NaN/inf: {np.round(pose, 4).tolist()}")
+    qn = float(np.linalg.norm(pose[3:]))
+    if not 0.5 < qn < 1.5:
+        raise ValueError(f"{who} target quaternion is not a rotation (norm {qn:.3f})")
+    if not workspace.contains(pose[:3]):
+        raise ValueError(f"{who} target {np.round(pose[:3], 3).tolist()} is outside the workspace "
+                         f"{list(workspace.lo)}..{list(workspace.hi)}")
+    pose[3:] /= qn
+    return pose
+
+
 def rotation_angle(q_a: np.ndarray, q_b: np.ndarray) -> float:
     """Geodesic angle (rad) between two unit quaternions xyzw, sign-agnostic."""
     d = abs(float(np.dot(q_a, q_b)))

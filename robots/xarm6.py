@@ -21,8 +21,8 @@ from typing import Callable
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError, Workspace
-from robots.safety import default_limits
+from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError
+from robots.safety import check_target, default_limits
 
 GRIPPER_MAX_PULSE = 850.0  # xArm Gripper: 0 closed … 850 open
 HOME_POSE = np.array([0.30, 0.0, 0.30, 1.0, 0.0, 0.0, 0.0])  # m + xyzw: TCP above the table, pointing down
@@ -42,22 +42,6 @@ def pose_from_sdk(values) -> np.ndarray:
     return np.concatenate([v[:3] / 1000.0, Rotation.from_euler("xyz", v[3:6]).as_quat()])
 
 
-def _check_pose(target, workspace: Workspace) -> np.ndarray:
-    pose = np.asarray(target, dtype=float).reshape(-1)
-    if pose.shape != (7,):
-        raise ValueError(f"xArm6 target must be a (7,) pose xyz + quat xyzw, got shape {pose.shape}")
-    if not np.all(np.isfinite(pose)):
-        raise ValueError(f"xArm6 target contains NaN/inf: {np.round(pose, 4).tolist()}")
-    qn = np.linalg.norm(pose[3:])
-    if not 0.5 < qn < 1.5:
-        raise ValueError(f"xArm6 target quaternion is not a rotation (norm {qn:.3f})")
-    if not workspace.contains(pose[:3]):
-        raise ValueError(
-            f"xArm6 target {np.round(pose[:3], 3).tolist()} is outside the workspace "
-            f"{list(workspace.lo)}..{list(workspace.hi)}"
-        )
-    pose[3:] /= qn
-    return pose
 
 
 def split_steps(start: np.ndarray, goal: np.ndarray, max_step_m: float, max_step_rad: float) -> list[np.ndarray]:
@@ -210,7 +194,7 @@ class XArm6:
 
     # -- motion ---------------------------------------------------------------------------
     def servo(self, target: np.ndarray) -> None:
-        pose = _check_pose(target, self.limits.workspace)
+        pose = check_target(target, self.limits.workspace, "xArm6")
         self._require()
         if self._stream_error:
             raise DeviceError(self._stream_error)
@@ -221,7 +205,7 @@ class XArm6:
         self._wake.set()
 
     def move_to(self, target: np.ndarray, timeout: float = 10.0) -> None:
-        pose = _check_pose(target, self.limits.workspace)
+        pose = check_target(target, self.limits.workspace, "xArm6")
         api = self._require()
         with self._lock:
             self._target = None

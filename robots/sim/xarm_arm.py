@@ -11,25 +11,13 @@ import time
 import numpy as np
 
 from robots.base import ArmLimits, ArmState, DeviceError
-from robots.safety import default_limits
+from robots.safety import check_target, default_limits
 
 SETTLE_TOL = 0.002  # m: a blocking move is done when the TCP is this close and the servo idle
 
 
 def check_pose(target, limits: ArmLimits, who: str = "xArm6") -> np.ndarray:
-    pose = np.asarray(target, dtype=float).reshape(-1)
-    if pose.shape != (7,):
-        raise ValueError(f"{who} target must be a (7,) pose xyz + quat xyzw, got shape {pose.shape}")
-    if not np.all(np.isfinite(pose)):
-        raise ValueError(f"{who} target contains NaN/inf: {np.round(pose, 4).tolist()}")
-    qn = float(np.linalg.norm(pose[3:]))
-    if not 0.5 < qn < 1.5:
-        raise ValueError(f"{who} target quaternion is not a rotation (norm {qn:.3f})")
-    if not limits.workspace.contains(pose[:3]):
-        raise ValueError(f"{who} target {np.round(pose[:3], 3).tolist()} is outside the workspace "
-                         f"{list(limits.workspace.lo)}..{list(limits.workspace.hi)}")
-    pose[3:] /= qn
-    return pose
+    return check_target(target, limits.workspace, who)
 
 
 class SimXArm6Gripper:
