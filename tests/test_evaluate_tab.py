@@ -60,9 +60,9 @@ def test_two_trial_sim_rollout_from_the_tab_with_operator_key(tab, qtbot, tmp_pa
     qtbot.wait(50)
     assert tab.table.rowCount() == 2, tab.status.text()
     assert tab.table.item(0, 2).text() == "failure" and tab.table.item(0, 3).text() == "operator"
-    # The second trial's outcome is the sim predicate's.
+    # The second trial is decided by the sim, not the operator (a starved sim may run out of time).
     second = tab.table.item(1, 3).text()
-    assert second in ("success", "plan_finished")
+    assert second in ("success", "plan_finished", "timeout")
     k = int(second == "success")
     assert f"{k}/2 = {k * 50} %" in tab.summary.text()
     assert len(tab.curve.getData()[1]) == 2 and tab.start_btn.isEnabled()

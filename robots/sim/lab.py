@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
 import sys
 import threading
 from multiprocessing.connection import Connection
@@ -29,6 +30,7 @@ from robots.sim.tasks import TASKS, Waypoint, get_task
 from robots.sim.world import HEIGHT, SCENE_CAMERA, WIDTH, WRIST_CAMERA
 
 ROBOTS = ("franka", "xarm6")
+FIRST_FRAME_TIMEOUT = 60.0  # s; see SimLab._wait_first_frames
 START_TIMEOUT = 90.0  # s: first start compiles meshes and creates an EGL context on a busy 2-core box
 CALL_TIMEOUT = 10.0
 
@@ -144,10 +146,25 @@ class SimLab:
         lab = cls(robot, SimRpc(parent, proc), proc, buffers, info)
         try:
             lab.reset(task, seed)
+            lab._wait_first_frames(FIRST_FRAME_TIMEOUT)
         except BaseException:
             lab.close()
             raise
         return lab
+
+    def _wait_first_frames(self, timeout: float) -> None:
+        """Ready means every camera has published: the first render (GL context, shader compile,
+        mesh upload at the render thread's low priority) can take seconds on a busy machine, and
+        callers that then wait a frame-period for a frame must not time out on start-up cost."""
+        deadline = time.monotonic() + timeout
+        for name, buf in self._buffers.items():
+            while buf.published == 0:
+                if not self._proc.is_alive():
+                    raise DeviceDisconnected(f"simulated lab ({self.robot}) died before its first frame")
+                if time.monotonic() > deadline:
+                    raise DeviceDisconnected(f"simulated lab ({self.robot}): camera {name} rendered no "
+                                             f"frame within {timeout:g} s")
+                time.sleep(0.01)
 
     def close(self) -> None:
         if self._closed:
