@@ -141,7 +141,7 @@ def _write_episode(path: Path, n: int, fps: float) -> None:
 
 
 def bench_scrub(app, seconds_of_episode: float = 120.0, fps: float = 20.0, drag_s: float = 4.0) -> dict:
-    from PySide6 import QtCore, QtGui, QtWidgets
+    from PySide6 import QtCore, QtWidgets
 
     from recorder.episode import EpisodeReader
     from widgets.camera_view import CameraView
@@ -183,15 +183,10 @@ def bench_scrub(app, seconds_of_episode: float = 120.0, fps: float = 20.0, drag_
         shown.append(i)
 
     tl.frameChanged.connect(on_frame)
-    vp = tl.plot.viewport()
 
-    def at(frame):
-        return tl.plot.mapFromScene(tl.vb.mapViewToScene(QtCore.QPointF(frame, 0.5)))
+    from bench.timeline_drag import timeline_mouse
 
-    def send(kind, pos, buttons):
-        ev = QtGui.QMouseEvent(kind, QtCore.QPointF(pos), QtCore.QPointF(vp.mapToGlobal(pos)),
-                               QtCore.Qt.LeftButton, buttons, QtCore.Qt.NoModifier)
-        QtCore.QCoreApplication.sendEvent(vp, ev)
+    at, send = timeline_mouse(tl)
 
     start = at(0)
     send(QtCore.QEvent.MouseMove, start + QtCore.QPoint(1, 0), QtCore.Qt.NoButton)

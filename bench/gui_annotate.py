@@ -68,18 +68,13 @@ def synth_episode(path: Path, seconds: float = 120.0) -> Path:
 
 def _drag(app, tl, drag_s: float) -> list[float]:
     """Drag the playhead 0 → end with real mouse events; return the UI time per event (ms)."""
-    from PySide6 import QtCore, QtGui
+    from PySide6 import QtCore
 
-    vp = tl.plot.viewport()
     n = tl.n_frames
 
-    def at(frame):
-        return tl.plot.mapFromScene(tl.vb.mapViewToScene(QtCore.QPointF(frame, 0.5)))
+    from bench.timeline_drag import timeline_mouse
 
-    def send(kind, pos, buttons):
-        ev = QtGui.QMouseEvent(kind, QtCore.QPointF(pos), QtCore.QPointF(vp.mapToGlobal(pos)),
-                               QtCore.Qt.LeftButton, buttons, QtCore.Qt.NoModifier)
-        QtCore.QCoreApplication.sendEvent(vp, ev)
+    at, send = timeline_mouse(tl)
 
     start = at(0)
     send(QtCore.QEvent.MouseMove, start + QtCore.QPoint(1, 0), QtCore.Qt.NoButton)
