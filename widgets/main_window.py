@@ -1,4 +1,5 @@
-"""ActStudio main window: menus, toolbar, device bar with E-STOP, status bar, Collect | Annotate tabs.
+"""ActStudio main window: menus, toolbar, device bar with E-STOP, status bar, Collect | Annotate | Train |
+Evaluate tabs.
 
 Behaviour lives in ``app.collect_controller.CollectController``; this window wires its signals to
 views and dialogs, forwards keys to a keyboard teleop input, and persists settings.
@@ -81,7 +82,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.collect_tab, "Collect")
         self.annotate_tab = self._make_annotate_tab()
+        self.train_tab = self._make_train_tab()
         self.evaluate_tab = self._make_evaluate_tab()
+        self._wire_train_tab()
 
         central = QtWidgets.QWidget()
         lay = QtWidgets.QVBoxLayout(central)
@@ -129,6 +132,36 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         self.tabs.addTab(tab, "Annotate")
         return tab
+
+    def _make_train_tab(self):
+        try:
+            from widgets.train_tab import TrainTab
+
+            tab = TrainTab(self.settings, self)
+        except Exception as exc:  # as for Annotate: the other tabs keep working
+            log.exception("Train tab failed to load")
+            self.tabs.addTab(QtWidgets.QLabel(f"Train — not available\n\n{type(exc).__name__}: {exc}"), "Train")
+            return None
+        self.tabs.addTab(tab, "Train")
+        return tab
+
+    def _wire_train_tab(self) -> None:
+        """A finished run's checkpoint goes to Evaluate (expert) or to Annotate's suggestions (encoder)."""
+        if self.train_tab is None:
+            return
+
+        def evaluate(path: str) -> None:
+            if self.evaluate_tab is not None:
+                self.evaluate_tab.checkpoint.setText(path)
+                self.tabs.setCurrentWidget(self.evaluate_tab)
+
+        def suggest_with(path: str) -> None:
+            if self.annotate_tab is not None and hasattr(self.annotate_tab, "set_encoder"):
+                self.annotate_tab.set_encoder(path)
+                self.tabs.setCurrentWidget(self.annotate_tab)
+
+        self.train_tab.openInEvaluate.connect(evaluate)
+        self.train_tab.useEncoder.connect(suggest_with)
 
     def _make_evaluate_tab(self):
         try:
@@ -389,6 +422,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self._closing = True
         self.save_settings()
         QtWidgets.QApplication.instance().removeEventFilter(self)
+        if getattr(self, "train_tab", None) is not None:
+            try:
+                self.train_tab.shutdown()   # the trainer saves its checkpoint before the app goes
+            except Exception as exc:
+                log.warning("train tab shutdown: %s", exc)
         if getattr(self, "evaluate_tab", None) is not None:
             try:
                 self.evaluate_tab.shutdown()
