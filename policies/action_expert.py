@@ -2,7 +2,9 @@
 
 Conditioning (generalizable_action_expert_waypoints.md eq. 1–2): f = MLP(state) ⊕ MLP(guidance) ⊕
 PointNet(cloud), the PointNet being DP3's lightweight encoder (per-point MLP with LayerNorm, max-pool,
-projection). In stage-1 pre-training the cloud feature is replaced by a learned mask token. The
+projection). In stage-1 pre-training the cloud feature is replaced by a learned mask token. With
+``lang_dim > 0`` an MLP(instruction feature) joins the condition (LA4VLA language-action pre-training);
+a model with language run without an instruction gets a zero feature, i.e. "no instruction". The
 denoiser is a 1-D temporal U-Net whose residual blocks are FiLM-modulated by f ⊕ diffusion-step
 embedding (Diffusion Policy / DP3). DDPM noise schedule for training, DDIM for few-step inference,
 both from diffusers.
@@ -58,6 +60,14 @@ class ExpertConfig:
     # x0 ("sample") prediction, as DP3 ships it: on 2 synthetic demos it reached 15 mm median after 300
     # steps, epsilon prediction 270 mm after 200 (same model and data, DDIM-10). "epsilon" remains available.
     prediction_type: str = "sample"
+    # Instruction-feature size (policies/text.py DIM = 384); 0 = no language input, as in checkpoints
+    # saved before this field existed, which therefore load unchanged.
+    lang_dim: int = 0
+    lang_feat: int = 64
+
+    @property
+    def cond_dim(self) -> int:
+        return self.state_feat + self.guide_feat + self.cloud_feat + (self.lang_feat if self.lang_dim > 0 else 0)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -199,8 +209,8 @@ class ActionExpert(nn.Module):
         self.pointnet = PointNetEncoder(3, cfg.pointnet_dims, cfg.cloud_feat)
         # Stands in for the cloud feature when there is no cloud (stage-1 pre-training, cloud-free runs).
         self.cloud_mask_token = nn.Parameter(torch.zeros(cfg.cloud_feat))
-        cond_dim = cfg.state_feat + cfg.guide_feat + cfg.cloud_feat
-        self.unet = ConditionalUnet1D(POSE_DIM, cond_dim, cfg.unet_dims, cfg.step_embed, cfg.kernel_size, cfg.n_groups)
+        self.lang_mlp = _mlp(cfg.lang_dim, cfg.lang_feat) if cfg.lang_dim > 0 else None
+        self.unet = ConditionalUnet1D(POSE_DIM, cfg.cond_dim, cfg.unet_dims, cfg.step_embed, cfg.kernel_size, cfg.n_groups)
         sched = dict(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                      clip_sample=True, prediction_type=cfg.prediction_type)
         self.train_scheduler = DDPMScheduler(**sched)
@@ -221,9 +231,11 @@ class ActionExpert(nn.Module):
 
     # -- conditioning --------------------------------------------------------------------------
     def encode(self, state: torch.Tensor, guide: torch.Tensor, cloud: torch.Tensor | None,
-               has_cloud: torch.Tensor | None = None) -> torch.Tensor:
+               has_cloud: torch.Tensor | None = None, lang: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised inputs → condition vector. ``has_cloud`` (B,) bool selects per sample between the
-        PointNet feature and the mask token; None means "all" if a cloud is given, else "none"."""
+        PointNet feature and the mask token; None means "all" if a cloud is given, else "none".
+        ``lang`` (B, lang_dim) instruction features; ignored by a model without language, zeros when
+        a model with language gets none."""
         b = state.shape[0]
         fs = self.state_mlp(state.reshape(b, -1))
         fg = self.guide_mlp(guide.reshape(b, -1))
@@ -234,13 +246,17 @@ class ActionExpert(nn.Module):
             fc = self.pointnet(cloud)
             if has_cloud is not None:
                 fc = torch.where(has_cloud[:, None], fc, token)
-        return torch.cat([fs, fg, fc], dim=-1)
+        if self.lang_mlp is None:
+            return torch.cat([fs, fg, fc], dim=-1)
+        if lang is None:
+            lang = state.new_zeros(b, self.config.lang_dim)
+        return torch.cat([fs, fg, fc, self.lang_mlp(lang.reshape(b, -1).to(state.dtype))], dim=-1)
 
     # -- training ------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor], goal_noise: float = 0.1) -> torch.Tensor:
         """DDPM ε-prediction (or x0 if configured) L2 loss on a batch of raw (unnormalised) arrays:
-        state (B, n_obs, 10), guide (B, n_guide, 10), action (B, H, 10), optional cloud (B, N, 3) and
-        has_cloud (B,). Gaussian noise of std ``goal_noise`` (normalised units) perturbs the guidance
+        state (B, n_obs, 10), guide (B, n_guide, 10), action (B, H, 10), optional cloud (B, N, 3),
+        has_cloud (B,) and lang (B, lang_dim). Gaussian noise of std ``goal_noise`` (normalised units) perturbs the guidance
         poses, standing in for imprecise waypoints at run time (paper §4.5.2)."""
         state, guide, cloud = self._normalize_inputs(batch["state"], batch["guide"], batch.get("cloud"))
         action = self._norm().normalize(batch["action"])
@@ -248,7 +264,7 @@ class ActionExpert(nn.Module):
             noise = torch.randn_like(guide) * goal_noise
             noise[..., 9:] = 0  # the gripper command is discrete; only the pose is imprecise
             guide = guide + noise
-        cond = self.encode(state, guide, cloud, batch.get("has_cloud"))
+        cond = self.encode(state, guide, cloud, batch.get("has_cloud"), batch.get("lang"))
         eps = torch.randn_like(action)
         t = torch.randint(0, self.config.num_train_timesteps, (action.shape[0],), device=action.device)
         noisy = self.train_scheduler.add_noise(action, eps, t)
@@ -264,12 +280,14 @@ class ActionExpert(nn.Module):
     @torch.no_grad()
     def sample(self, state: torch.Tensor, guide: torch.Tensor, cloud: torch.Tensor | None = None,
                has_cloud: torch.Tensor | None = None, steps: int = 10,
-               generator: torch.Generator | None = None, denoiser=None) -> torch.Tensor:
+               generator: torch.Generator | None = None, denoiser=None,
+               lang: torch.Tensor | None = None) -> torch.Tensor:
         """Raw inputs → raw action chunks (B, H, 10) by ``steps`` DDIM steps. ``denoiser`` replaces
-        ``self.unet`` (e.g. a traced, frozen copy for low-latency CPU inference)."""
+        ``self.unet`` (e.g. a traced, frozen copy for low-latency CPU inference). ``lang`` (B, lang_dim)
+        instruction features (see ``encode``)."""
         denoiser = denoiser or self.unet
         state, guide, cloud = self._normalize_inputs(state, guide, cloud)
-        cond = self.encode(state, guide, cloud, has_cloud)
+        cond = self.encode(state, guide, cloud, has_cloud, lang)
         b = state.shape[0]
         x = torch.randn((b, self.config.horizon, POSE_DIM), generator=generator, device="cpu").to(state.device)
         sched = self.infer_scheduler
@@ -376,6 +394,7 @@ class ExpertPolicy:
         self.ddim_steps = int(ddim_steps)
         self.seed = seed
         self._denoiser = self._freeze_unet() if jit else None
+        self._text = None
         self.reset()
 
     def _freeze_unet(self):
@@ -384,13 +403,28 @@ class ExpertPolicy:
         cfg, m = self.config, self.model
         x = torch.zeros(1, cfg.horizon, POSE_DIM, device=self.device)
         t = torch.zeros(1, dtype=torch.long, device=self.device)
-        c = torch.zeros(1, cfg.state_feat + cfg.guide_feat + cfg.cloud_feat, device=self.device)
+        c = torch.zeros(1, cfg.cond_dim, device=self.device)
         # TorchScript is deprecated in favour of torch.compile but still ships in 2.13; jit=False
         # falls back to eager. Its warnings (deprecation, GroupNorm's shape check traced as a
         # constant — the shapes are fixed at batch 1) say nothing the caller can act on.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.jit.optimize_for_inference(torch.jit.trace(m.unet, (x, t, c)))
+
+    def instruction_feature(self, instruction: str | None) -> torch.Tensor | None:
+        """(1, lang_dim) sentence feature of ``instruction`` (policies.text, cached on disk and in
+        memory); None for a model without language or when no instruction is given (→ zeros)."""
+        if self.config.lang_dim <= 0 or instruction is None:
+            return None
+        if self._text is None:
+            from policies.text import TextEncoder  # late: loading the sentence model costs seconds
+
+            self._text = TextEncoder()
+        v = self._text.encode_one(instruction)
+        if v.shape != (self.config.lang_dim,):
+            raise ValueError(f"instruction feature has {v.shape[0]} dims but the checkpoint expects "
+                             f"{self.config.lang_dim}")
+        return torch.as_tensor(v, dtype=torch.float32, device=self.device)[None]
 
     def reset(self) -> None:
         self._history: deque[np.ndarray] = deque(maxlen=self.config.n_obs)
@@ -401,7 +435,10 @@ class ExpertPolicy:
         return ActionChunk(np.full((h, 7), np.nan), np.full(h, np.nan), False, reason,
                            time.perf_counter() - t0, self.config.n_action_steps)
 
-    def act(self, state: Any, cloud: np.ndarray | None, guidance: np.ndarray) -> ActionChunk:
+    def act(self, state: Any, cloud: np.ndarray | None, guidance: np.ndarray,
+            instruction: str | None = None) -> ActionChunk:
+        """``instruction``: the step's text for a checkpoint trained with language (lang_dim > 0);
+        ignored otherwise. Without one such a model sees a zero feature ("no instruction")."""
         t0 = time.perf_counter()
         cfg = self.config
         s = state_vector(state)
@@ -422,7 +459,7 @@ class ExpertPolicy:
         st = torch.as_tensor(np.stack(self._history), dtype=torch.float32, device=self.device)[None]
         gt = torch.as_tensor(g, dtype=torch.float32, device=self.device)[None]
         out = self.model.sample(st, gt, cloud_t, steps=self.ddim_steps, generator=self._gen,
-                                denoiser=self._denoiser)[0].cpu().numpy()
+                                denoiser=self._denoiser, lang=self.instruction_feature(instruction))[0].cpu().numpy()
         if not np.all(np.isfinite(out)):
             return self._invalid("nan", t0)
         poses = pose9_to_7(out[:, :9].astype(np.float64))
