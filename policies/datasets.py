@@ -38,6 +38,7 @@ class Windows:
     action: torch.Tensor  # (M, H, 10)
     cloud_index: torch.Tensor  # (M,) int64 into ``clouds``; -1 = no cloud
     clouds: torch.Tensor | None = None  # (F, N, 3)
+    lang: torch.Tensor | None = None  # (M, lang_dim) instruction features; None = no language
 
     def __len__(self) -> int:
         return int(self.state.shape[0])
@@ -53,6 +54,8 @@ class Windows:
             ci = self.cloud_index[idx]
             out["cloud"] = self.clouds[ci.clamp(min=0)].to(device)
             out["has_cloud"] = (ci >= 0).to(device)
+        if self.lang is not None:
+            out["lang"] = self.lang[idx].to(device)
         return out
 
     def pose_vectors(self) -> np.ndarray:
@@ -66,6 +69,14 @@ class Windows:
         if not parts:
             raise ValueError("no training windows (empty data set)")
         clouds, index, offset = [], [], 0
+        # Parts without language (synthetic, waypoint episodes) get zero features: "no instruction".
+        dims = {int(p.lang.shape[1]) for p in parts if p.lang is not None}
+        if len(dims) > 1:
+            raise ValueError(f"windows carry instruction features of different sizes {sorted(dims)}")
+        lang = None
+        if dims:
+            d = dims.pop()
+            lang = torch.cat([p.lang if p.lang is not None else torch.zeros(len(p), d) for p in parts])
         for p in parts:
             ci = p.cloud_index.clone()
             if p.clouds is not None:
@@ -75,7 +86,7 @@ class Windows:
             index.append(ci)
         return Windows(torch.cat([p.state for p in parts]), torch.cat([p.guide for p in parts]),
                        torch.cat([p.action for p in parts]), torch.cat(index),
-                       torch.cat(clouds) if clouds else None)
+                       torch.cat(clouds) if clouds else None, lang)
 
 
 def _vec10(pose7: np.ndarray, grip: np.ndarray) -> np.ndarray:
@@ -233,3 +244,141 @@ def open_episodes(paths: Iterable[str | Path]) -> list[Any]:
     if not files:
         raise FileNotFoundError("no episode files (*.h5, *.hdf5) found in " + ", ".join(map(str, paths)))
     return [EpisodeReader(f) for f in files]
+
+
+# --------------------------------------------------------------------------------------------
+# Language-action windows (LA4VLA pre-training: instruction + state → actions, no vision)
+# --------------------------------------------------------------------------------------------
+
+
+def segment_windows(state8: np.ndarray, action8: np.ndarray, cfg: ExpertConfig, lang: np.ndarray | None = None,
+                    frames: np.ndarray | None = None) -> Windows:
+    """Windows inside one atomic segment: ``state8``/``action8`` (T, 8) pose7 + gripper of the
+    segment's frames only. History and action chunk are clipped to the segment (the last action
+    repeated past its end: the instruction says nothing about what follows). The guidance slots hold
+    the current pose repeated — waypoint-agnostic, as the cloud is masked — so LA samples look like
+    a run with neither vision nor waypoints. ``frames`` picks which frames get a window (all)."""
+    state8, action8 = np.asarray(state8, dtype=np.float64), np.asarray(action8, dtype=np.float64)
+    T = len(state8)
+    if T == 0 or action8.shape != (T, 8) or state8.shape != (T, 8):
+        raise ValueError(f"segment state/action must both be (T, 8) with T > 0, got {state8.shape} and {action8.shape}")
+    state = _vec10(state8[:, :7], state8[:, 7])
+    act = _vec10(action8[:, :7], action8[:, 7])
+    f = np.arange(T) if frames is None else np.asarray(frames, dtype=int)
+    hist = np.clip(f[:, None] + np.arange(-cfg.n_obs + 1, 1)[None], 0, T - 1)
+    ahead = np.clip(f[:, None] + np.arange(cfg.horizon)[None], 0, T - 1)
+    guide = np.repeat(state[f][:, None], cfg.n_guide, axis=1)
+    lt = None
+    if lang is not None:
+        lt = torch.as_tensor(np.repeat(np.asarray(lang, dtype=np.float32)[None], len(f), axis=0))
+    return Windows(torch.as_tensor(state[hist], dtype=torch.float32), torch.as_tensor(guide, dtype=torch.float32),
+                   torch.as_tensor(act[ahead], dtype=torch.float32), torch.full((len(f),), -1, dtype=torch.int64),
+                   None, lt)
+
+
+def read_la_export(path: str | Path) -> list[dict]:
+    """Records of ``python main.py export la`` (JSON lines: instruction, primitive, state (T, 8),
+    action (T, 8), episode, start, end, …). A malformed line names the file and line."""
+    path = Path(path)
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for k, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                for key in ("instruction", "state", "action"):
+                    if key not in rec:
+                        raise KeyError(key)
+            except (json.JSONDecodeError, KeyError) as exc:
+                raise ValueError(f"{path.name}:{k}: not a language-action record ({type(exc).__name__}: {exc})") from None
+            out.append(rec)
+    return out
+
+
+def la_records_from_episodes(paths: Iterable[str | Path], min_quality: float = 2.0,
+                             include_unscored: bool = False) -> list[dict]:
+    """The same records as the LA export, read straight from annotated episodes. Verified segments
+    (quality ≥ ``min_quality``) as the export keeps them; ``include_unscored`` also takes segments no
+    one has scored yet (fresh auto proposals, e.g. of scripted sim demos whose phases are known)."""
+    from recorder.annotations import load_annotations
+    from recorder.episode import EpisodeReader
+    from recorder.export import find_episodes, verified_segments
+
+    out = []
+    for ep in find_episodes(paths):
+        segs = [(v.segment, v.quality) for v in verified_segments(ep, min_quality)]
+        if include_unscored:
+            have = {(s.start, s.end) for s, _ in segs}
+            docs = load_annotations(ep)
+            for name in sorted(docs):
+                for s in docs[name].segments:
+                    if s.quality is None and (s.start, s.end) not in have:
+                        segs.append((s, None))
+                        have.add((s.start, s.end))
+        if not segs:
+            continue
+        with EpisodeReader(ep) as r:
+            ee, grip, action = np.asarray(r.ee_pose), np.asarray(r.gripper, dtype=np.float64), np.asarray(r.action)
+            outcome = r.outcome
+        for s, q in sorted(segs, key=lambda e: e[0].start):
+            out.append({"instruction": s.instruction, "primitive": s.primitive, "quality": q,
+                        "episode": Path(ep).name, "start": s.start, "end": s.end, "outcome": outcome,
+                        "state": np.hstack([ee[s.start:s.end], grip[s.start:s.end, None]]),
+                        "action": action[s.start:s.end]})
+    return out
+
+
+def load_la_records(paths: Iterable[str | Path], min_quality: float = 2.0, include_unscored: bool = False) -> list[dict]:
+    """LA records from export files (``*.jsonl``) and/or episode files and folders."""
+    out: list[dict] = []
+    episodes: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_file() and p.suffix in (".jsonl", ".json"):
+            out += read_la_export(p)
+        elif p.is_dir() and any(p.glob("*.jsonl")) and not any(p.glob("*.h5")):
+            for f in sorted(p.glob("*.jsonl")):
+                out += read_la_export(f)
+        else:
+            episodes.append(p)
+    if episodes:
+        out += la_records_from_episodes(episodes, min_quality, include_unscored)
+    return out
+
+
+def la_windows(records: Sequence[dict], cfg: ExpertConfig, text_encoder: Any = None) -> Windows:
+    """One window per frame of every LA record, each carrying its instruction's sentence feature
+    (``text_encoder.encode``; default policies.text.TextEncoder, disk-cached)."""
+    if not records:
+        raise ValueError("no language-action segments (export with `main.py export la`, or score the "
+                         "segments, or allow unscored auto segments)")
+    if text_encoder is None:
+        from policies.text import TextEncoder
+
+        text_encoder = TextEncoder()
+    texts = sorted({r["instruction"] for r in records})
+    feats = dict(zip(texts, text_encoder.encode(texts)))
+    return Windows.concat([segment_windows(np.asarray(r["state"]), np.asarray(r["action"]), cfg,
+                                           feats[r["instruction"]]) for r in records])
+
+
+def episode_lang_features(episode: Any, text_encoder: Any = None, min_quality: float = 2.0,
+                          include_unscored: bool = False) -> np.ndarray:
+    """(T, D) per-frame instruction features of an episode: the feature of the segment covering the
+    frame, zeros where none does — for fine-tuning a language-conditioned expert on whole episodes
+    (set ``windows.lang`` of :func:`episode_windows`, one window per frame)."""
+    path = getattr(episode, "path", None)
+    if path is None:
+        raise ValueError("episode_lang_features needs an episode read from a file (it has no path)")
+    if text_encoder is None:
+        from policies.text import TextEncoder
+
+        text_encoder = TextEncoder()
+    recs = la_records_from_episodes([path], min_quality, include_unscored)
+    out = np.zeros((int(episode.n_frames), int(getattr(text_encoder, "dim", 384))), dtype=np.float32)
+    if recs:
+        feats = text_encoder.encode([r["instruction"] for r in recs])
+        out = np.zeros((int(episode.n_frames), feats.shape[1]), dtype=np.float32)
+        for r, v in zip(recs, feats):
+            out[r["start"]:r["end"]] = v
+    return out

@@ -1,5 +1,7 @@
 """Training loop for the action expert: stage 1 action pre-training (cloud masked, large batches,
-synthetic trajectories welcome), stage 2 point-cloud fine-tuning (paper §3.2.2).
+synthetic trajectories welcome), stage 2 point-cloud fine-tuning (paper §3.2.2). Stage "la-pretrain"
+is LA4VLA's language-action pre-training: stage 1 on instruction + state → action windows
+(datasets.la_windows), for a model with ``lang_dim > 0``.
 
 Runs headless in its own process (``python main.py train expert …``), streams progress as JSON lines a
 GUI can plot, checkpoints periodically and on SIGINT/SIGTERM, resumes with the step count intact, and
@@ -25,7 +27,7 @@ from policies.action_expert import ActionExpert, ExpertConfig
 from policies.datasets import Windows
 from policies.normalize import MinMaxNormalizer
 
-STAGES = ("pretrain", "finetune")
+STAGES = ("pretrain", "finetune", "la-pretrain")
 
 
 @dataclass
@@ -185,6 +187,11 @@ def train(cfg: TrainConfig, windows: Windows, model_cfg: ExpertConfig | None = N
             or windows.state.shape[1] != mcfg.n_obs:
         raise ValueError("training windows do not match the model config (horizon / n_guide / n_obs)")
     use_cloud = cfg.stage == "finetune"
+    if cfg.stage == "la-pretrain" and (windows.lang is None or mcfg.lang_dim <= 0):
+        raise ValueError("stage 'la-pretrain' needs instruction features in the data and a model with "
+                         "lang_dim > 0 (language-action windows)")
+    if windows.lang is not None and mcfg.lang_dim > 0 and windows.lang.shape[1] != mcfg.lang_dim:
+        raise ValueError(f"instruction features have {windows.lang.shape[1]} dims, the model expects {mcfg.lang_dim}")
     if use_cloud and not windows.has_clouds:
         raise ValueError("stage 'finetune' needs point clouds in the data (episodes with depth)")
     model.to(device).train()
