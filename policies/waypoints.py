@@ -2,9 +2,15 @@
 
 Waypoints come from a demo's keyframes, the simulated task's oracle, clicks in the 3D view, or (later)
 a learned keypoint predictor; every source yields the same ``Waypoint`` list behind ``WaypointSource``.
-Position is an interpolating B-spline (scipy ``make_interp_spline``) over a time parametrisation,
-orientation a C2 ``RotationSpline`` through the waypoint rotations, gripper a step held from each
-waypoint (it is a discrete command, interpolating it would invent half-open grasps).
+Position is a shape-preserving piecewise-cubic spline (scipy ``PchipInterpolator``, C1; a cubic
+B-spline in Hermite form) over a time parametrisation, orientation piecewise slerp between the
+waypoint rotations, gripper a step held from each waypoint (it is a discrete command, interpolating
+it would invent half-open grasps). Why not the C2 interpolating B-spline (``make_interp_spline``,
+tried first): through a pre-grasp → grasp → dwell → lift sequence it overshot by 5 mm sideways past
+the pre-grasp and dipped 5 mm *below* the grasp during the dwell (a C2 curve cannot stop at a
+knot), which drove the "waypoints + IK" baseline into the cube and taught the expert a wobbling
+guidance. PCHIP never leaves the range of neighbouring knots, so a dwell (two knots at one pose) holds
+still and a descent ends at the grasp height.
 """
 from __future__ import annotations
 
@@ -12,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-from scipy.interpolate import make_interp_spline
-from scipy.spatial.transform import Rotation, RotationSpline
+from scipy.interpolate import CubicHermiteSpline, PchipInterpolator
+from scipy.spatial.transform import Rotation, Slerp
 
 from policies.geometry import canonical_quat, transform_pose
 
@@ -81,11 +87,11 @@ class WaypointTrajectory:
             self._pos = None
             self._rot = None
         else:
-            k = min(3, n - 1)
-            # Clamped ends (zero velocity) for cubic: the arm starts and stops at rest.
-            bc = ([(1, np.zeros(3))], [(1, np.zeros(3))]) if k == 3 else None
-            self._pos = make_interp_spline(self.times, self.poses[:, :3], k=k, bc_type=bc)
-            self._rot = RotationSpline(self.times, Rotation.from_quat(self.poses[:, 3:]))
+            # PCHIP's knot slopes, but zero at both ends: the arm starts and stops at rest.
+            slopes = PchipInterpolator(self.times, self.poses[:, :3], axis=0).derivative()(self.times)
+            slopes[0] = slopes[-1] = 0.0
+            self._pos = CubicHermiteSpline(self.times, self.poses[:, :3], slopes, axis=0)
+            self._rot = Slerp(self.times, Rotation.from_quat(self.poses[:, 3:]))
         self.reset_progress()
         self._dense_t = np.linspace(self.t_start, self.t_end, max(2, int((self.t_end - self.t_start) * 100) + 1))
         self._dense_xyz = self.sample(self._dense_t)[:, :3]
@@ -140,17 +146,30 @@ class WaypointTrajectory:
             return poses
         return np.concatenate([poses, self.gripper(ts)[:, None]], axis=1)
 
-    def progress_from_state(self, ee_pose: np.ndarray, back_s: float = 0.5, ahead_s: float = 2.0) -> float:
+    def progress_from_state(self, ee_pose: np.ndarray, back_s: float = 0.5, ahead_s: float = 2.0,
+                            tie_m: float = 0.005) -> float:
         """Trajectory time of the point closest to the robot's position, searched in a window around
         the last estimate so paths that cross themselves (down to grasp, back up) never jump back.
         Guidance then follows the robot's real progress rather than the wall clock."""
         # The first estimate after a reset searches everywhere (a trial may start mid-way).
-        lo, hi = (-np.inf, np.inf) if self._fresh else (self._progress - back_s, self._progress + ahead_s)
+        fresh = self._fresh
+        lo, hi = (-np.inf, np.inf) if fresh else (self._progress - back_s, self._progress + ahead_s)
         self._fresh = False
         m = (self._dense_t >= lo) & (self._dense_t <= hi)
         idx = np.flatnonzero(m)
         d = np.linalg.norm(self._dense_xyz[idx] - np.asarray(ee_pose, dtype=np.float64)[:3], axis=1)
-        self._progress = float(self._dense_t[idx[int(np.argmin(d))]])
+        # Down to a grasp and back up is one vertical line: the way down and the way up are both
+        # nearest points (local minima of the distance within ``tie_m`` of the best). Take the one
+        # nearest in time to the last estimate, so progress neither skips the grasp on the way down
+        # nor jumps back on the way up; a real shortcut ahead is closer by more than ``tie_m``.
+        # Going back costs three times going on (real progress is monotone): at the turning point
+        # both branches are equally near and the forward one wins one tick later.
+        dp, dn = np.r_[np.inf, d[:-1]], np.r_[d[1:], np.inf]
+        cand = np.flatnonzero((d <= dp) & (d <= dn) & (d <= d.min() + tie_m))
+        prev = self._dense_t[idx[0]] if fresh else self._progress
+        dt = self._dense_t[idx[cand]] - prev
+        best = cand[int(np.argmin(np.where(dt >= 0, dt, -3.0 * dt)))]
+        self._progress = float(self._dense_t[idx[best]])
         return self._progress
 
     def reset_progress(self, t: float | None = None) -> None:
@@ -204,12 +223,31 @@ def gripper_transition_frames(gripper: np.ndarray, threshold: float = 0.5) -> li
     return [int(i) for i in np.flatnonzero(g[1:] != g[:-1]) + 1]
 
 
+def plan_knot_frames(phase: Sequence[Any], action: np.ndarray, still: float = 2e-4) -> list[int]:
+    """Frames where a scripted demo reached or left one of its plan's waypoints: each change of the
+    recorded expert phase and both ends of every run where the commanded position stood still (a
+    dwell). These are the task oracle's waypoints as the demo executed them, so guidance built from
+    them during training matches the oracle guidance the rollouts use (the static-keyframe detector
+    misses the short pause over a pre-grasp, and guidance that cut diagonally to the grasp taught
+    the expert a path the oracle never shows)."""
+    ph = [p.decode() if isinstance(p, bytes) else str(p) for p in phase]
+    frames = {i for i in range(1, len(ph)) if ph[i] != ph[i - 1]}
+    a = np.asarray(action, dtype=np.float64)[:, :3]
+    moving = np.r_[True, np.linalg.norm(np.diff(a, axis=0), axis=1) >= still]
+    edges = np.flatnonzero(moving[1:] != moving[:-1]) + 1  # first frame of each still/moving run
+    frames.update(int(i) for i in edges)
+    frames.update(int(i) - 1 for i in edges if not moving[i])  # a dwell's start: the frame before
+    return sorted(f for f in frames if 0 <= f < len(ph))
+
+
 class DemoKeyframeSource:
     """Waypoints at a recorded demo's keyframes (plus its first and last frame), timed as recorded.
 
     ``episode`` is anything shaped like recorder.episode.EpisodeReader: ``time``, ``ee_pose``,
     ``gripper`` (or ``action``) and ``keyframes``. Without recorded keyframes the gripper
-    transitions are used.
+    transitions are used. A scripted demo (``extras["expert_phase"]``) adds its plan's waypoints
+    (``plan_knot_frames``). Poses are the commanded ones (``action``) where recorded: the arm's
+    measured pose lags them, and guidance is a target, not a measurement.
     """
 
     name = "demo"
@@ -225,13 +263,17 @@ class DemoKeyframeSource:
         if not frames:
             frames = gripper_transition_frames(np.asarray(ep.action)[:, 7] if getattr(ep, "action", None) is not None
                                                else ep.gripper)
+        phase = (getattr(ep, "extras", None) or {}).get("expert_phase") if self.frames is None else None
+        if phase is not None and getattr(ep, "action", None) is not None and len(phase) == n:
+            frames = list(frames) + plan_knot_frames(phase, np.asarray(ep.action))
+            frames += gripper_transition_frames(np.asarray(ep.action)[:, 7])
         return sorted({0, n - 1, *[f for f in frames if 0 <= f < n]})
 
     def waypoints(self, context: Any = None) -> list[Waypoint]:
         ep = self.episode
         time = np.asarray(ep.time, dtype=np.float64)
-        pose = np.asarray(ep.ee_pose, dtype=np.float64)
         action = getattr(ep, "action", None)
+        pose = np.asarray(action if action is not None else ep.ee_pose, dtype=np.float64)[:, :7]
         grip = np.asarray(action)[:, 7] if action is not None else np.asarray(ep.gripper)
         return [Waypoint(pose[f], float(grip[f]), t=float(time[f])) for f in self.keyframe_frames()]
 

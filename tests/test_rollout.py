@@ -104,7 +104,8 @@ def test_gated_clock_waits_for_a_lagging_arm_and_never_falls_behind_it():
     # An arm further along the path than the clock (a policy cutting a corner) pulls the clock with it.
     ahead = clock.t + 1.0
     clock.update(tr.sample(ahead), 61 * 0.05)
-    assert clock.t >= ahead - 0.02
+    # (in a dwell the clock goes to the dwell's start: the same pose)
+    assert clock.t > ahead - 1.0 + 0.2 and np.linalg.norm(tr.sample(clock.t)[:3] - tr.sample(ahead)[:3]) < 0.006
     # An arm far off the path does not move the clock.
     t_before = clock.t
     clock.update(tr.sample(clock.t) + np.r_[0.0, 0.1, 0.0, 0, 0, 0, 0], 62 * 0.05)
