@@ -25,6 +25,8 @@ from widgets.video_player import VideoPlayer
 
 ANNOTATOR_KEY = "annotate/annotator"
 DATASET_KEY = "annotate/last_dataset"
+ENCODER_KEY = "annotate/encoder"       # label-suggestion checkpoint; "" = explicitly none
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
 PRIMITIVE_KEYS = tuple(PRIMITIVES[:9])   # keys 1–9, in vocabulary order (shown in the legend)
 
 # Tab-level actions beyond the timeline's (name → keys, text, checkable).
@@ -33,7 +35,16 @@ EXTRA_ACTIONS = {
     "accept_all": (("Ctrl+Shift+A",), "Accept all proposals", False),
     "propose": (("Ctrl+Shift+P",), "Propose segments", False),
     "save": (("Ctrl+S",), "Save annotations now", False),
+    # A: free in the tab (S/M/L/1–9 are taken) and next to the number keys the hand is already on.
+    "accept_suggestion": (("A",), "Accept top label suggestion", False),
+    "choose_encoder": ((), "Choose encoder for suggestions…", False),
 }
+
+
+def default_encoder() -> Path | None:
+    """A bundled encoder checkpoint (assets/checkpoints/encoder*.pt), if one ships."""
+    found = sorted(CHECKPOINTS.glob("encoder*.pt"))
+    return found[0] if found else None
 
 SAVE_COLORS = {"saved": "#6fd08c", "saving": style.ACCENT, "dirty": style.WARNING, "failed": style.ERROR,
                "idle": style.TEXT_DIM}
@@ -153,6 +164,9 @@ class AnnotateTab(QtWidgets.QWidget):
         self.accept_button.clicked.connect(lambda: self.trigger("accept_all"))
         self._connect_timeline()
         self.inspector.fieldEdited.connect(self._on_field_edited)
+        self.inspector.suggestions.acceptRequested.connect(lambda: self.trigger("accept_suggestion"))
+        self.inspector.suggestions.chooseEncoderRequested.connect(self.choose_encoder)
+        self.inspector.suggestions.set_encoder_name(self._encoder_name(self.encoder_path()))
         self._update_enabled()
 
     # -- public API (main window) ----------------------------------------------------------------
@@ -169,7 +183,7 @@ class AnnotateTab(QtWidgets.QWidget):
         groups = (("play", "prev_frame", "next_frame", "prev_frame_10", "next_frame_10", "prev_boundary",
                    "next_boundary", "loop"),
                   ("split", "merge", "delete", *[f"primitive_{i}" for i in range(1, 10)]),
-                  ("undo", "redo"), ("propose", "accept_all", "save"))
+                  ("undo", "redo"), ("propose", "accept_all", "save"), ("accept_suggestion", "choose_encoder"))
         for g, names in enumerate(groups):
             if g:
                 sep = QtGui.QAction(self)
@@ -191,6 +205,54 @@ class AnnotateTab(QtWidgets.QWidget):
 
     def action(self, name: str) -> QtGui.QAction:
         return self._actions[name]
+
+    # -- label suggestions -----------------------------------------------------------------------
+
+    def encoder_path(self) -> Path | None:
+        """The chosen encoder checkpoint (settings), else the bundled one, else None."""
+        stored = self.settings.get(ENCODER_KEY, None)
+        if stored is None:
+            return default_encoder()
+        return Path(stored) if str(stored).strip() else None
+
+    @staticmethod
+    def _encoder_name(path: Path | None) -> str:
+        return f"{path.parent.name}/{path.name}" if path is not None else "none"
+
+    def set_encoder(self, path: str | Path | None) -> None:
+        """Use this encoder checkpoint for suggestions (None/"": none); remembered in the settings."""
+        path = Path(path) if path and str(path).strip() else None
+        self.settings.set(ENCODER_KEY, str(path) if path is not None else "")
+        self.inspector.suggestions.set_encoder_name(self._encoder_name(path))
+        if self.controller is not None:
+            self.controller.suggestions.set_checkpoint(path)
+        self._refresh_suggestions()
+
+    def choose_encoder(self) -> None:
+        current = self.encoder_path()
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Encoder checkpoint for label suggestions", str(current.parent if current else CHECKPOINTS),
+            "Checkpoints (*.pt)")
+        if path:
+            self.set_encoder(path)
+
+    def _refresh_suggestions(self) -> None:
+        panel, c = self.inspector.suggestions, self.controller
+        svc = c.suggestions if c is not None else None
+        doc = c.shown_doc() if c is not None else None
+        i = self.inspector.index
+        if svc is None or svc.checkpoint is None:
+            panel.show_suggestions(None, "no encoder loaded")
+            return
+        if svc.error:
+            panel.show_suggestions(None, f"encoder: {svc.error}")
+            return
+        if c.episode is None or doc is None or not 0 <= i < len(doc):
+            panel.show_suggestions(None, "select a segment")
+            return
+        seg = doc[i]
+        got = svc.request(c.episode.path, seg.start, seg.end)
+        panel.show_suggestions(got, "" if got is not None else "computing…", editable=c.is_editable())
 
     # -- controller ------------------------------------------------------------------------------
 
@@ -227,6 +289,10 @@ class AnnotateTab(QtWidgets.QWidget):
         c.message.connect(self._show_message)
         c.statusChanged.connect(self.browser.update_status)
         c.undo_stack.indexChanged.connect(self._on_undo_index)
+        c.suggestions.set_checkpoint(self.encoder_path())
+        c.suggestions.ready.connect(lambda *_: self._refresh_suggestions())
+        c.suggestions.failed.connect(lambda text: (self._show_message(f"suggestions: {text}"),
+                                                   self._refresh_suggestions()))
         return c
 
     def open_episode(self, path: str | Path) -> None:
@@ -262,6 +328,9 @@ class AnnotateTab(QtWidgets.QWidget):
 
     def trigger(self, name: str) -> None:
         """Run a named action (menu, key or button)."""
+        if name == "choose_encoder":   # needs no episode
+            self.choose_encoder()
+            return
         c = self.controller
         if c is None or c.episode is None:
             self._show_message("open an episode first")
@@ -280,6 +349,8 @@ class AnnotateTab(QtWidgets.QWidget):
             c.save_now(queue_behind=True)
         elif name == "loop":
             self._actions["loop"].toggle()
+        elif name == "accept_suggestion":
+            c.accept_suggestion(self.inspector.index)
         else:
             self.timeline.trigger(name)
 
@@ -391,6 +462,7 @@ class AnnotateTab(QtWidgets.QWidget):
         seg = doc[i] if doc is not None and 0 <= i < len(doc) else None
         fps = c.episode.fps if c is not None and c.episode is not None else 0.0
         self.inspector.show_segment(i, seg, fps=fps, editable=c is not None and c.is_editable())
+        self._refresh_suggestions()
 
     def _on_field_edited(self, index: int, name: str, value) -> None:
         if self.controller is not None:
@@ -470,7 +542,8 @@ class AnnotateTab(QtWidgets.QWidget):
         self.propose_button.setEnabled(has and not c._busy)
         self.accept_button.setEnabled(editable and any(s.source == "auto" for s in c.doc.segments))
         self.view_combo.setEnabled(has)
-        for name in ("split", "merge", "delete", "accept_all", *[f"primitive_{i}" for i in range(1, 10)]):
+        for name in ("split", "merge", "delete", "accept_all", "accept_suggestion",
+                     *[f"primitive_{i}" for i in range(1, 10)]):
             self._actions[name].setEnabled(editable if name != "accept_all" else self.accept_button.isEnabled())
         self._actions["undo"].setEnabled(editable)
         self._actions["redo"].setEnabled(editable)

@@ -1,5 +1,5 @@
-"""Fields of the selected segment (primitive, instruction, object, quality, confidence) and the
-1–9 primitive key legend.
+"""Fields of the selected segment (primitive, instruction, object, quality, confidence), the
+1–9 primitive key legend and the encoder's label suggestions.
 
 The inspector edits nothing itself: a committed field emits ``fieldEdited(index, name, value)``
 and the owner applies it through its undo stack, then calls ``show_segment`` with the result.
@@ -24,6 +24,84 @@ def _score_combo(texts: Sequence[str]) -> QtWidgets.QComboBox:
     for i, t in enumerate(texts):
         box.addItem(t, i)
     return box
+
+
+class SuggestionPanel(QtWidgets.QFrame):
+    """The encoder's top primitives for the shown segment, with confidence bars; the top one is
+    accepted with the button or the tab's key (A). Computes nothing: the owner calls ``show``."""
+
+    acceptRequested = QtCore.Signal()
+    chooseEncoderRequested = QtCore.Signal()
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None, rows: int = 3):
+        super().__init__(parent)
+        self.setObjectName("suggestionPanel")
+        self.title = QtWidgets.QLabel("Suggested labels")
+        self.title.setStyleSheet(f"color: {style.TEXT}; font-weight: bold;")
+        self.encoder = QtWidgets.QLabel("")
+        self.encoder.setStyleSheet(f"color: {style.TEXT_DIM};")
+        choose = QtWidgets.QToolButton()
+        choose.setText("…")
+        choose.setToolTip("Choose the encoder checkpoint for suggestions")
+        choose.setFocusPolicy(QtCore.Qt.NoFocus)
+        choose.clicked.connect(self.chooseEncoderRequested)
+        head = QtWidgets.QHBoxLayout()
+        head.addWidget(self.title)
+        head.addStretch(1)
+        head.addWidget(self.encoder)
+        head.addWidget(choose)
+        self.status = QtWidgets.QLabel("no encoder loaded")
+        self.status.setWordWrap(True)
+        self.status.setStyleSheet(f"color: {style.TEXT_DIM};")
+        grid = QtWidgets.QGridLayout()
+        grid.setColumnStretch(1, 1)
+        self.names: list[QtWidgets.QLabel] = []
+        self.bars: list[QtWidgets.QProgressBar] = []
+        for r in range(rows):
+            name = QtWidgets.QLabel("")
+            bar = QtWidgets.QProgressBar()
+            bar.setRange(0, 100)
+            bar.setFormat("%p %")
+            bar.setMaximumHeight(16)
+            grid.addWidget(name, r, 0)
+            grid.addWidget(bar, r, 1)
+            self.names.append(name)
+            self.bars.append(bar)
+        self.accept = QtWidgets.QPushButton("Accept top suggestion  [A]")
+        self.accept.setFocusPolicy(QtCore.Qt.NoFocus)
+        self.accept.clicked.connect(self.acceptRequested)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(0, 8, 0, 0)
+        lay.addLayout(head)
+        lay.addWidget(self.status)
+        lay.addLayout(grid)
+        lay.addWidget(self.accept)
+        self.show_suggestions(None, "no encoder loaded")
+
+    def set_encoder_name(self, name: str) -> None:
+        self.encoder.setText(name or "none")
+        self.encoder.setToolTip(name)
+
+    def suggestions(self) -> list[tuple[str, float]]:
+        """What is shown (for tests and the accept key)."""
+        return [(n.property("primitive"), b.value() / 100) for n, b in zip(self.names, self.bars) if not n.isHidden()]
+
+    def show_suggestions(self, items: list[tuple[str, float]] | None, status: str = "", *,
+                         editable: bool = True) -> None:
+        items = list(items or [])
+        self.status.setText(status)
+        self.status.setVisible(bool(status))
+        for r, (name, bar) in enumerate(zip(self.names, self.bars)):
+            visible = r < len(items)
+            name.setVisible(visible)
+            bar.setVisible(visible)
+            if not visible:
+                continue
+            prim, conf = items[r]
+            name.setProperty("primitive", prim)
+            name.setText(f"<span style='background:{style.primitive_color(prim)}; color:white'>&nbsp;{prim}&nbsp;</span>")
+            bar.setValue(int(round(100 * conf)))
+        self.accept.setEnabled(bool(items) and editable)
 
 
 class SegmentInspector(QtWidgets.QWidget):
@@ -72,6 +150,8 @@ class SegmentInspector(QtWidgets.QWidget):
         lay.addWidget(self.span)
         lay.addLayout(form)
         lay.addWidget(self.legend)
+        self.suggestions = SuggestionPanel()
+        lay.addWidget(self.suggestions)
         lay.addStretch(1)
         self.setStyleSheet(
             f"QLabel {{ color: {style.TEXT}; }} QLineEdit, QComboBox {{ color: {style.TEXT}; background: #1b1e23;"
