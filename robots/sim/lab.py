@@ -33,6 +33,7 @@ ROBOTS = ("franka", "xarm6")
 FIRST_FRAME_TIMEOUT = 60.0  # s; see SimLab._wait_first_frames
 START_TIMEOUT = 90.0  # s: first start compiles meshes and creates an EGL context on a busy 2-core box
 CALL_TIMEOUT = 10.0
+SIM_HOME_TIMEOUT = 45.0  # s of wall clock for the FR3's home move (see reset)
 
 
 class SimRpc:
@@ -225,9 +226,11 @@ class SimLab:
         get_task(task)
         if self.robot == "franka" and self._arm is not None and _connected(self._arm):
             # The FR3 is homed through its own client (franky-sim serves exactly one), before objects move.
+            # The simulator may run at under half real time on a loaded box (franky-sim's 1 kHz loop in
+            # Python), so a home move of a few simulated seconds gets a wall-clock allowance to match.
             try:
                 self._arm.gripper.open()
-                self._arm.home()
+                self._arm.home(timeout=SIM_HOME_TIMEOUT)
             except DeviceDisconnected:
                 if not self.alive:
                     raise
@@ -237,7 +240,7 @@ class SimLab:
 
                 ensure_connected(self._arm)
                 self._arm.gripper.open()
-                self._arm.home()
+                self._arm.home(timeout=SIM_HOME_TIMEOUT)
         self.task_info = self.call("reset", task, int(seed))
         self.task, self.seed = task, int(seed)
         return self.task_info
