@@ -28,6 +28,9 @@ from recorder.schema import COMPRESSIONS, DEFAULT_COMPRESSION  # noqa: E402
 
 H, W, FPS = 480, 640, 30
 CAM = dict(K=[[615.0, 0, 320], [0, 615.0, 240], [0, 0, 1]], width=W, height=H, depth_scale=0.001)
+# A still arm at a valid pose (unit quaternion): finalize() proposes segments from it.
+POSE = np.array([0.4, 0.0, 0.3, 0.0, 0.0, 0.0, 1.0])
+ACTION = np.r_[POSE, 1.0]
 
 
 def make_frames(n: int = 30) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -77,7 +80,7 @@ def sustained(option: str, seconds: float, folder: Path, frames) -> dict:
     for i in range(n):
         rgb, depth = frames[i % len(frames)]
         a = time.perf_counter()
-        w.append(t0 + i / FPS, rgb, depth, np.zeros(7), np.zeros(7), 1.0, np.zeros(8), {"expert_phase": "bench"})
+        w.append(t0 + i / FPS, rgb, depth, POSE, np.zeros(7), 1.0, ACTION, {"expert_phase": "bench"})
         append_ms.append((time.perf_counter() - a) * 1e3)
         max_lag = max(max_lag, w.lag)
         time.sleep(max(0.0, t0 + (i + 1) / FPS - time.monotonic()))
@@ -98,7 +101,7 @@ def write_fast(option: str, seconds: float, folder: Path, frames) -> Path:
     w = EpisodeWriter(path, dict(robot="franka", task="bench", fps=FPS), CAM, compression=option)
     for i in range(int(seconds * FPS)):
         rgb, depth = frames[i % len(frames)]
-        w.append(i / FPS, rgb, depth, np.zeros(7), np.zeros(7), 1.0, np.zeros(8), block=True)
+        w.append(i / FPS, rgb, depth, POSE, np.zeros(7), 1.0, ACTION, block=True)
     w.finalize("unknown")
     return path
 
