@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "train",
     "train_encoder",  # after "train": also hooks `train encoder` into it
     "rollout",
+    "train_keypoints",  # after "train": also hooks `train keypoints` into it
+    "eval_language",
 ]
 
 

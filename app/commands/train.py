@@ -33,12 +33,21 @@ def register(subparsers) -> None:
     e = sub.add_parser("expert", help="the waypoint-guided point-cloud diffusion action expert",
                        description="Stage 1 (pretrain): action pre-training with the cloud masked, on synthetic "
                                    "B-spline trajectories and/or episodes. Stage 2 (finetune): with point clouds "
-                                   "from recorded episodes, usually --init from a stage-1 checkpoint.")
-    e.add_argument("--stage", choices=("pretrain", "finetune"), default="pretrain")
+                                   "from recorded episodes, usually --init from a stage-1 checkpoint. "
+                                   "Stage la-pretrain: language-action pre-training (LA4VLA) on --la-data, "
+                                   "instruction + state -> actions, no cloud, no waypoints.")
+    e.add_argument("--stage", choices=("pretrain", "finetune", "la-pretrain"), default="pretrain")
     e.add_argument("--out", default="runs/expert", help="run folder for checkpoints (default %(default)s)")
     e.add_argument("--episodes", nargs="*", default=[], help="episode files or folders (*.h5)")
     e.add_argument("--synthetic", type=int, default=None,
                    help="number of synthetic B-spline trajectories (default 500 for pretrain, 0 for finetune)")
+    e.add_argument("--la-data", nargs="*", default=[], metavar="FILE_OR_DIR",
+                   help="language-action data: `main.py export la` .jsonl files, or episode files/folders "
+                        "whose verified segments are read directly")
+    e.add_argument("--min-quality", type=float, default=2.0,
+                   help="segments scored at least this are used (default %(default)s)")
+    e.add_argument("--la-unscored", action="store_true",
+                   help="also use segments nobody has scored yet (auto proposals, e.g. of scripted sim demos)")
     e.add_argument("--init", default=None, help="start from this checkpoint's weights and normaliser")
     e.add_argument("--resume", default=None, help="continue a run from its checkpoint (step count kept)")
     e.add_argument("--steps", type=int, default=2000)
@@ -62,7 +71,22 @@ def register(subparsers) -> None:
     m.add_argument("--n-points", type=int, default=1024)
     m.add_argument("--unet-dims", type=_ints, default=(32, 64))
     m.add_argument("--prediction", choices=("epsilon", "sample"), default="sample")
+    m.add_argument("--lang-dim", type=int, default=None,
+                   help="instruction-feature size; 0 = no language (default: 384, the sentence encoder's, "
+                        "for la-pretrain, else 0)")
     e.set_defaults(func=run_expert)
+
+
+def _lang_dim(args) -> int:
+    if args.lang_dim is not None:
+        if args.lang_dim < 0:
+            raise ValueError("--lang-dim must be >= 0")
+        return args.lang_dim
+    if args.stage == "la-pretrain":
+        from policies.text import DIM
+
+        return DIM
+    return 0
 
 
 def run_expert(args) -> int:
@@ -73,7 +97,8 @@ def run_expert(args) -> int:
     try:
         mcfg = ExpertConfig(horizon=args.horizon, n_action_steps=args.n_action_steps, n_obs=args.n_obs,
                             n_guide=args.n_guide, n_points=args.n_points, unet_dims=args.unet_dims,
-                            prediction_type=args.prediction)
+                            prediction_type=args.prediction,
+                            lang_dim=_lang_dim(args))
         if args.resume or args.init:
             from policies.action_expert import ActionExpert
 
@@ -88,8 +113,22 @@ def run_expert(args) -> int:
             parts.append(synthetic_windows(n_syn, mcfg, seed=args.seed, workspace=workspace))
         if args.episodes:
             with_clouds = args.stage == "finetune"
-            parts += [episode_windows(ep, mcfg, with_clouds=with_clouds, workspace=workspace)
-                      for ep in open_episodes(args.episodes)]
+            text = None
+            for ep in open_episodes(args.episodes):
+                w = episode_windows(ep, mcfg, with_clouds=with_clouds, workspace=workspace)
+                if mcfg.lang_dim > 0:  # each frame carries the instruction of the segment it lies in
+                    import torch
+
+                    from policies.datasets import episode_lang_features
+                    from policies.text import TextEncoder
+
+                    text = text or TextEncoder()
+                    w.lang = torch.as_tensor(episode_lang_features(ep, text, args.min_quality, args.la_unscored))
+                parts.append(w)
+        if args.la_data:
+            from policies.datasets import la_windows, load_la_records
+
+            parts.append(la_windows(load_la_records(args.la_data, args.min_quality, args.la_unscored), mcfg))
         if not parts:
             raise ValueError("no training data: give --episodes and/or --synthetic N")
         windows = Windows.concat(parts)
