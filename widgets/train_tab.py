@@ -181,6 +181,7 @@ class TrainTab(QtWidgets.QWidget):
         self.plot.setLabel("left", "training loss")
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setLogMode(False, True)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)   # "4·10² (x0.001)" reads worse than 0.4
         self.plot.addLegend(offset=(-10, 10))
         self.curve_raw = self.plot.plot([], [], pen=pg.mkPen("#4fa3ff", width=1), name="loss")
         self.curve_smooth = self.plot.plot([], [], pen=pg.mkPen("#ffb347", width=2), name="smoothed")
