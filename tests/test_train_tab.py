@@ -1,17 +1,14 @@
 """Train tab driven like a user: a tiny real stage-1 run (subprocess, JSON progress) fills the progress
 bar and the loss curve and leaves a checkpoint; Cancel of a longer run makes the trainer save one and
-Resume continues from it; a bad data folder ends in an error dialog with the trainer's own message."""
+Resume is offered from it; a bad data folder ends in an error dialog with the trainer's own message."""
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import torch
-from PySide6 import QtWidgets
 
 from app.settings import Settings
-from app.train_controller import TrainController, TrainSpec
+from app.train_controller import TrainSpec
 from widgets.train_tab import TrainTab
 
 pytestmark = pytest.mark.timeout(120)
@@ -86,7 +83,7 @@ def test_tiny_stage1_run_shows_progress_loss_and_checkpoint(qtbot, tab, tmp_path
     assert again.extra.text() == " ".join(TINY)
 
 
-def test_cancel_saves_a_checkpoint_and_resume_continues(qtbot, tab, tmp_path):
+def test_cancel_saves_a_checkpoint_and_offers_resume(qtbot, tab, tmp_path):
     fill(tab, tmp_path, steps=100000, synthetic=24)
     ended = []
     tab.controller.finished.connect(lambda phase, msg: ended.append((phase, msg)))

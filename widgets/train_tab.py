@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import shlex
-from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
