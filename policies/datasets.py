@@ -382,3 +382,40 @@ def episode_lang_features(episode: Any, text_encoder: Any = None, min_quality: f
         for r, v in zip(recs, feats):
             out[r["start"]:r["end"]] = v
     return out
+
+
+def synthetic_la_records(n: int, rate_hz: float = 20.0, seed: int = 0, workspace=DEFAULT_WORKSPACE) -> list[dict]:
+    """Straight atomic motions from random states, each with its template instruction
+    (recorder.primitives.instruction): up/down/forward/backward/left/right, the gripper holding
+    (lift, lower, transport) or empty (move). In recorded demos the state alone gives the direction
+    away (an open gripper above the cube always descends); these segments pair every state with
+    every direction, so only the instruction tells them apart."""
+    from recorder.primitives import AXIS_WORDS, instruction
+
+    rng = np.random.default_rng(seed)
+    lo, hi = np.asarray(workspace[0], float), np.asarray(workspace[1], float)
+    out = []
+    for k in range(n):
+        axis, sign = int(rng.integers(3)), float(rng.choice([1.0, -1.0]))
+        holding = bool(rng.random() < 0.5)
+        prim = ("transport", "transport", "lift" if sign > 0 else "lower")[axis] if holding else "move"
+        dist = float(rng.uniform(0.05, 0.15))
+        start = rng.uniform(lo, hi)
+        d = np.zeros(3)
+        d[axis] = sign * dist
+        end = np.clip(start + d, lo, hi)
+        start = end - d  # keep the full motion inside the box
+        dur = dist / float(rng.uniform(0.08, 0.2))
+        t = np.arange(0.0, dur + 0.3, 1.0 / rate_hz)
+        s = np.clip(t / dur, 0, 1)
+        pos = start + np.outer(10 * s**3 - 15 * s**4 + 6 * s**5, d)  # minimum-jerk profile
+        quat = (Rotation.from_euler("z", rng.uniform(-np.pi / 2, np.pi / 2)) * _TOP_DOWN).as_quat()
+        grip = float(rng.uniform(0.3, 0.5)) if holding else 1.0
+        target = np.hstack([pos, np.repeat(quat[None], len(t), 0)])
+        ee = np.concatenate([target[:1], target[:-1]])  # the arm trails the command by one tick
+        g = np.full((len(t), 1), grip)
+        out.append({"instruction": instruction(prim, d, holding=holding), "primitive": prim,
+                    "episode": f"synthetic-{k}", "start": 0, "end": len(t), "quality": None,
+                    "state": np.hstack([ee, g]), "action": np.hstack([target, g]),
+                    "direction": AXIS_WORDS[axis][0 if sign > 0 else 1]})
+    return out

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from policies.action_expert import ActionExpert, ExpertConfig
-from policies.datasets import la_windows, load_la_records, read_la_export, synthetic_windows
-from policies.language_eval import (Trials, conflicting_pairs, dar, dcs, direction_metrics, endpoint_displacement,
+from policies.datasets import (la_windows, load_la_records, read_la_export, synthetic_la_records,
+                               synthetic_windows)
+from policies.language_eval import (DIRECTIONS, Trials, conflicting_pairs, dar, dcs, direction_metrics, endpoint_displacement,
                                     instruction_direction, separability_ratio, silhouette)
 from policies.normalize import MinMaxNormalizer
 from policies.train import TrainConfig, train
@@ -126,6 +127,15 @@ def test_unscored_segments_need_opting_in_and_the_export_feeds_the_same_windows(
     bad.write_text('{"instruction": "lift"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1"):
         read_la_export(bad)
+
+
+def test_synthetic_la_segments_move_the_way_their_instruction_says():
+    recs = synthetic_la_records(40, seed=3)
+    for r in recs:
+        label = instruction_direction(r["instruction"], r["primitive"])
+        disp = np.asarray(r["action"])[-1, :3] - np.asarray(r["state"])[0, :3]
+        assert label == r["direction"] and float(disp @ DIRECTIONS[label]) > 0.04, r["instruction"]
+    assert len({r["direction"] for r in recs}) == 6
 
 
 def test_la_pretrain_needs_language_and_a_language_model(episodes, tmp_path):

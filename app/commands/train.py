@@ -48,6 +48,9 @@ def register(subparsers) -> None:
                    help="segments scored at least this are used (default %(default)s)")
     e.add_argument("--la-unscored", action="store_true",
                    help="also use segments nobody has scored yet (auto proposals, e.g. of scripted sim demos)")
+    e.add_argument("--la-synthetic", type=int, default=0, metavar="N",
+                   help="add N synthetic language-action segments (straight motions in all six directions "
+                        "from random states) to --la-data")
     e.add_argument("--init", default=None, help="start from this checkpoint's weights and normaliser")
     e.add_argument("--resume", default=None, help="continue a run from its checkpoint (step count kept)")
     e.add_argument("--steps", type=int, default=2000)
@@ -125,10 +128,12 @@ def run_expert(args) -> int:
                     text = text or TextEncoder()
                     w.lang = torch.as_tensor(episode_lang_features(ep, text, args.min_quality, args.la_unscored))
                 parts.append(w)
-        if args.la_data:
-            from policies.datasets import la_windows, load_la_records
+        if args.la_data or args.la_synthetic > 0:
+            from policies.datasets import la_windows, load_la_records, synthetic_la_records
 
-            parts.append(la_windows(load_la_records(args.la_data, args.min_quality, args.la_unscored), mcfg))
+            recs = load_la_records(args.la_data, args.min_quality, args.la_unscored) if args.la_data else []
+            recs += synthetic_la_records(args.la_synthetic, mcfg.rate_hz, args.seed, workspace)
+            parts.append(la_windows(recs, mcfg))
         if not parts:
             raise ValueError("no training data: give --episodes and/or --synthetic N")
         windows = Windows.concat(parts)
