@@ -7,15 +7,22 @@ on a device or a file). Baseline: the same window, idle and not connected, in th
     python -m bench.gui_collect [--robot sim-xarm6] [--episodes 1]
 
 Prints: phase, timer samples, max gap, p99 gap, UI image updates per second, frames dropped.
+With ``--blame`` a watchdog thread snapshots the UI thread's stack every 5 ms while the timer is
+late by more than ``--blame-ms`` and prints the functions seen most often inside stalls: where the
+UI thread spent the time (the GIL makes a busy worker thread show up as the UI thread waiting in
+whatever line it was on, so read the list together with the load average).
 Run it on an otherwise idle machine for figures to quote; on a shared box note the load.
 """
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import tempfile
+import threading
 import time
+import traceback
 
 import numpy as np
 
@@ -25,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--robot", default="sim-xarm6", help="sim-franka | sim-xarm6 (default %(default)s)")
     ap.add_argument("--episodes", type=int, default=1)
     ap.add_argument("--baseline-s", type=float, default=5.0)
+    ap.add_argument("--blame", action="store_true", help="sample the UI thread's stack during stalls")
+    ap.add_argument("--blame-ms", type=float, default=25.0)
+    ap.add_argument("--blame-top", type=int, default=12)
     args = ap.parse_args(argv)
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -79,6 +89,32 @@ def main(argv: list[str] | None = None) -> int:
         return {"phase": phase, "n": len(g), "max": float(g.max()), "p99": float(np.percentile(g, 99)),
                 "ui_hz": frames[0] / dt if dt else 0.0, "dropped": st.dropped, "seconds": dt}
 
+    blame: collections.Counter = collections.Counter()
+    ui_ident = threading.get_ident()
+    sampling = threading.Event()
+
+    def watchdog():
+        # Reads ``last`` without a lock: a float store is atomic under the GIL, and a stale read
+        # only shifts one sample by 5 ms.
+        while sampling.is_set():
+            time.sleep(0.005)
+            late = (time.perf_counter() - last[0]) * 1e3
+            if late < args.blame_ms or not timer.isActive():
+                continue
+            frame = sys._current_frames().get(ui_ident)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            # Innermost project frame (skip the library internals) plus the innermost overall.
+            own = [f for f in stack if "/work/" in f.filename and ".venv" not in f.filename]
+            key = (f"{os.path.relpath(own[-1].filename)}:{own[-1].lineno} {own[-1].name}" if own else "-",
+                   f"{os.path.basename(stack[-1].filename)}:{stack[-1].lineno} {stack[-1].name}")
+            blame[key] += 1
+
+    if args.blame:
+        sampling.set()
+        threading.Thread(target=watchdog, name="stall-watchdog", daemon=True).start()
+
     rows = [measure("idle, not connected", lambda: run_until(lambda: False, args.baseline_s))]
     win.device_bar.connect_button.click()
     rows.append(measure("connecting (sim process start)", lambda: run_until(lambda: ctl.connected, 120)))
@@ -105,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['phase']:34s} {r['n']:7d} {r['max']:8.1f} {r['p99']:8.1f} {r['max'] / base:8.2f} "
               f"{r['ui_hz']:8.1f} {r['dropped']:7d}")
     print(f"episodes saved: {len(saved)} ({', '.join(e.outcome for e in saved)})")
+    if args.blame:
+        sampling.clear()
+        total = sum(blame.values()) or 1
+        print(f"\nUI thread inside stalls > {args.blame_ms:.0f} ms: {total} samples of 5 ms")
+        for (own, inner), k in blame.most_common(args.blame_top):
+            print(f"{100 * k / total:5.1f}%  {own}  <- {inner}")
     return 0
 
 
