@@ -1,0 +1,208 @@
+"""Keypoint predictor (policies/keypoints.py): learning on synthetic marked clusters, real sim episodes
+as data, PredictedSource → WaypointTrajectory, checkpoint round trip and bad checkpoints, CLI."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from policies.keypoints import (INITIAL_STATE, KeypointConfig, KeypointData, KeypointError, KeypointPredictor,
+                                KeypointTrainConfig, PredictedSource, build_dataset, evaluate, episode_steps,
+                                save_checkpoint, split_by_episode, train_keypoints)
+from policies.runtime import timed_trajectory
+from policies.waypoints import WaypointTrajectory
+
+REPO = Path(__file__).resolve().parents[1]
+PICK = REPO / "data" / "pick_cube_50"
+LO, HI = np.array([0.25, -0.35, 0.02]), np.array([0.75, 0.35, 0.50])
+TEXTS = [INITIAL_STATE, "go to the red marker", "go above the blue marker"]
+
+
+class FakeText:
+    """Fixed orthogonal text features: the sentence model is an edge this test need not load."""
+
+    def __init__(self, texts):
+        self.texts = list(texts)
+        self.features = torch.eye(len(texts), 384)
+
+    def pair(self, a, b):
+        return torch.cat([self.features[torch.as_tensor(a)], self.features[torch.as_tensor(b)]], dim=-1)
+
+
+def synthetic(n: int, seed: int, n_points: int = 256) -> KeypointData:
+    """Grey clutter plus a red and a blue 3 cm cluster at random places; the instruction says which
+    one, and the blue target sits 8 cm above its cluster (a keypoint in free air, like a lift's end)."""
+    rng = np.random.default_rng(seed)
+    clouds, text, target, grip = [], [], [], []
+    for i in range(n):
+        pts = np.concatenate([rng.uniform(LO, HI * np.array([1, 1, 0.3])), [0.5, 0.5, 0.5]]
+                             for _ in range(n_points)).astype(np.float32) if False else None
+        xyz = rng.uniform(LO, [0.75, 0.35, 0.15], size=(n_points, 3))
+        rgb = np.full((n_points, 3), 0.5) + rng.normal(0, 0.03, (n_points, 3))
+        red, blue = rng.uniform(LO + 0.05, [0.7, 0.3, 0.1], size=(2, 3))
+        k = 20
+        xyz[:k] = red + rng.normal(0, 0.01, (k, 3))
+        rgb[:k] = [0.9, 0.1, 0.1]
+        xyz[k:2 * k] = blue + rng.normal(0, 0.01, (k, 3))
+        rgb[k:2 * k] = [0.1, 0.1, 0.9]
+        which = i % 2
+        clouds.append(np.concatenate([xyz, np.clip(rgb, 0, 1)], 1))
+        text.append(1 + which)
+        target.append(red if which == 0 else blue + [0, 0, 0.08])
+        grip.append(float(which))
+    m = len(clouds)
+    return KeypointData(np.asarray(clouds, np.float32), np.asarray(text), np.zeros(m, int), np.asarray(target, np.float32),
+                        np.asarray(grip, np.float32), np.zeros(m, np.float32), np.arange(m) // 2, np.asarray(text) - 1,
+                        np.zeros(m, bool), np.zeros(m, bool), TEXTS, [f"s{i}" for i in range(m // 2)],
+                        {"toy": [{"primitive": "move", "instruction": TEXTS[1]},
+                                 {"primitive": "lift", "instruction": TEXTS[2]}]})
+
+
+@pytest.fixture(scope="module")
+def toy_model():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    cfg = KeypointConfig(n_points=256, width=32)
+    train = synthetic(96, 0)
+    res = train_keypoints(train, cfg, KeypointTrainConfig(steps=250, batch_size=16, lr=3e-3, augment=False,
+                                                           log_every=1000), FakeText(TEXTS))
+    return res.model, cfg
+
+
+def test_training_on_marked_clusters_learns_the_keypoint(toy_model):
+    model, cfg = toy_model
+    text = FakeText(TEXTS)
+    test = synthetic(40, 1)
+    untrained = evaluate(type(model)(cfg), test, text)
+    ev = evaluate(model, test, text)
+    # Untrained: about the size of the box; trained: within a few cm of both the on-cluster target
+    # and the one 8 cm above its cluster, with the gripper state right.
+    assert untrained["all"]["median_cm"] > 10
+    assert ev["all"]["median_cm"] < 4.0, ev["all"]
+    assert ev["per_step"][1]["median_cm"] < 5.0  # the free-air target
+    assert ev["gripper_accuracy"] >= 0.9
+
+
+def test_checkpoint_round_trip_and_predicted_source(toy_model, tmp_path):
+    model, cfg = toy_model
+    text = FakeText(TEXTS)
+    data = synthetic(4, 2)
+    path = save_checkpoint(tmp_path / "kp.pt", model, TEXTS, text.features, data.plans, {"note": 1})
+    blob = torch.load(path, weights_only=True)  # loadable without unpickling code
+    assert blob["kind"] == "actstudio.keypoints"
+    pred = KeypointPredictor.load(path)
+    cloud = data.clouds[0]
+    with torch.no_grad():
+        ref = model(torch.as_tensor(cloud)[None], text.pair([1], [0]))["keypoint"][0].numpy()
+    xyz, conf = pred.predict(cloud, TEXTS[1])
+    assert np.allclose(xyz, ref, atol=2e-3)  # fp16 storage
+    assert 0.0 <= conf <= 1.0
+    src = PredictedSource(pred, "toy")
+    wps = src.waypoints(cloud)
+    assert [w.label for w in wps] == ["move", "lift"]
+    assert wps[1].gripper != wps[0].gripper and wps[1].dwell >= 0.6  # a gripper change gets time to act
+    for w in wps:  # top-down tool: its z axis points down
+        from scipy.spatial.transform import Rotation
+
+        assert Rotation.from_quat(w.pose[3:]).apply([0, 0, 1])[2] < -0.99
+    traj = timed_trajectory(np.r_[0.3, 0.0, 0.3, 1.0, 0, 0, 0], wps)
+    assert isinstance(traj, WaypointTrajectory) and traj.duration > 0
+    assert np.allclose(traj.sample(traj.t_end)[:3], wps[-1].pose[:3], atol=1e-6)
+    with pytest.raises(KeypointError, match="no plan for task 'stack'"):
+        PredictedSource(pred, "stack")
+    with pytest.raises(KeypointError, match=r"\(N, 6\)"):
+        pred.predict(cloud[:, :3], TEXTS[1])
+
+
+def test_bad_checkpoints_give_one_line_errors(tmp_path):
+    with pytest.raises(KeypointError, match="no such keypoint checkpoint"):
+        KeypointPredictor.load(tmp_path / "missing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(KeypointError, match="not a readable checkpoint"):
+        KeypointPredictor.load(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"kind": "actstudio.expert", "state_dict": {}}, other)
+    with pytest.raises(KeypointError, match="not a keypoint checkpoint"):
+        KeypointPredictor.load(other)
+    broken = tmp_path / "broken.pt"
+    torch.save({"kind": "actstudio.keypoints", "version": 1, "config": {"width": 32}, "state_dict": {},
+                "texts": [], "text_features": torch.zeros(0, 384)}, broken)
+    with pytest.raises(KeypointError, match="damaged keypoint checkpoint"):
+        KeypointPredictor.load(broken)
+
+
+def _episodes(n: int):
+    from recorder.episode import EpisodeReader
+
+    files = sorted(PICK.glob("*.h5"))
+    out = []
+    for f in files:
+        ep = EpisodeReader(f)
+        if ep.outcome == "success":
+            out.append(ep)
+        if len(out) == n:
+            break
+    return out
+
+
+@pytest.mark.skipif(not PICK.is_dir(), reason="data/pick_cube_50 not present")
+def test_real_episodes_give_steps_targets_and_a_task_plan(tmp_path):
+    eps = _episodes(3)
+    # Work on copies so the clouds cache lands in tmp_path, not beside the shared data.
+    copies = []
+    from recorder.episode import EpisodeReader
+
+    for ep in eps:
+        dst = tmp_path / ep.path.name
+        shutil.copy(ep.path, dst)
+        copies.append(EpisodeReader(dst))
+    steps = episode_steps(copies[0])
+    assert [s.primitive for s in steps][:3] == ["move", "grasp", "lift"]
+    grasp, lift = steps[1], steps[2]
+    assert grasp.gripper == 0.0 and steps[0].gripper == 1.0
+    assert lift.target[2] - grasp.target[2] > 0.08  # the lift ends well above the grasp
+    data = build_dataset(copies, n_points=256)
+    assert data.clouds.shape[1:] == (256, 6)
+    assert data.plans["pick_cube"][:3] == [
+        {"primitive": "move", "instruction": "move the gripper in free space"},
+        {"primitive": "grasp", "instruction": "align with and grasp the object"},
+        {"primitive": "lift", "instruction": "lift the object upward while holding it"}]
+    # The grasp target lies on the red cube: colour points near it are red.
+    c = data.clouds[(data.step == 1) & ~data.from_start][0]
+    t = data.target[(data.step == 1) & ~data.from_start][0]
+    near = c[np.linalg.norm(c[:, :3] - t, axis=1) < 0.03]
+    assert len(near) > 0 and np.mean(near[:, 3] > near[:, 4] + 0.2) > 0.5
+    assert list(tmp_path.glob("*.kpclouds-*.npz"))  # cached for the next run
+    train, test = split_by_episode(data, 0.34)
+    assert set(train.episode.tolist()).isdisjoint(test.episode.tolist())
+
+
+@pytest.mark.skipif(not (REPO / "assets/checkpoints/keypoints_pick_cube.pt").is_file(), reason="no bundled checkpoint")
+@pytest.mark.skipif(not PICK.is_dir(), reason="data/pick_cube_50 not present")
+def test_bundled_checkpoint_finds_the_red_cube(tmp_path):
+    pred = KeypointPredictor.load(REPO / "assets/checkpoints/keypoints_pick_cube.pt")
+    ep = _episodes(1)[0]
+    dst = tmp_path / ep.path.name
+    shutil.copy(ep.path, dst)
+    from recorder.episode import EpisodeReader
+
+    ep = EpisodeReader(dst)
+    steps = episode_steps(ep)
+    from policies.keypoints import frame_clouds
+
+    cloud = frame_clouds(ep, [0], pred.config.n_points)[0]
+    wps = PredictedSource(pred, "pick_cube").waypoints(cloud)
+    grasp = next(w for w in wps if w.label == "grasp")
+    assert np.linalg.norm(grasp.pose[:3] - steps[1].target) < 0.03
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    from app.cli import main
+
+    rc = main(["train", "keypoints", "--episodes", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("train keypoints:") and "\n" not in err
