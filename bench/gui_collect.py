@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         last[0] = time.perf_counter()
         t0 = time.monotonic()
         timer.start(5)
+        measuring.set()
         body()
+        measuring.clear()
         timer.stop()
         dt = time.monotonic() - t0
         g = np.asarray(gaps[1:]) * 1e3 if len(gaps) > 1 else np.zeros(1)
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     blame: collections.Counter = collections.Counter()
     ui_ident = threading.get_ident()
     sampling = threading.Event()
+    measuring = threading.Event()   # not timer.isActive(): Qt objects are the UI thread's only
 
     def watchdog():
         # Reads ``last`` without a lock: a float store is atomic under the GIL, and a stale read
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         while sampling.is_set():
             time.sleep(0.005)
             late = (time.perf_counter() - last[0]) * 1e3
-            if late < args.blame_ms or not timer.isActive():
+            if late < args.blame_ms or not measuring.is_set():
                 continue
             frame = sys._current_frames().get(ui_ident)
             if frame is None:

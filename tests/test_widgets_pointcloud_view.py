@@ -118,6 +118,15 @@ def test_gl_view_renders_and_edits():
     # LOD on motion, full cloud at rest.
     assert r["lod_while_moving"] and 40_000 <= r["lod_drawn"] <= 62_500
     assert not r["lod_after_rest"] and r["full_drawn"] == 300_000
+    # The moving subset exists before the first move (a stride at once, the voxel one from a
+    # worker thread); the UI thread never decimates, and set_cloud keeps the GL program.
+    assert r["kind_after_set_cloud"] == "stride" and r["stride_drawn_on_first_move"] == 50_000
+    assert r["kind_later"] == "voxel" and r["voxel_builds"] >= 1 and not r["decimated_on_ui_thread"]
+    assert r["same_program"]
+    # Full detail returns only after the camera has rested LOD_REST_MS (150 ms).
+    assert r["rest_ms"] >= 140, r["rest_ms"]
+    # A cloud replaced before the build delay never builds (a live stream keeps the stride).
+    assert r["builds_while_streaming"] == 0 and r["kind_streaming"] == "stride"
     # Ctrl+click adds a waypoint snapped onto the cloud at the clicked pixel (1 mm grid).
     assert r["added"] == 1 and r["added_err_m"] < 0.008
     # Dragging the waypoint moves it over the cloud without orbiting the camera.
@@ -143,6 +152,18 @@ def _gl_checks() -> dict:
             app.processEvents()
             time.sleep(0.005)
 
+    import threading
+
+    import widgets.pointcloud_view as pvm
+
+    decimated_on = []
+    real_decimate = pvm.voxel_decimate
+
+    def recording_decimate(*a, **k):
+        decimated_on.append(threading.get_ident())
+        return real_decimate(*a, **k)
+
+    pvm.voxel_decimate = recording_decimate
     view = PointCloudView(lod_points=50_000)
     view.resize(900, 700)
     view.show()
@@ -154,11 +175,26 @@ def _gl_checks() -> dict:
     xyz = np.c_[g, np.full(len(g), 0.1)].astype(np.float32)
     xyz[:, 2] += 0.05 * (g[:, 0] > 0.3)          # a step, so height colours differ
     rgb = np.tile(np.array([[220, 30, 40]], np.uint8), (len(xyz), 1))
+    out = {}
+    program = view.points.shared_program
+    # Streaming: new clouds every ~50 ms (faster than the 250 ms build delay) start no build.
+    for k in range(6):
+        view.set_cloud(xyz + [0, 0, 0.001 * k], rgb)
+        pump(0.02)
+    out["builds_while_streaming"] = len(decimated_on)
+    out["kind_streaming"] = view.lod_kind
     view.set_cloud(xyz, rgb)
+    out["kind_after_set_cloud"] = view.lod_kind
+    view.view.camera.azimuth = view.view.camera.azimuth + 1
+    out["stride_drawn_on_first_move"] = view.points.drawn_points if view.lod_active else 0
+    out["same_program"] = view.points.shared_program is program
+    view.wait_lod(30.0)
+    out["kind_later"] = view.lod_kind
+    out["voxel_builds"] = len(decimated_on)
+    out["decimated_on_ui_thread"] = threading.get_ident() in decimated_on
     view.set_point_size(3)
     view.reset_view()
     pump(0.4)
-    out = {}
     h, w = view.canvas.size[1], view.canvas.size[0]
 
     (probe,), _ = view._scene_to_canvas(np.array([[0.15, 0.0, 0.1]]))
@@ -179,12 +215,14 @@ def _gl_checks() -> dict:
     view.set_clip_to_crop(False)
 
     view.view.camera.azimuth = view.view.camera.azimuth + 5   # camera changes synchronously
+    moved = time.perf_counter()
     out["lod_while_moving"] = view.lod_active
     out["lod_drawn"] = view.points.drawn_points
-    for _ in range(40):                       # rest timer: 180 ms, generous on a busy box
-        pump(0.05)
+    for _ in range(400):                      # rest timer: 150 ms, generous on a busy box
+        pump(0.005)
         if not view.lod_active:
             break
+    out["rest_ms"] = (time.perf_counter() - moved) * 1000
     out["lod_after_rest"] = view.lod_active
     out["full_drawn"] = view.points.drawn_points
 
