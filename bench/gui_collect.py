@@ -6,7 +6,9 @@ on a device or a file). Baseline: the same window, idle and not connected, in th
 
     python -m bench.gui_collect [--robot sim-xarm6] [--episodes 1]
 
-Prints: phase, timer samples, max gap, p99 gap, UI image updates per second, frames dropped.
+Prints: phase, timer samples, max gap, p99 gap, the UI thread's own CPU time inside the gaps
+("busy": its work, without waiting for a core — the part a loaded box does not inflate much),
+UI image updates per second, frames dropped.
 With ``--blame`` a watchdog thread snapshots the UI thread's stack every 5 ms while the timer is
 late by more than ``--blame-ms`` and prints the functions seen most often inside stalls: where the
 UI thread spent the time (the GIL makes a busy worker thread show up as the UI thread waiting in
@@ -53,12 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     ctl = win.controller
 
     gaps: list[float] = []
+    busy: list[float] = []     # UI-thread CPU seconds inside each gap
     last = [time.perf_counter()]
+    last_cpu = [time.thread_time()]
 
     def on_timer():
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         gaps.append(now - last[0])
-        last[0] = now
+        busy.append(cpu - last_cpu[0])
+        last[0], last_cpu[0] = now, cpu
 
     timer = QtCore.QTimer()
     timer.setTimerType(QtCore.Qt.PreciseTimer)
@@ -77,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure(phase: str, body) -> dict:
         gaps.clear()
+        busy.clear()
         frames[0] = 0
-        last[0] = time.perf_counter()
+        last[0], last_cpu[0] = time.perf_counter(), time.thread_time()
         t0 = time.monotonic()
         timer.start(5)
         measuring.set()
@@ -87,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         timer.stop()
         dt = time.monotonic() - t0
         g = np.asarray(gaps[1:]) * 1e3 if len(gaps) > 1 else np.zeros(1)
+        b = np.asarray(busy[1:]) * 1e3 if len(busy) > 1 else np.zeros(1)
         st = ctl.stats()
         return {"phase": phase, "n": len(g), "max": float(g.max()), "p99": float(np.percentile(g, 99)),
+                "cpu_max": float(b.max()), "cpu_p99": float(np.percentile(b, 99)),
                 "ui_hz": frames[0] / dt if dt else 0.0, "dropped": st.dropped, "seconds": dt}
 
     blame: collections.Counter = collections.Counter()
+    others: collections.Counter = collections.Counter()
     ui_ident = threading.get_ident()
     sampling = threading.Event()
     measuring = threading.Event()   # not timer.isActive(): Qt objects are the UI thread's only
@@ -104,15 +113,24 @@ def main(argv: list[str] | None = None) -> int:
             late = (time.perf_counter() - last[0]) * 1e3
             if late < args.blame_ms or not measuring.is_set():
                 continue
-            frame = sys._current_frames().get(ui_ident)
+            frames = sys._current_frames()
+            frame = frames.get(ui_ident)
             if frame is None:
                 continue
-            stack = traceback.extract_stack(frame)
-            # Innermost project frame (skip the library internals) plus the innermost overall.
-            own = [f for f in stack if "/work/" in f.filename and ".venv" not in f.filename]
-            key = (f"{os.path.relpath(own[-1].filename)}:{own[-1].lineno} {own[-1].name}" if own else "-",
-                   f"{os.path.basename(stack[-1].filename)}:{stack[-1].lineno} {stack[-1].name}")
-            blame[key] += 1
+            blame[where(frame)] += 1
+            # The UI thread waiting for the GIL looks like it sits in its own line: what the
+            # other Python threads were doing at the same moment tells who held it.
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, f in frames.items():
+                if ident not in (ui_ident, threading.get_ident()):
+                    others[(names.get(ident, "?"),) + where(f)] += 1
+
+    def where(frame) -> tuple[str, str]:
+        stack = traceback.extract_stack(frame)
+        # Innermost project frame (skip the library internals) plus the innermost overall.
+        own = [f for f in stack if "/work/" in f.filename and ".venv" not in f.filename]
+        return (f"{os.path.relpath(own[-1].filename)}:{own[-1].lineno} {own[-1].name}" if own else "-",
+                f"{os.path.basename(stack[-1].filename)}:{stack[-1].lineno} {stack[-1].name}")
 
     if args.blame:
         sampling.set()
@@ -139,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]["max"] or 1.0
     load = os.getloadavg()[0]
     print(f"\nUI-thread gaps of a 5 ms QTimer ({args.robot}, load average {load:.1f} on {os.cpu_count()} cores)")
-    print(f"{'phase':34s} {'samples':>7s} {'max ms':>8s} {'p99 ms':>8s} {'max/base':>8s} {'UI img/s':>8s} {'dropped':>7s}")
+    print("gap = wall time between firings; busy = the UI thread's own CPU time inside a gap (its work,")
+    print("without the time it waited for a core or the GIL, which is what a loaded box adds)")
+    print(f"{'phase':34s} {'samples':>7s} {'max ms':>8s} {'p99 ms':>8s} {'max/base':>8s} {'busy max':>8s} "
+          f"{'busy p99':>8s} {'UI img/s':>8s} {'dropped':>7s}")
     for r in rows:
         print(f"{r['phase']:34s} {r['n']:7d} {r['max']:8.1f} {r['p99']:8.1f} {r['max'] / base:8.2f} "
-              f"{r['ui_hz']:8.1f} {r['dropped']:7d}")
+              f"{r['cpu_max']:8.1f} {r['cpu_p99']:8.1f} {r['ui_hz']:8.1f} {r['dropped']:7d}")
     print(f"episodes saved: {len(saved)} ({', '.join(e.outcome for e in saved)})")
     if args.blame:
         sampling.clear()
@@ -150,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nUI thread inside stalls > {args.blame_ms:.0f} ms: {total} samples of 5 ms")
         for (own, inner), k in blame.most_common(args.blame_top):
             print(f"{100 * k / total:5.1f}%  {own}  <- {inner}")
+        print("other threads at the same samples (idle waits included):")
+        for (name, own, inner), k in others.most_common(args.blame_top):
+            print(f"{100 * k / total:5.1f}%  [{name}] {own}  <- {inner}")
     return 0
 
 

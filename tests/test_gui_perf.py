@@ -35,3 +35,55 @@ def test_depth_qimage_pixels_equal_colorize_depth(qapp):
         assert QtGui.QColor(image.pixel(x, y)).getRgb()[:3] == tuple(int(v) for v in rgb[y, x])
     # Non-uint16 input (a float depth in raw units) is converted, not rejected.
     np.testing.assert_array_equal(colorize_depth(depth.astype(np.float32)), rgb)
+
+
+def test_prepare_cloud_packs_off_the_view_and_keeps_the_moving_subset_small():
+    import pytest
+
+    from widgets.pointcloud_view import prepare_cloud, unpack_rgb
+
+    rng = np.random.default_rng(1)
+    xyz = rng.random((120_000, 3)).astype(np.float32)
+    xyz[5] = np.nan                                   # a depth hole
+    rgb = rng.integers(0, 256, xyz.shape).astype(np.uint8)
+    c = prepare_cloud(xyz, rgb, lod_points=50_000)
+    assert len(c) == 119_999 and c.data.dtype == np.float32 and c.data.shape == (119_999, 4)
+    np.testing.assert_array_equal(unpack_rgb(c.data[:, 3]), np.delete(rgb, 5, axis=0))
+    np.testing.assert_allclose(c.bounds, [np.nanmin(xyz, 0), np.nanmax(xyz, 0)])
+    assert 0 < len(c.lod) <= 50_000 and c.lod.flags.c_contiguous
+    assert len(prepare_cloud(xyz[:1000], None, 50_000).lod) == 0   # small clouds need no subset
+    with pytest.raises(ValueError, match="rgb must be"):
+        prepare_cloud(xyz, rgb[:10])
+
+
+def test_scene3d_worker_prepares_the_cloud_on_its_own_thread(qapp):
+    import threading
+    import time
+
+    from widgets.pointcloud_view import PreparedCloud, prepare_cloud
+    from widgets.scene3d_panel import CloudRequest, CloudWorker
+
+    k = np.array([[300.0, 0, 80], [0, 300.0, 60], [0, 0, 1]])
+    depth = np.full((120, 160), 800, np.uint16)
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    worker = CloudWorker(stride=1, max_rate_hz=50.0)
+    ran_on, got = [], []
+
+    def prepare(xyz, col):
+        ran_on.append(threading.get_ident())
+        return prepare_cloud(xyz, col, 5_000)
+
+    worker.prepare = prepare
+    worker.cloudReady.connect(lambda cloud, col, key: got.append((cloud, col, key)))
+    try:
+        worker.submit(CloudRequest(depth, rgb, 0.001, k, np.eye(4), key=7), (-5,) * 3, (5,) * 3)
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            qapp.processEvents()
+            time.sleep(0.01)
+    finally:
+        worker.stop()
+    cloud, col, key = got[0]
+    assert isinstance(cloud, PreparedCloud) and col is None and key == 7
+    assert len(cloud) == 120 * 160 and len(cloud.lod) <= 5_000
+    assert ran_on and threading.get_ident() not in ran_on

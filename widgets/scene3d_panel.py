@@ -147,6 +147,9 @@ class CloudWorker(QtCore.QObject):
         self._stop = False
         self.converted = 0   # conversions done (tests and the rate check read it)
         self.replaced = 0    # requests dropped because a newer one came first
+        # (xyz, rgb) → what cloudReady carries instead of xyz (rgb then None); run on this thread
+        # so the UI thread does not pack the cloud (PointCloudView's prepare_cloud).
+        self.prepare: Callable[[np.ndarray, np.ndarray | None], Any] | None = None
         self._thread = threading.Thread(target=self._run, name="scene3d-cloud", daemon=True)
         self._thread.start()
 
@@ -184,6 +187,8 @@ class CloudWorker(QtCore.QObject):
             try:
                 xyz, rgb = frame_to_cloud(req.depth, req.rgb, req.depth_scale, req.K, req.T_base_camera,
                                           lo, hi, stride=self.stride)
+                if self.prepare is not None:
+                    xyz, rgb = self.prepare(xyz, rgb), None
             except Exception as exc:   # bad frame → one line in the panel, the thread lives on
                 self.failed.emit(f"3D view: {exc}")
                 continue
@@ -208,12 +213,13 @@ class Scene3DPanel(QtWidgets.QWidget):
     cloudShown = QtCore.Signal(int, object)   # points drawn, key of the frame they came from
 
     def __init__(self, parent: QtWidgets.QWidget | None = None, *, stride: int = 2, max_rate_hz: float = 5.0,
-                 lod_points: int = 100_000):
+                 lod_points: int = 50_000):
         super().__init__(parent)
-        from widgets.pointcloud_view import PointCloudView   # imports vispy's GL backend
+        from widgets.pointcloud_view import PointCloudView, prepare_cloud   # imports vispy's GL backend
 
         self.view = PointCloudView(self, lod_points=lod_points)
         self.worker = CloudWorker(stride, max_rate_hz, self)
+        self.worker.prepare = lambda xyz, rgb: prepare_cloud(xyz, rgb, self.view.lod_points)
         self.worker.cloudReady.connect(self._on_cloud)
         self.status = QtWidgets.QLabel("")
         self.status.setObjectName("scene3d_status")
