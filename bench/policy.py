@@ -115,7 +115,7 @@ def bench_training(quick: bool) -> None:
     cfg = ExpertConfig()
     windows = synthetic_windows(20, cfg, seed=0)
     rng = np.random.default_rng(0)
-    model = ActionExpert(cfg, MinMaxNormalizer.fit(windows.pose_vectors())).train()
+    model = ActionExpert(cfg, MinMaxNormalizer.fit(windows.pose_vectors(relative=cfg.relative))).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     n_steps = 3 if quick else 8
     rows = []

@@ -58,10 +58,14 @@ class Windows:
             out["lang"] = self.lang[idx].to(device)
         return out
 
-    def pose_vectors(self) -> np.ndarray:
-        """Every 10-D pose in the data (to fit the normaliser on)."""
-        return torch.cat([self.state.reshape(-1, POSE_DIM), self.guide.reshape(-1, POSE_DIM),
-                          self.action.reshape(-1, POSE_DIM)]).numpy()
+    def pose_vectors(self, relative: bool = False) -> np.ndarray:
+        """Every 10-D pose in the data (to fit the normaliser on); ``relative``: positions taken from
+        each window's current arm position, as an ExpertConfig(relative=True) model sees them."""
+        parts = [self.state, self.guide, self.action]
+        if relative:
+            origin = self.state[:, -1:, :3]
+            parts = [torch.cat([p[..., :3] - origin, p[..., 3:]], dim=-1) for p in parts]
+        return torch.cat([p.reshape(-1, POSE_DIM) for p in parts]).numpy()
 
     @staticmethod
     def concat(parts: Sequence["Windows"]) -> "Windows":

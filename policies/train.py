@@ -181,7 +181,8 @@ def train(cfg: TrainConfig, windows: Windows, model_cfg: ExpertConfig | None = N
     elif init_checkpoint is not None:
         model = ActionExpert.from_checkpoint_dict(ActionExpert.read_checkpoint(init_checkpoint))
     else:
-        model = ActionExpert(model_cfg or ExpertConfig(), MinMaxNormalizer.fit(windows.pose_vectors()))
+        fresh_cfg = model_cfg or ExpertConfig()
+        model = ActionExpert(fresh_cfg, MinMaxNormalizer.fit(windows.pose_vectors(relative=fresh_cfg.relative)))
     mcfg = model.config
     if windows.action.shape[1] != mcfg.horizon or windows.guide.shape[1] != mcfg.n_guide \
             or windows.state.shape[1] != mcfg.n_obs:

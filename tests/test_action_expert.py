@@ -175,3 +175,30 @@ def test_history_uses_previous_states():
     pol.reset()
     fresh = pol.act(moved, cloud, guide).poses  # history [moved, moved]
     assert not np.allclose(third, fresh)
+
+
+def test_relative_frame_moves_the_actions_with_the_scene():
+    """Relative model: the same scene, state and guidance shifted by d give the same chunk shifted by
+    d (positions are taken from the arm's position); an absolute model does not."""
+    d = torch.tensor([0.07, -0.05, 0.03])
+    for relative in (True, False):
+        torch.manual_seed(0)
+        rng = np.random.default_rng(0)
+        data = np.c_[rng.uniform(-0.2, 0.2, (64, 3)), rng.uniform(-1, 1, (64, 6)), rng.random(64)]
+        model = ActionExpert(ExpertConfig(**TINY, relative=relative), MinMaxNormalizer.fit(data)).eval()
+        state, cloud, guide = (torch.as_tensor(x, dtype=torch.float32)[None] for x in _inputs(model.config))
+        from policies.geometry import pose7_to_9
+        state = torch.as_tensor(np.r_[pose7_to_9(state[0, :7].numpy()), 1.0], dtype=torch.float32)[None, None]
+        guide = torch.as_tensor(np.c_[pose7_to_9(guide[0, :, :7].numpy()), guide[0, :, 7:]], dtype=torch.float32)[None]
+        shifted = [x.clone() for x in (state, guide, cloud)]
+        for x in shifted:
+            x[..., :3] += d
+        a = model.sample(state, guide, cloud, steps=4, generator=torch.Generator().manual_seed(3))
+        b = model.sample(*shifted, steps=4, generator=torch.Generator().manual_seed(3))
+        moved = torch.allclose(b[..., :3], a[..., :3] + d, atol=1e-4) and torch.allclose(b[..., 3:], a[..., 3:], atol=1e-4)
+        assert moved == relative
+
+
+def test_checkpoints_without_the_frame_key_are_absolute():
+    assert ExpertConfig.from_dict({k: v for k, v in ExpertConfig().to_dict().items() if k != "relative"}).relative is False
+    assert ExpertConfig().relative is True

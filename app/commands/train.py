@@ -74,6 +74,9 @@ def register(subparsers) -> None:
     m.add_argument("--n-points", type=int, default=1024)
     m.add_argument("--unet-dims", type=_ints, default=(32, 64))
     m.add_argument("--prediction", choices=("epsilon", "sample"), default="sample")
+    m.add_argument("--frame", choices=("relative", "absolute"), default="relative",
+                   help="positions relative to the arm's current position (default) or in the base frame")
+    m.add_argument("--pointnet-dims", type=_ints, default=(64, 128, 256))
     m.add_argument("--lang-dim", type=int, default=None,
                    help="instruction-feature size; 0 = no language (default: 384, the sentence encoder's, "
                         "for la-pretrain, else 0)")
@@ -100,8 +103,8 @@ def run_expert(args) -> int:
     try:
         mcfg = ExpertConfig(horizon=args.horizon, n_action_steps=args.n_action_steps, n_obs=args.n_obs,
                             n_guide=args.n_guide, n_points=args.n_points, unet_dims=args.unet_dims,
-                            prediction_type=args.prediction,
-                            lang_dim=_lang_dim(args))
+                            prediction_type=args.prediction, relative=args.frame == "relative",
+                            pointnet_dims=args.pointnet_dims, lang_dim=_lang_dim(args))
         if args.resume or args.init:
             from policies.action_expert import ActionExpert
 
