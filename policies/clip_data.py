@@ -87,6 +87,16 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int] = DEFAULT_SIZE) -> n
     return t.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
 
 
+def camera_frames(r: EpisodeReader, idx: np.ndarray) -> int:
+    """How many distinct camera images the sampled ticks show (``/extras/frame_index``), or -1 when
+    the episode does not record it. A starved sim renderer repeats its last image for seconds, so a
+    short segment can show one still image: no motion for any encoder to see."""
+    fi = r.extras.get("frame_index")
+    if fi is None:
+        return -1
+    return int(len(np.unique(np.asarray(fi)[idx])))
+
+
 def _proprio(r: EpisodeReader, idx: np.ndarray) -> np.ndarray:
     return np.hstack([r.ee_pose[idx], r.gripper[idx, None].astype(float)]).astype(np.float32)
 
@@ -139,7 +149,8 @@ def build_clips(episodes: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                     cap.write(json.dumps({
                         "clip": name, "caption": caption(prim, o), "primitive": prim, "object": o,
                         "subject": SUBJECT, "episode": ep.name, "task": r.meta.get("task"),
-                        "start": int(a), "end": int(b), "crop": list(crop) if crop else None}) + "\n")
+                        "start": int(a), "end": int(b), "crop": list(crop) if crop else None,
+                        "camera_frames": camera_frames(r, idx)}) + "\n")
                     count += 1
     os.replace(tmp, out / "captions.jsonl")
     return count
@@ -154,6 +165,7 @@ class ClipRecord:
     subject: str
     episode: str
     task: str
+    camera_frames: int = -1  # distinct camera images among the clip's frames; -1 unknown
 
 
 class ClipDataset:
@@ -175,7 +187,8 @@ class ClipDataset:
                 try:
                     d = json.loads(line)
                     rec = ClipRecord(d["clip"], d["caption"], d["primitive"], d.get("object") or "",
-                                     d.get("subject") or SUBJECT, d.get("episode", ""), d.get("task") or "")
+                                     d.get("subject") or SUBJECT, d.get("episode", ""), d.get("task") or "",
+                                     int(d.get("camera_frames", -1)))
                 except (json.JSONDecodeError, KeyError) as exc:
                     raise ClipDataError(f"{index}: line {ln}: bad record ({exc})") from None
                 crop = tuple(d["crop"]) if d.get("crop") else None
@@ -208,6 +221,24 @@ class ClipDataset:
         return {"subject": sorted({r.subject for r in self.records}),
                 "action": sorted({r.primitive for r in self.records}),
                 "object": sorted({r.object for r in self.records})}
+
+    def episode_folds(self, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``k`` (train, test) splits whose test parts hold every episode once: each task's episodes are
+        dealt round-robin after a seeded shuffle, so every fold tests on every task."""
+        if k < 2:
+            raise ClipDataError(f"cross-validation needs at least 2 folds, got {k}")
+        rng = np.random.default_rng(seed)
+        fold_of: dict[str, int] = {}
+        by_task: dict[str, list[str]] = {}
+        for r in self.records:
+            eps = by_task.setdefault(r.task, [])
+            if r.episode not in eps:
+                eps.append(r.episode)
+        for task in sorted(by_task):
+            for i, ep in enumerate(rng.permutation(sorted(by_task[task])).tolist()):
+                fold_of[ep] = i % k
+        folds = np.array([fold_of[r.episode] for r in self.records])
+        return [(np.flatnonzero(folds != f), np.flatnonzero(folds == f)) for f in range(k)]
 
     def split_by_episode(self, holdout: float = 0.25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(train, test) clip indices with whole episodes held out, per task, so no test clip shares

@@ -71,6 +71,10 @@ class EncoderConfig:
     l2_weight: float = 0.01
     bank_every: int = 1  # "Setting_Step": bank refresh interval in training steps
     tau: float = 0.07  # initial temperature; learned like CLIP's logit scale
+    # Sentence vectors of the candidate captions minus their mean, scaled to unit mean norm, go into the
+    # text heads. The captions share most words ("Robot … red cube, action is …", cosine 0.7–0.85), so
+    # raw vectors start the text heads with near-identical outputs and the contrastive loss stalls.
+    center_text: bool = True
 
     def __post_init__(self):
         self.frame_size = tuple(int(v) for v in self.frame_size)
@@ -265,9 +269,16 @@ class RoboActCLIP(nn.Module):
         if frames.shape[1] != self.cfg.n_frames:
             raise EncoderError(f"clips must have {self.cfg.n_frames} frames, got {frames.shape[1]}")
         b, n = frames.shape[:2]
-        x = frames.flatten(0, 1)
+        # A frame equal to its predecessor gets its predecessor's features instead of a second pass:
+        # exact, and sim cameras starved of CPU repeat each image for ~4 of 16 clip frames on average.
+        flat = frames.flatten(2)
+        repeat = torch.zeros(b, n, dtype=torch.bool, device=frames.device)
+        repeat[:, 1:] = (flat[:, 1:] == flat[:, :-1]).all(-1)
+        new = ~repeat.flatten()
+        x = frames.flatten(0, 1)[new]
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        return self.backbone(x).view(b, n, -1)
+        feats = self.backbone(x)
+        return feats[torch.cumsum(new, 0) - 1].view(b, n, -1)
 
     def visual(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """Visual features: ``heads`` {slot: (B,e)} when disentangled, ``video`` (B,3e), ``hidden`` (B,d)."""
@@ -285,6 +296,10 @@ class RoboActCLIP(nn.Module):
 
     def text(self, text_vecs: torch.Tensor) -> torch.Tensor:
         """Sentence vectors (M, text_dim) → joint text embedding (M, 3e) (eq. 2)."""
+        cand = self.candidate_text
+        if self.cfg.center_text and len(cand) > 1:
+            mu = cand.mean(0)
+            text_vecs = (text_vecs - mu) / (cand - mu).norm(dim=1).mean().clamp_min(1e-6)
         return torch.cat([self.text_heads[s](text_vecs) for s in SLOTS], -1)
 
     # -- losses -------------------------------------------------------------------------------------
@@ -428,7 +443,8 @@ class RoboActCLIP(nn.Module):
 
     @classmethod
     def from_checkpoint_dict(cls, ck: dict) -> "RoboActCLIP":
-        model = cls(EncoderConfig(**ck["config"]))
+        # Checkpoints from before text centering existed were trained on raw sentence vectors.
+        model = cls(EncoderConfig(**{"center_text": False, **ck["config"]}))
         # The frozen CLIP tower is not saved: it comes from its own folder.
         missing, unexpected = model.load_state_dict(ck["state_dict"], strict=False)
         missing = [k for k in missing if not k.startswith("backbone.clip.")]

@@ -34,6 +34,9 @@ class EncoderTrainConfig:
     holdout: float = 0.25  # share of episodes per task held out for evaluation
     seed: int = 0
     augment: bool = True  # a random shift per clip (same for its 16 frames) + brightness jitter
+    # Draw each epoch's clips with probability ∝ 1/(clips of their primitive): sim demos are ~37 % "move",
+    # and unbalanced batches let every image variant settle on predicting "move" for everything.
+    balance: bool = True
     log_every: int = 5
     # torch intra-op threads; 0 keeps torch's default. On a loaded small box 1 is ~10x cheaper in CPU
     # time than 2 (OpenMP workers spin while they wait for a core).
@@ -120,7 +123,19 @@ def _augment(frames: torch.Tensor, gen: torch.Generator, shift: int = 3) -> torc
     for i in range(b):
         out[i] = pad[i, :, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w]
     gain = 1.0 + 0.2 * (torch.rand(b, 1, 1, 1, 1, generator=gen) - 0.5)
-    return (out * gain).clamp(0, 255)
+    # Back to uint8: the encoder scales uint8 by 1/255 but takes float input as already in [0, 1], so
+    # float 0..255 here trained the CNN on inputs 255× brighter than it sees at evaluation.
+    return (out * gain).round().clamp(0, 255).to(torch.uint8)
+
+
+def epoch_order(train_idx: np.ndarray, labels: np.ndarray, balance: bool, gen: torch.Generator) -> np.ndarray:
+    """One epoch of clip indices: a permutation, or (``balance``) as many draws with replacement where
+    every primitive is equally likely."""
+    if not balance:
+        return train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    w = torch.from_numpy(1.0 / counts[inv])
+    return train_idx[torch.multinomial(w, len(train_idx), replacement=True, generator=gen).numpy()]
 
 
 @torch.no_grad()
@@ -139,7 +154,7 @@ def accuracy_table(true: list[str], pred: list[str], classes: list[str]) -> dict
             per[c] = float(np.mean([pred[i] == c for i in idx]))
     return {"per_primitive": per, "macro": float(np.mean(list(per.values()))) if per else float("nan"),
             "accuracy": float(np.mean([a == b for a, b in zip(true, pred)])) if true else float("nan"),
-            "n": len(true), "support": {c: sum(t == c for t in true) for c in per}}
+            "n": len(true), "support": {c: sum(t == c for t in true) for c in per}, "predictions": list(pred)}
 
 
 def evaluate(model: RoboActCLIP, data: ClipDataset, idx, method: str = "auto") -> dict:
@@ -153,9 +168,11 @@ def evaluate(model: RoboActCLIP, data: ClipDataset, idx, method: str = "auto") -
 
 def train_encoder(data: ClipDataset | str | Path, cfg: EncoderTrainConfig, model_options: dict | None = None, *,
                   progress: str = "json", text_encoder=None, resume: str | Path | None = None,
-                  stop_after: int | None = None, stream=None) -> EncoderTrainResult:
+                  stop_after: int | None = None, stream=None,
+                  split: tuple[np.ndarray, np.ndarray] | None = None) -> EncoderTrainResult:
     """Train on the training episodes of ``data``, evaluate on its held-out episodes, save
-    ``<out_dir>/encoder.pt``. ``model_options`` are EncoderConfig fields (ablation switches etc.)."""
+    ``<out_dir>/encoder.pt``. ``model_options`` are EncoderConfig fields (ablation switches etc.);
+    ``split`` (train, test) clip indices replaces the held-out split (cross-validation folds)."""
     report = JsonProgress(progress, stream)
     if not isinstance(data, ClipDataset):
         data = ClipDataset(data, tuple((model_options or {}).get("frame_size", EncoderConfig.frame_size)))
@@ -184,9 +201,11 @@ def train_encoder(data: ClipDataset | str | Path, cfg: EncoderTrainConfig, model
         "action": torch.tensor([mcfg.actions.index(r.primitive) for r in data.records]),
     }
     cap_ids = labels_all["action"] * len(mcfg.objects) + labels_all["object"]
-    train_idx, test_idx = data.split_by_episode(cfg.holdout, cfg.seed)
+    train_idx, test_idx = split if split is not None else data.split_by_episode(cfg.holdout, cfg.seed)
+    train_idx, test_idx = np.asarray(train_idx, dtype=int), np.asarray(test_idx, dtype=int)
     if len(train_idx) == 0:
         raise ValueError("no training clips after the held-out split")
+    train_labels = labels_all["action"][train_idx].numpy()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     spe = max(1, math.ceil(len(train_idx) / cfg.batch_size))
     total, warm = cfg.epochs * spe, max(1, cfg.epochs * spe // 10)
@@ -215,7 +234,7 @@ def train_encoder(data: ClipDataset | str | Path, cfg: EncoderTrainConfig, model
     with _StopFlag() as stop:
         for epoch in range(epoch0, cfg.epochs):
             model.train()
-            perm = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+            perm = epoch_order(train_idx, train_labels, cfg.balance, gen)
             sums: dict[str, float] = {}
             for b in range(spe):
                 idx = torch.from_numpy(perm[b * cfg.batch_size:(b + 1) * cfg.batch_size])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from policies.clip_data import ClipDataError, ClipDataset, build_clips, expert_segments
+from policies.clip_data import ClipDataError, ClipDataset, build_clips, camera_frames, expert_segments
 from policies.encoder import EncoderConfig, EncoderError, RoboActCLIP, SLOTS
-from policies.encoder_train import EncoderTrainConfig, evaluate, train_encoder
+from policies.encoder_train import EncoderTrainConfig, epoch_order, evaluate, train_encoder
 from policies.text import TextEncoder
 from recorder.primitives import caption
 
@@ -213,6 +213,7 @@ def test_build_clips_from_expert_phases(tmp_path):
     assert [r.primitive for r in data.records] == [s[2] for s in segs]
     assert data.records[0].object == "red cube"  # place_in_bin manipulates cube_red
     assert data.frames.shape == (n, 16, 3, 12, 16) and data.proprio.shape == (n, 16, 8)
+    assert all(r.camera_frames == -1 for r in data.records)  # synthetic episodes record no frame_index
     # write_episode paints the frame index into the pixels: the clip holds the segment's frames.
     a, b, _ = segs[1]
     got = np.load(tmp_path / "clips" / data.records[1].clip)["frames"][:, 0, 0, 0]
@@ -234,3 +235,36 @@ def test_cli_train_encoder_streams_json_and_reports_errors(trained, tmp_path, ca
     assert main(["train-encoder", "--clips", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no captions.jsonl" in err and "\n" not in err
+
+
+def test_balanced_epoch_order_evens_out_primitives():
+    labels = np.array([0] * 90 + [1] * 8 + [2] * 2)
+    idx = np.arange(100) + 1000
+    gen = torch.Generator().manual_seed(0)
+    plain = epoch_order(idx, labels, False, gen)
+    assert sorted(plain.tolist()) == idx.tolist()  # a permutation: class 0 keeps its 90 %
+    drawn = np.concatenate([epoch_order(idx, labels, True, gen) for _ in range(20)]) - 1000
+    share = np.bincount(labels[drawn], minlength=3) / len(drawn)
+    assert np.allclose(share, 1 / 3, atol=0.05), share
+
+
+def test_camera_frames_counts_distinct_images():
+    class Reader:  # only the extras table is read
+        extras = {"frame_index": np.array([4, 4, 4, 5, 5, 9, 9, 9])}
+
+    assert camera_frames(Reader(), np.array([0, 1, 2])) == 1  # a still image: no motion to see
+    assert camera_frames(Reader(), np.array([0, 3, 5, 7])) == 3
+    Reader.extras = {}
+    assert camera_frames(Reader(), np.array([0, 1])) == -1
+
+
+def test_augmented_frames_stay_in_the_evaluation_pixel_range():
+    from policies.encoder_train import _augment
+
+    frames = torch.randint(0, 256, (3, N, 3, H, W), dtype=torch.uint8)
+    frames[:, 1] = frames[:, 0]
+    out = _augment(frames, torch.Generator().manual_seed(0))
+    # uint8 like the evaluation input (the encoder reads float input as already scaled to [0, 1])
+    assert out.dtype == torch.uint8 and out.shape == frames.shape
+    assert torch.equal(out[:, 1], out[:, 0])  # one shift per clip: repeated frames stay repeated
+    assert abs(out.float().mean() - frames.float().mean()) < 20

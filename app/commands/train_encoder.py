@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", type=float, default=0.25, help="share of episodes per task held out for evaluation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-balance", dest="balance", action="store_false",
+                   help="plain epochs instead of drawing every primitive equally often")
     p.add_argument("--resume", default=None, help="continue from this checkpoint (optimiser and epoch kept)")
     p.add_argument("--progress", choices=("json", "text", "none"), default="text",
                    help="json: one JSON object per line on stdout (for the GUI)")
@@ -98,7 +100,8 @@ def run(args) -> int:
             clips = Path(args.clips)
         data = ClipDataset(clips, size)
         cfg = EncoderTrainConfig(out_dir=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                 holdout=args.holdout, seed=args.seed, threads=args.threads)
+                                 holdout=args.holdout, seed=args.seed, threads=args.threads,
+                                 balance=args.balance)
         opts = {"backbone": args.backbone, "d_model": args.d_model, "n_layers": args.layers,
                 **{k: getattr(args, k) for k in ("temporal", "disentangle", "contrastive", "ortho", "recomb", "aux")}}
         res = train_encoder(data, cfg, opts, progress=args.progress, resume=args.resume)
