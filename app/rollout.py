@@ -31,7 +31,7 @@ from robots.base import DeviceError
 log = logging.getLogger(__name__)
 
 POLICIES = ("expert", "spline-ik")
-WAYPOINT_SOURCES = ("oracle", "none", "keyframes")
+WAYPOINT_SOURCES = ("oracle", "none", "keyframes", "predicted")
 SUCCESS_HOLD_S = 0.4  # the predicate must hold this long (an object bouncing on the fingers is no grasp)
 MONITOR_PERIOD = 0.1
 DROP_RISE = 0.03  # m an object must have been raised before falling back counts as dropped
@@ -53,8 +53,13 @@ class RolloutConfig:
     waypoint_noise: float = 0.0  # m, Gaussian noise on the waypoint positions (imprecise waypoints)
     out_dir: str = "runs/eval"
     device: str = "cpu"
+    keypoints: str | None = None  # keypoint checkpoint for waypoints "predicted" (or "predicted:PATH")
 
     def __post_init__(self) -> None:
+        if self.waypoints.startswith("predicted:"):
+            self.waypoints, self.keypoints = "predicted", self.waypoints.split(":", 1)[1]
+        if self.waypoints == "predicted" and not self.keypoints:
+            raise ValueError("waypoints 'predicted' need a keypoint checkpoint (--keypoints PATH or predicted:PATH)")
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.waypoints not in WAYPOINT_SOURCES:
@@ -62,7 +67,7 @@ class RolloutConfig:
         if self.policy == "expert" and not self.checkpoint:
             raise ValueError("the expert policy needs a checkpoint (--checkpoint PATH)")
         if self.policy == "spline-ik" and self.waypoints == "none":
-            raise ValueError("spline-ik executes the waypoints: it needs --waypoints oracle or keyframes")
+            raise ValueError("spline-ik executes the waypoints: it needs --waypoints oracle, keyframes or predicted")
         if self.waypoints == "keyframes" and not self.demo:
             raise ValueError("waypoints 'keyframes' need a demo episode (--demo PATH)")
         if self.trials < 1 or self.max_seconds <= 0 or self.ddim_steps < 1 or self.waypoint_noise < 0:
@@ -123,6 +128,8 @@ class RolloutRunner:
         self.hardware = session.lab is None
         if self.hardware and config.waypoints == "oracle":
             raise ValueError("oracle waypoints exist only in the simulated lab; use --waypoints keyframes or none")
+        if config.waypoints == "predicted" and session.camera is None:
+            raise ValueError("predicted waypoints need a camera (the keypoints are predicted from its cloud)")
 
     # ------------------------------------------------------------------ control from other threads
     def cancel(self) -> None:
@@ -168,8 +175,12 @@ class RolloutRunner:
         warm_up(policy)
         return policy
 
-    def _waypoints(self):
+    def _waypoints(self, frame=None):
         cfg = self.config
+        if cfg.waypoints == "predicted":
+            from policies.keypoints import PredictedSource
+
+            return PredictedSource(self._keypoints, cfg.task).waypoints(frame)
         if cfg.waypoints == "oracle":
             return self.session.lab.oracle_waypoints()
         if cfg.waypoints == "keyframes":
@@ -193,10 +204,15 @@ class RolloutRunner:
 
             def reset(self):
                 self.inner = None
+                self.reset_at = time.monotonic()
 
             def next_target(self, state, frame, t):
+                if self.inner is None and runner.config.waypoints == "predicted" and (
+                        frame is None or frame.stamp <= self.reset_at):
+                    # Predicted waypoints come from a camera frame of the reset scene: hold until one arrives.
+                    return np.asarray(state.ee_pose, dtype=np.float64), float(state.gripper > 0.5), {"waiting_frame": True}
                 if self.inner is None:
-                    self.inner = runner._build_inner(policy, state, trial_seed)
+                    self.inner = runner._build_inner(policy, state, trial_seed, frame)
                 return self.inner.next_target(state, frame, t)
 
             def done(self, t):
@@ -204,11 +220,11 @@ class RolloutRunner:
 
         return _TrialSource()
 
-    def _build_inner(self, policy, state, trial_seed: int):
+    def _build_inner(self, policy, state, trial_seed: int, frame=None):
         from policies.runtime import PolicyRuntime, SplineSource, timed_trajectory
 
         cfg = self.config
-        wps = self._waypoints()
+        wps = self._waypoints(frame)
         traj = None
         if wps is not None:
             rng = np.random.default_rng(trial_seed + 7919)
@@ -231,6 +247,11 @@ class RolloutRunner:
         self._set(phase="loading", message="loading policy")
         try:
             policy = self._load_policy()
+            if cfg.waypoints == "predicted":
+                from policies.keypoints import KeypointPredictor
+
+                self._keypoints = KeypointPredictor.load(cfg.keypoints)
+                self._keypoints.plan(cfg.task)  # a checkpoint without this task's plan fails here, not mid-trial
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
             self._set(phase="error", message=str(exc).splitlines()[0])
             raise

@@ -9,6 +9,10 @@
         --variant "(a) waypoints + IK=spline-ik::oracle" \\
         --variant "(b) no guidance=expert:runs/pick_noguide/last.pt:none" \\
         --variant "(c) no stage 1=expert:runs/pick_nostage1/last.pt:oracle"
+    # waypoints from the keypoint predictor instead of the oracle (policies/keypoints.py)
+    python -m bench.rollout_ablation eval --task pick_cube --trials 20 --out runs/kp_pick \
+        --variant "spline-ik oracle=spline-ik::oracle" \
+        --variant "spline-ik predicted=spline-ik::predicted:assets/checkpoints/keypoints_pick_cube.pt"
 
 A variant is ``LABEL=POLICY:CHECKPOINT:WAYPOINTS[:NOISE_M]``; NOISE_M perturbs the waypoint positions
 at test time (imprecise waypoints). Each variant's run folder (report.json/csv/png + trial episodes) is
@@ -35,7 +39,9 @@ def _slug(label: str) -> str:
 
 def parse_variant(text: str) -> dict:
     label, sep, spec = text.partition("=")
-    parts = spec.split(":")
+    # "predicted:PATH" names the keypoint checkpoint inside the waypoint field; keep it one field.
+    spec = re.sub(r":predicted:([^:]+)", lambda m: ":predicted=" + m.group(1), spec)
+    parts = [p.replace("predicted=", "predicted:", 1) for p in spec.split(":")]
     if not sep or len(parts) not in (3, 4) or not label.strip():
         raise ValueError(f"variant must be LABEL=POLICY:CHECKPOINT:WAYPOINTS[:NOISE_M], got {text!r}")
     noise = float(parts[3]) if len(parts) == 4 else 0.0

@@ -86,16 +86,28 @@ def tool_yaw(quat: np.ndarray) -> float:
     return float(r.as_euler("ZYX")[0])
 
 
-def first_fresh_frame(episode: Any) -> int:
-    """First frame whose camera image shows the reset scene. The recorder's first frames may repeat
-    the camera image taken before the reset (same ``frame_index`` extra; seen in the sim datasets:
-    4 frames showing the previous episode's layout), so a cloud from them would show the wrong scene."""
-    idx = getattr(episode, "extras", {}).get("frame_index")
-    if idx is None or len(idx) == 0:
+def first_fresh_frame(episode: Any, window_s: float = 4.0, min_share: float = 0.06) -> int:
+    """First frame whose camera image shows the reset scene.
+
+    A recording starts right after the lab's reset, but the camera keeps delivering the image it took
+    before it until its next render (on these loaded boxes up to ~2.5 s: the sim datasets begin with
+    3–53 frames of the previous episode's final scene). The reset moves the arm and every object at
+    once: ≥ 6 % of the pixels jump by more than 2 cm (measured 6.5–13 %), while the arm moving changes
+    ≤ 5 %. The first such jump in the first ``window_s`` seconds ends the stale prefix; without one
+    the first frame is taken as fresh.
+    """
+    if getattr(episode, "camera", None) is None:
         return 0
-    idx = np.asarray(idx)
-    changed = np.flatnonzero(idx != idx[0])
-    return int(changed[0]) if len(changed) else 0
+    fps = float(getattr(episode, "meta", {}).get("fps", 20.0) or 20.0)
+    n = min(int(episode.n_frames), max(2, int(window_s * fps)))
+    jump = 0.02 / float(episode.camera.depth_scale)
+    prev = episode.depth(0)[::4, ::4].astype(np.float32)
+    for i in range(1, n):
+        cur = episode.depth(i)[::4, ::4].astype(np.float32)
+        if float(np.mean(np.abs(cur - prev) > jump)) >= min_share:
+            return i
+        prev = cur
+    return 0
 
 
 def _segments(episode: Any) -> list[dict]:
@@ -628,7 +640,9 @@ class PredictedSource:
     """WaypointSource "predicted": one waypoint per plan step, predicted from one cloud.
 
     ``waypoints(context)``: context is an RGB-D frame (robots.base.RGBDFrame) or an (N,6) xyz + rgb cloud in the
-    base frame. Orientation is the oracle's top-down tool with the predicted yaw; the gripper is the
+    base frame. Orientation is the oracle's top-down tool (with the predicted yaw only if ``use_yaw``:
+    the yaw head scored ~21° median error on held-out pick_cube demos, no better than chance over the
+    cube's ±45°, so it is off by default and the tool keeps yaw 0); the gripper is the
     predicted state at the step's end; dwells follow the oracle's (DWELL, and MIN_GRIPPER_DWELL where
     the gripper changes). ``approach_height`` adds a waypoint that far above the end of the step that
     precedes a grasp, as the oracle's pre-grasp pose: the demos' free move to the object is one
@@ -638,7 +652,7 @@ class PredictedSource:
     name = "predicted"
 
     def __init__(self, predictor: KeypointPredictor, task: str | None = None, plan: Sequence[dict] | None = None,
-                 approach_height: float = 0.10, use_yaw: bool = True):
+                 approach_height: float = 0.10, use_yaw: bool = False):
         if plan is None:
             if task is None:
                 raise KeypointError("PredictedSource needs a task (for its plan) or an explicit plan")

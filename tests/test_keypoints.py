@@ -192,9 +192,11 @@ def test_bundled_checkpoint_finds_the_red_cube(tmp_path):
 
     ep = EpisodeReader(dst)
     steps = episode_steps(ep)
-    from policies.keypoints import frame_clouds
+    from policies.keypoints import first_fresh_frame, frame_clouds
 
-    cloud = frame_clouds(ep, [0], pred.config.n_points)[0]
+    fresh = first_fresh_frame(ep)
+    assert fresh > 0  # this recording starts with frames of the previous scene
+    cloud = frame_clouds(ep, [fresh], pred.config.n_points)[fresh]
     wps = PredictedSource(pred, "pick_cube").waypoints(cloud)
     grasp = next(w for w in wps if w.label == "grasp")
     assert np.linalg.norm(grasp.pose[:3] - steps[1].target) < 0.03
@@ -206,3 +208,15 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     rc = main(["train", "keypoints", "--episodes", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("train keypoints:") and "\n" not in err
+
+
+def test_rollout_config_and_ablation_variant_accept_predicted_waypoints():
+    from app.rollout import RolloutConfig
+    from bench.rollout_ablation import parse_variant
+
+    cfg = RolloutConfig(policy="spline-ik", waypoints="predicted:assets/checkpoints/kp.pt")
+    assert (cfg.waypoints, cfg.keypoints) == ("predicted", "assets/checkpoints/kp.pt")
+    with pytest.raises(ValueError, match="keypoint checkpoint"):
+        RolloutConfig(policy="spline-ik", waypoints="predicted")
+    v = parse_variant("pred=spline-ik::predicted:runs/kp/keypoints.pt:0.01")
+    assert v["waypoints"] == "predicted:runs/kp/keypoints.pt" and v["noise"] == 0.01

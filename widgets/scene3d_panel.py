@@ -23,6 +23,8 @@ from PySide6 import QtCore, QtWidgets
 from policies.geometry import crop, depth_to_points
 from policies.waypoints import DemoKeyframeSource, Waypoint, WaypointTrajectory
 
+PREDICTED_RGBA = (0.85, 0.35, 0.95, 1.0)  # predicted keypoints: magenta, apart from accent/warning colours
+
 # --------------------------------------------------------------------------------------------
 # Pure parts (no Qt, no GL)
 # --------------------------------------------------------------------------------------------
@@ -228,6 +230,7 @@ class Scene3DPanel(QtWidgets.QWidget):
         if app is not None:
             app.aboutToQuit.connect(self.worker.stop)
         self._waypoint_refs: list[Waypoint] = []
+        self._predicted_nodes: tuple | None = None
         self._first_cloud = True
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -268,6 +271,30 @@ class Scene3DPanel(QtWidgets.QWidget):
         self._waypoint_refs = list(waypoints)
         self.view.set_spline_fn(waypoint_spline_fn(self._waypoint_refs))
         self.view.set_waypoints(np.array([w.pose[:3] for w in self._waypoint_refs]).reshape(-1, 3))
+
+    def set_predicted_waypoints(self, waypoints: Sequence[Waypoint] | None) -> None:
+        """Waypoints from the keypoint predictor (policies.keypoints.PredictedSource) and the spline through
+        them, in their own colour so they read apart from the editable keyframe waypoints."""
+        from vispy.scene import visuals
+
+        if self._predicted_nodes is None:
+            parent = self.view.view.scene
+            line = visuals.Line(width=2.5, color=PREDICTED_RGBA, parent=parent)
+            markers = visuals.Markers(parent=parent)
+            for node in (line, markers):
+                node.set_gl_state("translucent", depth_test=False)
+                node.order = 11
+            self._predicted_nodes = (line, markers)
+        line, markers = self._predicted_nodes
+        wps = list(waypoints or [])
+        if not wps:
+            line.visible = markers.visible = False
+            return
+        pts = np.array([w.pose[:3] for w in wps], np.float32)
+        markers.set_data(pts, size=13, edge_width=2, face_color=PREDICTED_RGBA, edge_color=(1, 1, 1, 1), symbol="diamond")
+        curve = waypoint_spline_fn(wps)(pts) if len(wps) > 1 else np.repeat(pts, 2, axis=0)
+        line.set_data(pos=np.asarray(curve, np.float32))
+        line.visible = markers.visible = True
 
     def show_episode(self, episode: Any) -> None:
         """EE trajectory + keyframe waypoints + spline of an episode (EpisodeData-like)."""

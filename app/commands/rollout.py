@@ -27,8 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--camera", default="sim", help="sim | realsense[:SERIAL] | bag:PATH | none")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, help="control rate in Hz (default %(default)s)")
     p.add_argument("--task", default="pick_cube")
-    p.add_argument("--waypoints", choices=("oracle", "none", "keyframes"), default="oracle",
-                   help="guidance source: the sim task's oracle, none, or the keyframes of --demo")
+    p.add_argument("--waypoints", default="oracle", metavar="{oracle,none,keyframes,predicted[:PATH]}",
+                   help="guidance source: the sim task's oracle, none, the keyframes of --demo, or the keypoint "
+                        "predictor's (checkpoint from --keypoints or after 'predicted:')")
+    p.add_argument("--keypoints", default=None, help="keypoint-predictor checkpoint for --waypoints predicted")
     p.add_argument("--demo", default=None, help="episode file whose keyframes are the waypoints")
     p.add_argument("--waypoint-noise", type=float, default=0.0,
                    help="std (m) of Gaussian noise added to each waypoint position (default 0)")
@@ -67,7 +69,7 @@ def run_rollout(args) -> int:
         cfg = RolloutConfig(task=args.task, checkpoint=args.checkpoint, policy=args.policy, waypoints=args.waypoints,
                             demo=args.demo, trials=args.trials, seed=args.seed, ddim_steps=args.ddim_steps,
                             max_seconds=args.max_seconds, waypoint_noise=args.waypoint_noise, out_dir=args.out,
-                            device=args.device)
+                            device=args.device, keypoints=args.keypoints)
     except ValueError as exc:
         print(f"rollout: {exc}", file=sys.stderr)
         return 2

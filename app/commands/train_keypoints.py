@@ -83,8 +83,8 @@ def run(args) -> int:
         eps = open_episodes(args.episodes)
         data = build_dataset(eps, successes_only=not args.all, log=None if emit_json else say)
         train, test = split_by_episode(data, args.holdout, args.seed)
-        say(f"{len(data.episode_names)} episodes, {len(data)} samples: {len(train.episode_names) - len(test.episode_names)}"
-            f" episodes train / {len(set(test.episode.tolist()))} held out; plans {json.dumps(data.plans)}")
+        say(f"{len(data.episode_names)} episodes, {len(data)} samples: {len(set(train.episode.tolist()))} episodes train"
+            f" / {len(set(test.episode.tolist()))} held out; plans {json.dumps(data.plans)}")
         text = TextTable(data.texts)
         mcfg = KeypointConfig(width=args.width)
         tcfg = KeypointTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
