@@ -268,3 +268,14 @@ def test_augmented_frames_stay_in_the_evaluation_pixel_range():
     assert out.dtype == torch.uint8 and out.shape == frames.shape
     assert torch.equal(out[:, 1], out[:, 0])  # one shift per clip: repeated frames stay repeated
     assert abs(out.float().mean() - frames.float().mean()) < 20
+
+
+def test_episode_folds_hold_out_every_episode_once(trained):
+    data = trained[0]
+    folds = data.episode_folds(4, seed=1)
+    tested = np.concatenate([te for _, te in folds])
+    assert sorted(tested.tolist()) == list(range(len(data)))  # every clip held out exactly once
+    for tr, te in folds:
+        assert not {data.records[i].episode for i in tr} & {data.records[i].episode for i in te}
+    with pytest.raises(ClipDataError, match="at least 2 folds"):
+        data.episode_folds(1)
