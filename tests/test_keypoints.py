@@ -38,8 +38,6 @@ def synthetic(n: int, seed: int, n_points: int = 256) -> KeypointData:
     rng = np.random.default_rng(seed)
     clouds, text, target, grip = [], [], [], []
     for i in range(n):
-        pts = np.concatenate([rng.uniform(LO, HI * np.array([1, 1, 0.3])), [0.5, 0.5, 0.5]]
-                             for _ in range(n_points)).astype(np.float32) if False else None
         xyz = rng.uniform(LO, [0.75, 0.35, 0.15], size=(n_points, 3))
         rgb = np.full((n_points, 3), 0.5) + rng.normal(0, 0.03, (n_points, 3))
         red, blue = rng.uniform(LO + 0.05, [0.7, 0.3, 0.1], size=(2, 3))
