@@ -123,3 +123,37 @@ def test_recording_keeps_its_rate_while_the_ui_thread_is_blocked(qtbot, tmp_path
     # depended on the UI thread would show one 1.5 s hole.
     assert np.diff(t).max() < 0.5, np.diff(t).max()
     assert len(t) >= 0.5 * 20 * (t[-1] - t[0])
+
+
+def test_episode_list_appends_a_saved_episode_without_rebuilding(qapp):
+    import dataclasses
+    from pathlib import Path
+
+    from PySide6 import QtCore
+
+    from recorder.dataset import EpisodeInfo
+    from widgets.collect_tab import EpisodeList
+
+    eps = [EpisodeInfo(Path(f"/d/ep_{i:03d}.h5"), True, n_frames=400, duration=20.0, task="pick_cube",
+                       outcome="success") for i in range(30)]
+    lst = EpisodeList()
+    lst.set_episodes(eps[:29])
+    marker = QtCore.Qt.UserRole + 7             # survives only on rows that are not rebuilt
+    for i in range(29):
+        lst.topLevelItem(i).setData(4, marker, "kept")
+
+    def kept(i):
+        return lst.topLevelItem(i).data(4, marker) == "kept"
+
+    lst.set_episodes(eps)                       # one more episode saved
+    assert lst.names() == [e.name for e in eps]
+    assert all(kept(i) for i in range(29)) and not kept(29)
+    bad = dataclasses.replace(eps[3], ok=False, error="truncated file")
+    changed = eps[:3] + [bad] + eps[4:29]       # a row turned bad and the last one was deleted
+    lst.set_episodes(changed)
+    fresh = EpisodeList()
+    fresh.set_episodes(changed)
+    assert [lst.row(n) for n in lst.names()] == [fresh.row(n) for n in fresh.names()]
+    assert lst.row("ep_003.h5")["outcome"] == "bad" and not kept(3) and kept(4) and kept(28)
+    lst.set_episodes(eps[5:])                   # another dataset: rebuilt
+    assert lst.names() == [e.name for e in eps[5:]]
