@@ -218,3 +218,17 @@ def test_rollout_config_and_ablation_variant_accept_predicted_waypoints():
         RolloutConfig(policy="spline-ik", waypoints="predicted")
     v = parse_variant("pred=spline-ik::predicted:runs/kp/keypoints.pt:0.01")
     assert v["waypoints"] == "predicted:runs/kp/keypoints.pt" and v["noise"] == 0.01
+
+
+@pytest.mark.parametrize("yaw_deg", [-40.0, -12.0, 0.0, 25.0])
+def test_square_yaw_measures_a_cube_top_within_a_few_degrees(yaw_deg):
+    from policies.keypoints import square_yaw
+
+    rng = np.random.default_rng(int(yaw_deg) + 50)
+    uv = rng.uniform(-0.02, 0.02, size=(60, 2))  # a 4 cm cube's top face, sampled like the FPS cloud
+    th = np.radians(yaw_deg)
+    R = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    top = np.c_[uv @ R.T + [0.45, 0.1], np.full(60, 0.04)]
+    clutter = np.c_[rng.uniform(0.6, 0.7, (40, 2)), rng.uniform(0.02, 0.1, 40)]  # another object, far away
+    est = square_yaw(np.r_[top, clutter], np.array([0.452, 0.098, 0.022]))
+    assert abs(np.degrees(est) - yaw_deg) < 4.0
