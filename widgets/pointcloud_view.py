@@ -344,7 +344,7 @@ class PointCloudView(QtWidgets.QWidget):
     lodReady = QtCore.Signal(str)                # "stride" | "voxel": the moving subset changed
     _lodBuilt = QtCore.Signal(int, object)       # worker → UI thread: generation, indices
 
-    LOD_REST_MS = 150         # camera idle this long → back to the full cloud
+    LOD_REST_MS = 150         # camera idle this long → back to the full cloud (see rest_delay_ms)
     LOD_BUILD_DELAY_MS = 250  # cloud unchanged this long → build the voxel subset on a worker
     PICK_RADIUS_PX = 8.0
 
@@ -802,11 +802,20 @@ class PointCloudView(QtWidgets.QWidget):
             time.sleep(0.002)
         return self.lod_kind != "stride"
 
+    def rest_delay_ms(self) -> int:
+        """How long the camera must be still before the full cloud returns: LOD_REST_MS, or
+        1.5 frames when frames are slower than that (a loaded box). Otherwise the timer runs out
+        between two moves of one drag, and every other frame of the drag draws the full cloud."""
+        gaps = np.diff(self._fps_times[-4:])
+        gaps = gaps[gaps < 1.0]          # a pause between two drags is no frame time
+        frame_ms = float(np.median(gaps)) * 1000 if len(gaps) else 0.0
+        return int(min(max(self.LOD_REST_MS, 1.5 * frame_ms), 1000))
+
     def _on_camera_moved(self, event=None) -> None:
         # No decimation here: the subset is already uploaded, so a move costs one buffer switch.
         if self.lod_kind != "none":
             self.points.use_lod(True)
-        self._rest_timer.start(self.LOD_REST_MS)
+        self._rest_timer.start(self.rest_delay_ms())
 
     def _on_camera_rest(self) -> None:
         self.points.use_lod(False)
