@@ -157,3 +157,38 @@ def test_episode_list_appends_a_saved_episode_without_rebuilding(qapp):
     assert lst.row("ep_003.h5")["outcome"] == "bad" and not kept(3) and kept(4) and kept(28)
     lst.set_episodes(eps[5:])                   # another dataset: rebuilt
     assert lst.names() == [e.name for e in eps[5:]]
+
+
+_NONE_REFS: list = []
+
+
+def _pyside_drains_none() -> bool:
+    import sys
+
+    import PySide6
+
+    return sys.version_info < (3, 12) and PySide6.__version__ == "6.12.0"
+
+
+# Found while profiling the live view: PySide6 6.12.0 on CPython 3.11 drops one reference to None
+# per call of any void method (QLabel.setText, QWidget.update, ...). None is not immortal before
+# 3.12, so a live CameraView aborts the process ("none_dealloc") after ~30 s in a small process.
+# PySide6 6.11.3 on 3.11, and 6.12.0 on 3.12, do not. This test fails once either is fixed
+# without updating the condition, and passes on a good pair.
+def test_void_qt_calls_keep_none_alive(qapp):
+    import sys
+
+    import pytest
+    from PySide6 import QtWidgets
+
+    label = QtWidgets.QLabel()
+    before = sys.getrefcount(None)
+    for _ in range(200):
+        label.setText("x")
+    lost = before - sys.getrefcount(None)
+    _NONE_REFS.extend([None] * max(lost, 0))   # give back what the probe took from this process
+    drained = lost > 100
+    if _pyside_drains_none():
+        assert drained   # the known bug: remove this branch when the pin moves
+        pytest.xfail("PySide6 6.12.0 on Python 3.11 drains None's refcount (crash after minutes)")
+    assert not drained
