@@ -149,6 +149,18 @@ def test_sim_xarm6_is_an_arm_and_refuses_bad_targets(lockstep_lab):
         lab.reset("juggle", 0)
 
 
+def test_reset_starts_with_the_gripper_open(lockstep_lab):
+    """A trial's first reading must say "open": policies condition on it (a closed reading made the
+    expert hold the gripper shut for whole trials)."""
+    lab, arm = lockstep_lab
+    lab.reset("pick_cube", 0)
+    arm.gripper.close()
+    lab.advance(1.5)
+    assert arm.state().gripper < 0.2
+    lab.reset("pick_cube", 1)
+    assert arm.state().gripper > 0.95
+
+
 def test_move_to_and_home_in_lockstep(lockstep_lab):
     lab, arm = lockstep_lab
     lab.reset("pick_cube", 0)

@@ -127,6 +127,8 @@ class LabServer:
         self.q_home = self.servo.solve_ik(XARM_HOME_POSE, XARM_HOME_SEED)
         self.servo.teleport(self.q_home)
         mujoco.mj_forward(self.model, self.data)
+        # The whole start state (gripper linkage open included), for resets.
+        self.qpos_home = self.data.qpos.copy()
 
     def _index_objects(self) -> None:
         m = self.model
@@ -292,6 +294,10 @@ class LabServer:
         def apply():
             d = self.data
             if self.servo is not None:
+                # A reset scene starts with the gripper open, not opening: a closed reading at a trial's
+                # first tick made policies hold the gripper shut (they condition on it). The whole
+                # start state is restored (the linkage's joints are coupled), then the layout on top.
+                d.qpos[:] = self.qpos_home
                 self.servo.teleport(self.q_home)
                 self.servo.gripper_opening = 1.0
                 d.qvel[:] = 0.0
