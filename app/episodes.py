@@ -33,6 +33,25 @@ def task_instruction(session: DeviceSession) -> str:
     return str(info.get("instruction", ""))
 
 
+FRESH_FRAME_TIMEOUT = 10.0  # s; the sim renders at a few Hz (or slower) on a loaded 2-core box
+
+
+def _wait_fresh_frame(session: DeviceSession, after: float, timeout: float = FRESH_FRAME_TIMEOUT) -> bool:
+    """Wait until the camera has a frame captured after ``after`` (the reset). Without this an
+    episode's first frames showed the previous episode's scene (seen: 3-53 frames, a cube still in
+    the gripper at the old spot), which poisoned training clouds and keypoint targets."""
+    cam = session.camera
+    if cam is None:
+        return True
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        f = cam.latest()
+        if f is not None and f.stamp > after:
+            return True
+        time.sleep(0.02)
+    return False
+
+
 def record_episode(session: DeviceSession, recorder: RecordingService, task: str, seed: int, *,
                    source=None, max_seconds: float = 30.0, instruction: str | None = None,
                    listeners: Sequence[Callable] = (), cancel: threading.Event | None = None,
@@ -47,6 +66,9 @@ def record_episode(session: DeviceSession, recorder: RecordingService, task: str
     """
     if session.lab is not None:
         session.lab.reset(task, seed)
+        # Frames are stamped when the renderer snapshots the sim state, so a stamp after the reset's
+        # return shows the new layout.
+        _wait_fresh_frame(session, time.monotonic())
     src = source if source is not None else session.input
     for hook in ("reset",):  # a scripted source re-plans from the arm's pose after a reset
         if hasattr(src, hook):

@@ -1,4 +1,6 @@
 """Recording service end to end on the simulated lab: ticks → episode file → reader."""
+import time
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,15 @@ def test_discard_deletes_the_episode(session, tmp_path):
     assert path.exists()
     rec.discard()
     assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_recording_starts_on_a_frame_of_the_reset_scene(session, tmp_path):
+    """The first recorded frame is captured after the reset (the sim renders slowly under load and an
+    episode used to open on the previous episode's scene)."""
+    from app.episodes import _wait_fresh_frame
+
+    cam = session.camera
+    t = time.monotonic()
+    assert _wait_fresh_frame(session, t, timeout=30.0)
+    assert cam.latest().stamp > t
+    assert not _wait_fresh_frame(session, time.monotonic() + 3600, timeout=0.2)  # times out, says so
