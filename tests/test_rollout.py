@@ -31,10 +31,11 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def _tiny_checkpoint(path, centre, steps=3):
-    """A few real training steps on a short top-down trajectory around ``centre``: the normaliser then
-    maps every output within ~3 cm of it, tool down (the xArm6 home pose is (0.30, 0, 0.30))."""
-    cfg = ExpertConfig(**TINY)
+def _tiny_checkpoint(path, centre, steps=3, relative=True):
+    """A few real training steps on a short top-down trajectory around ``centre``. With
+    ``relative=False`` (base-frame positions) the normaliser maps every output within ~3 cm of
+    ``centre``, tool down, wherever the arm is (the xArm6 home pose is (0.30, 0, 0.30))."""
+    cfg = ExpertConfig(**TINY, relative=relative)
     c = np.asarray(centre, dtype=float)
     wps = [Waypoint(np.r_[c, DOWN], 1.0), Waypoint(np.r_[c + (0.02, 0.02, -0.02), DOWN], 0.0),
            Waypoint(np.r_[c + (0.01, -0.02, 0.01), DOWN], 0.0)]
@@ -57,7 +58,7 @@ def ckpt_inside(tmp_path_factory):
 def ckpt_outside(tmp_path_factory):
     torch.set_num_threads(1)
     # Every pose the normaliser can produce lies above the xArm6 box's 0.60 m ceiling.
-    return _tiny_checkpoint(tmp_path_factory.mktemp("ck_out"), (0.30, 0.0, 0.80))
+    return _tiny_checkpoint(tmp_path_factory.mktemp("ck_out"), (0.30, 0.0, 0.80), relative=False)
 
 
 def _state(xyz, grip=1.0):
