@@ -356,12 +356,9 @@ def la_windows(records: Sequence[dict], cfg: ExpertConfig, text_encoder: Any = N
     if not records:
         raise ValueError("no language-action segments (export with `main.py export la`, or score the "
                          "segments, or allow unscored auto segments)")
-    if text_encoder is None:
-        from policies.text import TextEncoder
+    from policies.text import feature_table
 
-        text_encoder = TextEncoder()
-    texts = sorted({r["instruction"] for r in records})
-    feats = dict(zip(texts, text_encoder.encode(texts)))
+    feats = feature_table((r["instruction"] for r in records), text_encoder)
     return Windows.concat([segment_windows(np.asarray(r["state"]), np.asarray(r["action"]), cfg,
                                            feats[r["instruction"]]) for r in records])
 

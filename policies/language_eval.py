@@ -183,12 +183,9 @@ def build_trials(records: Sequence[dict], cfg, text_encoder=None, stride: int = 
     if not recs:
         raise ValueError("no direction-following segments (instructions naming a direction such as "
                          "'lift … upward' or 'move … left') in the data")
-    if text_encoder is None:
-        from policies.text import TextEncoder
+    from policies.text import feature_table
 
-        text_encoder = TextEncoder()
-    texts = sorted({r["instruction"] for r in recs})
-    feats = dict(zip(texts, text_encoder.encode(texts)))
+    feats = feature_table((r["instruction"] for r in recs), text_encoder)
     labels, instr, states, actions, lang, source = [], [], [], [], [], []
     for r in recs:
         n = len(r["state"])

@@ -159,3 +159,11 @@ class TextEncoder:
 
     def encode_one(self, text: str) -> np.ndarray:
         return self.encode([text])[0]
+
+
+def feature_table(texts: Iterable[str], text_encoder: "TextEncoder | None" = None) -> dict[str, np.ndarray]:
+    """Sentence feature of each distinct text, keyed by the text (``text_encoder`` defaults to the
+    disk-cached TextEncoder): many windows share a few instructions, so each is encoded once."""
+    encoder = text_encoder if text_encoder is not None else TextEncoder()
+    distinct = sorted(set(texts))
+    return dict(zip(distinct, encoder.encode(distinct)))
