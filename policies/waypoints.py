@@ -234,9 +234,10 @@ def plan_knot_frames(phase: Sequence[Any], action: np.ndarray, still: float = 2e
     frames = {i for i in range(1, len(ph)) if ph[i] != ph[i - 1]}
     a = np.asarray(action, dtype=np.float64)[:, :3]
     moving = np.r_[True, np.linalg.norm(np.diff(a, axis=0), axis=1) >= still]
-    edges = np.flatnonzero(moving[1:] != moving[:-1]) + 1  # first frame of each still/moving run
-    frames.update(int(i) for i in edges)
-    frames.update(int(i) - 1 for i in edges if not moving[i])  # a dwell's start: the frame before
+    # ``moving[i]`` compares frame i with i-1, so at a run change at i the frame i-1 is a dwell's
+    # first frame (moving → still) or its last (still → moving).
+    edges = np.flatnonzero(moving[1:] != moving[:-1]) + 1
+    frames.update(int(i) - 1 for i in edges)
     return sorted(f for f in frames if 0 <= f < len(ph))
 
 

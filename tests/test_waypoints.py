@@ -160,3 +160,16 @@ def test_grasp_sequence_never_overshoots_or_dips_below_the_grasp():
     np.testing.assert_allclose(p[after_pre, :2], np.tile(pre[:2], (after_pre.sum(), 1)), atol=1e-9)
     dwell = (t >= 3.0) & (t <= 3.8)
     np.testing.assert_allclose(p[dwell], np.tile(grasp, (dwell.sum(), 1)), atol=1e-9)
+
+
+def test_plan_knot_frames_are_phase_changes_and_dwell_ends():
+    from policies.waypoints import plan_knot_frames
+
+    # move (0-4) → lower (5-8) → dwell at the grasp (9-12, commanded position still) → lift (13-15)
+    z = np.r_[np.linspace(0.30, 0.14, 5), np.linspace(0.12, 0.02, 4), [0.02] * 4, np.linspace(0.05, 0.17, 3)]
+    action = np.c_[np.full(16, 0.45), np.zeros(16), z]
+    phase = [b"move"] * 5 + [b"lower"] * 4 + ["grasp"] * 4 + ["lift"] * 3
+    frames = plan_knot_frames(phase, action)
+    assert {5, 9, 13} <= set(frames)          # every phase change
+    assert {8, 12} <= set(frames)             # the dwell's first still frame and its last
+    assert all(0 <= f < 16 for f in frames) and frames == sorted(frames)
