@@ -81,9 +81,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tabs.setObjectName("tabs")
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.collect_tab, "Collect")
-        self.annotate_tab = self._make_annotate_tab()
-        self.train_tab = self._make_train_tab()
-        self.evaluate_tab = self._make_evaluate_tab()
+        self.annotate_tab = self._make_optional_tab("Annotate", "widgets.annotate_tab", "AnnotateTab")
+        self.train_tab = self._make_optional_tab("Train", "widgets.train_tab", "TrainTab")
+        self.evaluate_tab = self._make_optional_tab("Evaluate", "widgets.evaluate_tab", "EvaluateTab")
         self._wire_train_tab()
 
         central = QtWidgets.QWidget()
@@ -118,31 +118,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage("Pick devices and press Connect (Ctrl+K)", 8000)
 
     # ================================================================== construction
-    def _make_annotate_tab(self):
+    def _make_optional_tab(self, title: str, module: str, cls: str):
+        """A tab whose failure to load must not take the window down (collecting keeps working):
+        on an error it becomes a dimmed label with the one-line cause."""
         try:
-            from widgets.annotate_tab import AnnotateTab
+            import importlib
 
-            tab = AnnotateTab(self.settings, self)
-        except Exception as exc:  # collecting must keep working whatever state the other tab is in
-            log.exception("Annotate tab failed to load")
-            label = QtWidgets.QLabel(f"Annotate — not available\n\n{type(exc).__name__}: {exc}")
+            tab = getattr(importlib.import_module(module), cls)(self.settings, self)
+        except Exception as exc:
+            log.exception("%s tab failed to load", title)
+            label = QtWidgets.QLabel(f"{title} — not available\n\n{type(exc).__name__}: {exc}")
             label.setAlignment(QtCore.Qt.AlignCenter)
             label.setStyleSheet(f"color: {style.TEXT_DIM}")
-            self.tabs.addTab(label, "Annotate")
+            self.tabs.addTab(label, title)
             return None
-        self.tabs.addTab(tab, "Annotate")
-        return tab
-
-    def _make_train_tab(self):
-        try:
-            from widgets.train_tab import TrainTab
-
-            tab = TrainTab(self.settings, self)
-        except Exception as exc:  # as for Annotate: the other tabs keep working
-            log.exception("Train tab failed to load")
-            self.tabs.addTab(QtWidgets.QLabel(f"Train — not available\n\n{type(exc).__name__}: {exc}"), "Train")
-            return None
-        self.tabs.addTab(tab, "Train")
+        self.tabs.addTab(tab, title)
         return tab
 
     def _wire_train_tab(self) -> None:
@@ -162,18 +152,6 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.train_tab.openInEvaluate.connect(evaluate)
         self.train_tab.useEncoder.connect(suggest_with)
-
-    def _make_evaluate_tab(self):
-        try:
-            from widgets.evaluate_tab import EvaluateTab
-
-            tab = EvaluateTab(self.settings, self)
-        except Exception as exc:  # as for Annotate: the other tabs keep working
-            log.exception("Evaluate tab failed to load")
-            self.tabs.addTab(QtWidgets.QLabel(f"Evaluate — not available\n\n{type(exc).__name__}: {exc}"), "Evaluate")
-            return None
-        self.tabs.addTab(tab, "Evaluate")
-        return tab
 
     def _action(self, text: str, shortcut: str | QtGui.QKeySequence | None, slot, *, tip: str = "",
                 object_name: str = "") -> QtGui.QAction:

@@ -52,20 +52,9 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(func=run)
-    _hook_into_train(subparsers)
+    from app.commands import add_to_train
 
-
-def _hook_into_train(subparsers) -> None:
-    """Add ``encoder`` under an existing ``train`` command without editing its module."""
-    train = subparsers.choices.get("train")
-    if train is None or train._subparsers is None:
-        return
-    for action in train._subparsers._group_actions:
-        if isinstance(action, argparse._SubParsersAction) and "encoder" not in action.choices:
-            q = action.add_parser("encoder", help=HELP, description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-            add_arguments(q)
-            q.set_defaults(func=run)
+    add_to_train(subparsers, "encoder", HELP, __doc__, add_arguments, run)
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -38,15 +38,9 @@ def register(subparsers) -> None:
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
     p.set_defaults(func=run)
-    train = subparsers.choices.get("train")
-    if train is None or train._subparsers is None:
-        return
-    for action in train._subparsers._group_actions:
-        if isinstance(action, argparse._SubParsersAction) and "keypoints" not in action.choices:
-            q = action.add_parser("keypoints", help=HELP, description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-            add_arguments(q)
-            q.set_defaults(func=run)
+    from app.commands import add_to_train
+
+    add_to_train(subparsers, "keypoints", HELP, __doc__, add_arguments, run)
 
 
 def _fmt(s: dict) -> str:
