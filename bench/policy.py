@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from policies import geometry as geo
 from policies.action_expert import ActionExpert, ExpertConfig, ExpertPolicy
 from policies.datasets import DEFAULT_WORKSPACE, synthetic_windows
 from policies.normalize import MinMaxNormalizer
+
+BUNDLED_EXPERT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "expert_pick_cube.pt"
 
 
 def _time(fn, n: int, warmup: int = 2) -> np.ndarray:
@@ -89,9 +92,12 @@ def bench_inference(quick: bool) -> None:
     rows = []
     base = None
     # The default U-Net against DP3's three-level layout (scaled down), same run, same load.
-    for dims, modes in (((32, 64), (False, True)), ((32, 64, 128), (True,))):
-        cfg = ExpertConfig(unet_dims=dims)
-        model = ActionExpert(cfg, norm).eval()
+    cases = [(f"{dims}", ActionExpert(ExpertConfig(unet_dims=dims), norm).eval(), modes)
+             for dims, modes in (((32, 64), (False, True)), ((32, 64, 128), (True,)))]
+    if BUNDLED_EXPERT.exists():  # what a new user actually rolls out
+        cases.append(("bundled expert_pick_cube.pt", ActionExpert.load(BUNDLED_EXPERT).eval(), (True,)))
+    for label, model, modes in cases:
+        cfg = model.config
         params = sum(p.numel() for p in model.parameters())
         state = np.r_[0.5, 0, 0.3, 1, 0, 0, 0, 1.0]
         guide = np.tile(np.r_[0.5, 0.05, 0.25, 1, 0, 0, 0, 1.0], (cfg.n_guide, 1))
@@ -103,12 +109,12 @@ def bench_inference(quick: bool) -> None:
                 lat = np.array([pol.act(state, cloud, guide).latency_s for _ in range(n + 3)][3:])
                 p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
                 base = base or p50
-                rows.append([f"{dims} {params / 1e6:.2f} M", "traced+frozen" if jit else "eager", str(steps),
+                rows.append([f"{label} {params / 1e6:.2f} M", "traced+frozen" if jit else "eager", str(steps),
                              f"{p50 * 1e3:.1f}", f"{p99 * 1e3:.1f}", f"{p50 / base:.2f}",
                              "yes" if p99 < 0.030 else "no"])
     _table(f"inference latency per chunk, batch 1, CPU, torch threads {torch.get_num_threads()} "
            f"({n} chunks each; horizon 16, 1024-point cloud through the PointNet included)",
-           ["U-Net dims, params", "mode", "DDIM steps", "p50 ms", "p99 ms", "p50 ratio vs row 1", "p99 < 30 ms"], rows)
+           ["model (U-Net dims), params", "mode", "DDIM steps", "p50 ms", "p99 ms", "p50 ratio vs row 1", "p99 < 30 ms"], rows)
 
 
 def bench_training(quick: bool) -> None:
