@@ -10,6 +10,7 @@ Everything is held as tensors and batched by index, so large stage-1 batches cos
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -219,17 +220,47 @@ def episode_clouds(episode: Any, n_points: int, workspace=DEFAULT_WORKSPACE, str
     return clouds
 
 
+def perturb_waypoints(wps: Sequence[Waypoint], sigma: float, rng: np.random.Generator) -> list[Waypoint]:
+    """The waypoints with Gaussian noise of std ``sigma`` (m, per axis) on every position but the first
+    (the arm's start is measured, not predicted) — the imprecision app/rollout.py's ``waypoint_noise``
+    and a real waypoint predictor give."""
+    out = [wps[0]]
+    for w in wps[1:]:
+        pose = np.asarray(w.pose, dtype=np.float64).copy()
+        pose[:3] += rng.normal(0.0, sigma, 3)
+        out.append(dataclasses.replace(w, pose=pose))
+    return out
+
+
 def episode_windows(episode: Any, cfg: ExpertConfig, with_clouds: bool = True, workspace=DEFAULT_WORKSPACE,
-                    cache: bool = True) -> Windows:
+                    cache: bool = True, waypoint_noise: float = 0.0, noise_variants: int = 0,
+                    rng: np.random.Generator | None = None) -> Windows:
     """Windows from one recorded episode; guidance is the spline through the episode's keyframes
-    (gripper transitions when it has none), timed as recorded."""
+    (gripper transitions when it has none), timed as recorded.
+
+    ``noise_variants`` > 0 adds that many copies of every window whose guidance comes from the
+    waypoints perturbed by :func:`perturb_waypoints` (std drawn per copy from U(0, ``waypoint_noise``)),
+    while the target actions stay the demo's. Goal noise (``compute_loss``) jitters each guidance pose
+    independently, which the model can average away; a displaced waypoint shifts the whole stretch of
+    guidance around it, and only the point cloud tells where the object really is — this teaches
+    the expert to correct imprecise waypoints instead of following them."""
     time = np.asarray(episode.time, dtype=np.float64)
     wps = DemoKeyframeSource(episode).waypoints()
-    guide = WaypointTrajectory(wps)
     clouds = episode_clouds(episode, cfg.n_points, workspace, cache=cache) if with_clouds else None
     ci = np.arange(len(time)) if clouds is not None else None
-    return windows_from_trajectory(time, np.asarray(episode.ee_pose), np.asarray(episode.gripper),
-                                   np.asarray(episode.action), guide, cfg, ci, clouds)
+    args = (np.asarray(episode.ee_pose), np.asarray(episode.gripper), np.asarray(episode.action))
+    clean = windows_from_trajectory(time, *args, WaypointTrajectory(wps), cfg, ci, clouds)
+    if noise_variants <= 0 or waypoint_noise <= 0:
+        return clean
+    rng = rng or np.random.default_rng(0)
+    guides = [clean.guide]
+    for _ in range(noise_variants):
+        noisy = perturb_waypoints(wps, float(rng.uniform(0.0, waypoint_noise)), rng)
+        guides.append(windows_from_trajectory(time, *args, WaypointTrajectory(noisy), cfg).guide)
+    k = len(guides)
+    # The copies share the episode's clouds: only the guidance differs.
+    return Windows(clean.state.repeat(k, 1, 1), torch.cat(guides), clean.action.repeat(k, 1, 1),
+                   clean.cloud_index.repeat(k), clean.clouds)
 
 
 def open_episodes(paths: Iterable[str | Path]) -> list[Any]:

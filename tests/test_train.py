@@ -176,3 +176,38 @@ def test_torchrun_ddp_two_processes(tmp_path):
     assert events[-1]["event"] == "done" and events[-1]["step"] == 4
     # Both ranks hold the same weights after DDP steps; rank 0's checkpoint is what is saved.
     assert ActionExpert.read_checkpoint(events[-1]["checkpoint"])["train"]["step"] == 4
+
+
+def test_noisy_waypoint_copies_share_targets_and_clouds(tmp_path):
+    cfg = ExpertConfig(**TINY)
+    ep = ArrayEpisode(tmp_path / "ep0.h5")
+    workspace = ((0.2, -0.4, 0.05), (0.8, 0.4, 0.5))
+    clean = episode_windows(ep, cfg, workspace=workspace)
+    w = episode_windows(ep, cfg, workspace=workspace, waypoint_noise=0.03, noise_variants=3,
+                        rng=np.random.default_rng(1))
+    n = len(clean)
+    assert len(w) == 4 * n and w.clouds.shape == clean.clouds.shape  # clouds stored once
+    torch.testing.assert_close(w.guide[:n], clean.guide)  # the first copy is the clean one
+    for k in range(1, 4):
+        part = slice(k * n, (k + 1) * n)
+        torch.testing.assert_close(w.action[part], clean.action)
+        torch.testing.assert_close(w.state[part], clean.state)
+        assert torch.equal(w.cloud_index[part], clean.cloud_index)
+        moved = (w.guide[part, :, :3] - clean.guide[:, :, :3]).norm(dim=-1)
+        # Noisy positions, same orientations and gripper commands.
+        assert 0 < float(moved.max()) < 0.2
+        torch.testing.assert_close(w.guide[part, :, 3:], clean.guide[:, :, 3:], atol=1e-4, rtol=0)
+    assert w.batch(torch.arange(len(w)))["cloud"].shape[0] == len(w)
+
+
+def test_perturb_waypoints_keeps_the_start():
+    from policies.datasets import perturb_waypoints
+    from policies.waypoints import Waypoint
+
+    wps = [Waypoint(np.r_[0.4 + 0.1 * i, 0, 0.3, 0, 0, 0, 1], 1.0, t=float(i)) for i in range(4)]
+    out = perturb_waypoints(wps, 0.02, np.random.default_rng(0))
+    np.testing.assert_array_equal(out[0].pose, wps[0].pose)
+    d = np.array([np.linalg.norm(a.pose[:3] - b.pose[:3]) for a, b in zip(out[1:], wps[1:])])
+    assert (d > 0).all() and (d < 0.15).all()
+    assert [w.t for w in out] == [w.t for w in wps]
+    np.testing.assert_array_equal(wps[1].pose[:3], [0.5, 0, 0.3])  # the input is not modified

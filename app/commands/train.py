@@ -58,6 +58,12 @@ def register(subparsers) -> None:
     e.add_argument("--lr", type=float, default=1e-3)
     e.add_argument("--goal-noise", type=float, default=0.1,
                    help="std of Gaussian noise on the guidance pose, normalised units (default %(default)s)")
+    e.add_argument("--waypoint-noise", type=float, default=0.0, metavar="M",
+                   help="finetune on extra copies of every episode whose guidance comes from waypoints moved "
+                        "by Gaussian noise of std up to M metres (targets unchanged): teaches the expert to "
+                        "correct imprecise waypoints from the cloud (default 0 = off)")
+    e.add_argument("--noise-variants", type=int, default=4, metavar="K",
+                   help="noisy copies per episode with --waypoint-noise (default %(default)s)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     e.add_argument("--log-every", type=int, default=10)
@@ -114,14 +120,20 @@ def run_expert(args) -> int:
                           lr=args.lr, goal_noise=args.goal_noise, seed=args.seed, device=args.device,
                           log_every=args.log_every, ckpt_every=args.ckpt_every)
         n_syn = args.synthetic if args.synthetic is not None else (500 if args.stage == "pretrain" else 0)
+        if args.waypoint_noise < 0 or args.noise_variants < 0:
+            raise ValueError("--waypoint-noise and --noise-variants must be >= 0")
         parts = []
         if n_syn > 0:
             parts.append(synthetic_windows(n_syn, mcfg, seed=args.seed, workspace=workspace))
         if args.episodes:
             with_clouds = args.stage == "finetune"
             text = None
+            import numpy as np
+
+            rng = np.random.default_rng(args.seed)
             for ep in open_episodes(args.episodes):
-                w = episode_windows(ep, mcfg, with_clouds=with_clouds, workspace=workspace)
+                w = episode_windows(ep, mcfg, with_clouds=with_clouds, workspace=workspace,
+                                    waypoint_noise=args.waypoint_noise, noise_variants=args.noise_variants, rng=rng)
                 if mcfg.lang_dim > 0:  # each frame carries the instruction of the segment it lies in
                     import torch
 
@@ -129,7 +141,8 @@ def run_expert(args) -> int:
                     from policies.text import TextEncoder
 
                     text = text or TextEncoder()
-                    w.lang = torch.as_tensor(episode_lang_features(ep, text, args.min_quality, args.la_unscored))
+                    lang = torch.as_tensor(episode_lang_features(ep, text, args.min_quality, args.la_unscored))
+                    w.lang = lang.repeat(len(w) // len(lang), 1)  # the noisy-guidance copies share it
                 parts.append(w)
         if args.la_data or args.la_synthetic > 0:
             from policies.datasets import la_windows, load_la_records, synthetic_la_records
