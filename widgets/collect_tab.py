@@ -20,6 +20,54 @@ OUTCOME_GLYPHS = {"success": ("✔", "#3bb273"), "failure": ("✘", style.ERROR)
                   "unknown": ("?", style.WARNING)}
 
 
+class StatusText(QtWidgets.QWidget):
+    """One line of status text ("● REC  12.3 s · 246 frames") with a coloured lead-in.
+
+    Not a QLabel: ``QLabel.setText`` always calls ``updateGeometry``, and at the controller's
+    30 Hz poll the layout requests it posted while recording re-laid out the Episode box, the
+    left pane and the splitter, and repainted the whole Collect tab each time (bench/gui_collect.py:
+    the window's update took ~13 ms of UI-thread CPU per poll, ~4 ms without it). This widget keeps
+    one size for any text it shows, so a new text repaints only its own rectangle.
+    """
+
+    WIDEST = "● REC  9999.9 s · 99999 frames"   # sets the size; longer texts are elided
+
+    def __init__(self, text: str = "", parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self._lead, self._lead_color, self._text = "", QtGui.QColor(style.ERROR), text
+        self.setSizePolicy(QtWidgets.QSizePolicy.Expanding, QtWidgets.QSizePolicy.Fixed)
+
+    def set_text(self, text: str, lead: str = "", lead_color: str = style.ERROR) -> None:
+        """Show ``lead`` (in ``lead_color``) followed by ``text``; a no-op when nothing changed."""
+        if (lead, text, lead_color) == (self._lead, self._text, self._lead_color.name()):
+            return
+        self._lead, self._text, self._lead_color = lead, text, QtGui.QColor(lead_color)
+        self.update()
+
+    def text(self) -> str:
+        return f"{self._lead} {self._text}" if self._lead else self._text
+
+    def sizeHint(self) -> QtCore.QSize:  # noqa: N802
+        fm = self.fontMetrics()
+        return QtCore.QSize(fm.horizontalAdvance(self.WIDEST) + 8, fm.height() + 6)
+
+    def minimumSizeHint(self) -> QtCore.QSize:  # noqa: N802
+        return self.sizeHint()
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:  # noqa: N802
+        p = QtGui.QPainter(self)
+        fm = p.fontMetrics()
+        rect = self.rect().adjusted(2, 0, -2, 0)
+        flags = QtCore.Qt.AlignLeft | QtCore.Qt.AlignVCenter
+        if self._lead:
+            p.setPen(self._lead_color)
+            p.drawText(rect, flags, self._lead)
+            rect.setLeft(rect.left() + fm.horizontalAdvance(self._lead + " "))
+        p.setPen(self.palette().color(QtGui.QPalette.WindowText))
+        p.drawText(rect, flags, fm.elidedText(self._text, QtCore.Qt.ElideRight, max(0, rect.width())))
+        p.end()
+
+
 class EpisodeList(QtWidgets.QTreeWidget):
     """Episodes of the dataset: outcome icon, name, frames, duration; bad files in red (tooltip = why)."""
 
@@ -145,9 +193,8 @@ class CollectTab(QtWidgets.QWidget):
         self.reset_button.setMinimumHeight(36)
         self.reset_button.setToolTip("sim: randomise the scene with the next seed and home the arm")
         self.reset_button.clicked.connect(controller.reset_scene)
-        self.rec_status = QtWidgets.QLabel("not recording")
+        self.rec_status = StatusText("not recording")
         self.rec_status.setObjectName("rec_status")
-        self.rec_status.setMinimumWidth(200)
 
         form = QtWidgets.QFormLayout()
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.AllNonFixedFieldsGrow)
@@ -278,12 +325,11 @@ class CollectTab(QtWidgets.QWidget):
     def _on_stats(self, st: LiveStats) -> None:
         self.camera_view.set_dropped(st.dropped, st.lag)
         if st.recording:
-            self.rec_status.setText(f"<span style='color:{style.ERROR}'>● REC</span> {st.seconds:5.1f} s · "
-                                    f"{st.frames} frames")
+            self.rec_status.set_text(f"{st.seconds:5.1f} s · {st.frames} frames", lead="● REC")
         elif self.controller.connected:
-            self.rec_status.setText("E-stopped" if st.estopped else "ready")
+            self.rec_status.set_text("E-stopped" if st.estopped else "ready")
         else:
-            self.rec_status.setText("not connected")
+            self.rec_status.set_text("not connected")
 
     def _on_episodes(self, episodes: list[EpisodeInfo]) -> None:
         self.episode_list.set_episodes(episodes)
