@@ -8,7 +8,9 @@ on a device or a file). Baseline: the same window, idle and not connected, in th
 
 Prints: phase, timer samples, max gap, p99 gap, the UI thread's own CPU time inside the gaps
 ("busy": its work, without waiting for a core — the part a loaded box does not inflate much),
-UI image updates per second, frames dropped.
+UI image updates per second, frames dropped. Each episode has two rows: the take itself, and the
+end of it (the window's outcome dialog opening, the episode finalised, the list updated) — the bench
+answers the dialog at once, so that row is what an operator's click would wait behind.
 With ``--blame`` a watchdog thread snapshots the UI thread's stack every 5 ms while the timer is
 late by more than ``--blame-ms`` and prints the functions seen most often inside stalls: where the
 UI thread spent the time (the GIL makes a busy worker thread show up as the UI thread waiting in
@@ -80,7 +82,17 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.001)
         return False
 
-    def measure(phase: str, body) -> dict:
+    def summarize(phase: str, g_s, b_s, n_frames: int, dt: float) -> dict:
+        g = np.asarray(g_s) * 1e3 if len(g_s) else np.zeros(1)
+        b = np.asarray(b_s) * 1e3 if len(b_s) else np.zeros(1)
+        st = ctl.stats()
+        return {"phase": phase, "n": len(g_s), "max": float(g.max()), "p99": float(np.percentile(g, 99)),
+                "cpu_max": float(b.max()), "cpu_p99": float(np.percentile(b, 99)),
+                "ui_hz": n_frames / dt if dt else 0.0, "dropped": st.dropped, "seconds": dt}
+
+    def measure(phase: str, body, split: tuple[str, list] | None = None) -> list[dict]:
+        """One row for ``phase``; with ``split=(name, marks)`` the gaps after the first mark the
+        body's signals append (a gap index, a monotonic time and a frame count) get their own row."""
         gaps.clear()
         busy.clear()
         frames[0] = 0
@@ -91,13 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         body()
         measuring.clear()
         timer.stop()
-        dt = time.monotonic() - t0
-        g = np.asarray(gaps[1:]) * 1e3 if len(gaps) > 1 else np.zeros(1)
-        b = np.asarray(busy[1:]) * 1e3 if len(busy) > 1 else np.zeros(1)
-        st = ctl.stats()
-        return {"phase": phase, "n": len(g), "max": float(g.max()), "p99": float(np.percentile(g, 99)),
-                "cpu_max": float(b.max()), "cpu_p99": float(np.percentile(b, 99)),
-                "ui_hz": frames[0] / dt if dt else 0.0, "dropped": st.dropped, "seconds": dt}
+        t1, n1 = time.monotonic(), frames[0]
+        # gaps[0] is the wait for the timer's first firing, not a stall.
+        if split is None or not split[1]:
+            return [summarize(phase, gaps[1:], busy[1:], n1, t1 - t0)]
+        k, tk, nk = split[1][0]
+        k = max(k, 1)
+        return [summarize(phase, gaps[1:k], busy[1:k], nk, tk - t0),
+                summarize(split[0], gaps[k:], busy[k:], n1 - nk, t1 - tk)]
 
     blame: collections.Counter = collections.Counter()
     others: collections.Counter = collections.Counter()
@@ -136,22 +149,32 @@ def main(argv: list[str] | None = None) -> int:
         sampling.set()
         threading.Thread(target=watchdog, name="stall-watchdog", daemon=True).start()
 
-    rows = [measure("idle, not connected", lambda: run_until(lambda: False, args.baseline_s))]
+    rows = measure("idle, not connected", lambda: run_until(lambda: False, args.baseline_s))
     win.device_bar.connect_button.click()
-    rows.append(measure("connecting (sim process start)", lambda: run_until(lambda: ctl.connected, 120)))
+    rows += measure("connecting (sim process start)", lambda: run_until(lambda: ctl.connected, 120))
     if not ctl.connected:
         print("error: could not connect", file=sys.stderr)
         return 2
     run_until(lambda: False, 1.0)
-    rows.append(measure("connected, live view", lambda: run_until(lambda: False, args.baseline_s)))
+    rows += measure("connected, live view", lambda: run_until(lambda: False, args.baseline_s))
     saved = []
-    ctl.outcomeRequested.connect(lambda req: ctl.resolve_outcome(req.default or "failure", "bench"))
+    ended: list = []   # (gap index, time, frames shown) when the take ended and the outcome was asked
+
+    def on_outcome(req) -> None:
+        # The window's outcome dialog is built in the same emission (it connected first); the gap
+        # that holds it is the first one of the "saving" row.
+        ended.append((len(gaps), time.monotonic(), frames[0]))
+        ctl.resolve_outcome(req.default or "failure", "bench")
+
+    ctl.outcomeRequested.connect(on_outcome)
     ctl.episodeSaved.connect(saved.append)
     for i in range(args.episodes):
         def episode():
+            ended.clear()
             ctl.run_scripted_episode()
             run_until(lambda: len(saved) > i, 90)
-        rows.append(measure(f"recording scripted episode {i + 1}", episode))
+        rows += measure(f"recording scripted episode {i + 1}", episode,
+                        split=(f"  outcome dialog + save {i + 1}", ended))
     win.close()
 
     base = rows[0]["max"] or 1.0
