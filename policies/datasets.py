@@ -418,10 +418,18 @@ def episode_lang_features(episode: Any, text_encoder: Any = None, min_quality: f
 
 def synthetic_la_records(n: int, rate_hz: float = 20.0, seed: int = 0, workspace=DEFAULT_WORKSPACE) -> list[dict]:
     """Straight atomic motions from random states, each with its template instruction
-    (recorder.primitives.instruction): up/down/forward/backward/left/right, the gripper holding
-    (lift, lower, transport) or empty (move). In recorded demos the state alone gives the direction
-    away (an open gripper above the cube always descends); these segments pair every state with
-    every direction, so only the instruction tells them apart."""
+    (recorder.primitives.instruction). In recorded demos the state gives the direction away (in
+    pick_cube an open gripper always descends to the cube, a closed one always lifts), so a policy
+    can ignore the words; these segments pair every kind of state with every direction, leaving
+    the instruction as the only cue:
+    - the dominant axis is one of the six base-frame directions, half of the motions with a smaller
+      second/third component ("downward, left and forward", as recorded approaches read);
+    - every phrasing of the direction, as recorded segments are labelled: holding (lift/lower when
+      vertical, else transport), empty (move; press/push/pull for some);
+    - the gripper opening uniform in [0, 1] whether holding or not — an empty gripper may be shut
+      (pressing, pushing) and a held object may be as wide as the open gripper, so the opening says
+      nothing about holding or about where to go;
+    - the tool pointing down with a random yaw and a small random tilt."""
     from recorder.primitives import AXIS_WORDS, instruction
 
     rng = np.random.default_rng(seed)
@@ -429,23 +437,33 @@ def synthetic_la_records(n: int, rate_hz: float = 20.0, seed: int = 0, workspace
     out = []
     for k in range(n):
         axis, sign = int(rng.integers(3)), float(rng.choice([1.0, -1.0]))
-        holding = bool(rng.random() < 0.5)
-        prim = ("transport", "transport", "lift" if sign > 0 else "lower")[axis] if holding else "move"
         dist = float(rng.uniform(0.05, 0.15))
-        start = rng.uniform(lo, hi)
         d = np.zeros(3)
-        d[axis] = sign * dist
-        end = np.clip(start + d, lo, hi)
+        d[axis] = sign
+        if rng.random() < 0.5:  # secondary components stay below the dominant one, which is named first
+            others = [a for a in range(3) if a != axis]
+            d[others] = rng.uniform(-0.8, 0.8, 2) * (rng.random(2) < 0.7)
+        d *= dist  # the dominant component moves dist, the others less
+        holding = bool(rng.random() < 0.5)
+        # Labelled as recorder/segments.py labels recorded motions: holding → lift/lower when
+        # vertical, else transport; empty → move, or press/push/pull when in contact (a fifth of them).
+        if holding:
+            prim = ("lift" if sign > 0 else "lower") if axis == 2 else "transport"
+        elif rng.random() < 0.2 and (axis == 0 or (axis == 2 and sign < 0)):
+            prim = "press" if axis == 2 else ("push" if sign > 0 else "pull")
+        else:
+            prim = "move"
+        end = np.clip(rng.uniform(lo, hi) + d, lo, hi)
         start = end - d  # keep the full motion inside the box
         dur = dist / float(rng.uniform(0.08, 0.2))
         t = np.arange(0.0, dur + 0.3, 1.0 / rate_hz)
         s = np.clip(t / dur, 0, 1)
         pos = start + np.outer(10 * s**3 - 15 * s**4 + 6 * s**5, d)  # minimum-jerk profile
-        quat = (Rotation.from_euler("z", rng.uniform(-np.pi / 2, np.pi / 2)) * _TOP_DOWN).as_quat()
-        grip = float(rng.uniform(0.3, 0.5)) if holding else 1.0
+        tilt = Rotation.from_rotvec(np.r_[rng.normal(0, 0.1, 2), 0.0])
+        quat = (Rotation.from_euler("z", rng.uniform(-np.pi / 2, np.pi / 2)) * tilt * _TOP_DOWN).as_quat()
         target = np.hstack([pos, np.repeat(quat[None], len(t), 0)])
         ee = np.concatenate([target[:1], target[:-1]])  # the arm trails the command by one tick
-        g = np.full((len(t), 1), grip)
+        g = np.full((len(t), 1), float(rng.uniform(0.0, 1.0)))
         out.append({"instruction": instruction(prim, d, holding=holding), "primitive": prim,
                     "episode": f"synthetic-{k}", "start": 0, "end": len(t), "quality": None,
                     "state": np.hstack([ee, g]), "action": np.hstack([target, g]),

@@ -130,12 +130,25 @@ def test_unscored_segments_need_opting_in_and_the_export_feeds_the_same_windows(
 
 
 def test_synthetic_la_segments_move_the_way_their_instruction_says():
-    recs = synthetic_la_records(40, seed=3)
+    recs = synthetic_la_records(300, seed=3)
     for r in recs:
         label = instruction_direction(r["instruction"], r["primitive"])
         disp = np.asarray(r["action"])[-1, :3] - np.asarray(r["state"])[0, :3]
         assert label == r["direction"] and float(disp @ DIRECTIONS[label]) > 0.04, r["instruction"]
+        # The named (dominant) axis carries the largest component of the motion.
+        assert np.argmax(np.abs(disp)) == np.argmax(np.abs(DIRECTIONS[label])), r["instruction"]
     assert len({r["direction"] for r in recs}) == 6
+    # Every direction from open and from closed grippers, so the opening cannot tell the way.
+    grip = {(r["direction"], bool(r["state"][0, 7] > 0.5)) for r in recs}
+    assert grip == {(d, o) for d in DIRECTIONS for o in (True, False)}
+    ups = np.array([r["state"][0, 7] for r in recs if r["direction"] == UP])
+    downs = np.array([r["state"][0, 7] for r in recs if r["direction"] == DOWN])
+    assert abs(ups.mean() - downs.mean()) < 0.15
+    # Both phrasings (holding / empty) per vertical direction, and multi-word directions.
+    texts = {r["instruction"] for r in recs}
+    assert {"lift the object upward while holding it", "move the gripper upward"} <= texts
+    assert any(t.startswith("move the gripper downward,") or t.startswith("move the gripper downward and")
+               for t in texts)
 
 
 def test_la_pretrain_needs_language_and_a_language_model(episodes, tmp_path):
