@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "rollout",
     "train_keypoints",  # after "train": also hooks `train keypoints` into it
     "eval_language",
+    "sim_rerender",
 ]
 
 

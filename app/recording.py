@@ -146,6 +146,8 @@ class RecordingService:
         if phase is not None:
             extras["expert_phase"] = str(phase)
         state = tick.state
+        for key, value in (getattr(state, "sim_state", None) or {}).items():
+            extras[f"sim_{key}"] = np.asarray(value, dtype=np.float64)
         writer.append(tick.t - self._t0,
                       None if frame is None else frame.rgb, None if frame is None else frame.depth,
                       state.ee_pose, state.joint_pos, state.gripper, tick.action, extras)

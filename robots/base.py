@@ -65,6 +65,9 @@ class ArmState:
     gripper: float  # normalised opening 0 closed … 1 open
     moving: bool = False
     error: str = ""  # last controller error, "" if none
+    # Simulated arms only: the whole simulator state at this snapshot (qpos of arm and objects,
+    # mocap poses), recorded so each tick's camera image can be re-rendered offline.
+    sim_state: dict | None = None
 
 
 @dataclass

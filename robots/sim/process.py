@@ -335,6 +335,9 @@ class LabServer:
                 "moving": bool(np.max(np.abs(d.qvel[sv.dadr])) > 0.02),
                 "busy": sv.busy,
                 "error": sv.error,
+                # Same snapshot as ee_pose: enough to re-render this instant offline (robots/sim/rerender.py).
+                "sim_state": {"qpos": d.qpos.copy(), "mocap_pos": d.mocap_pos.ravel().copy(),
+                              "mocap_quat": d.mocap_quat.ravel().copy()},
             }
 
         return self.call(read)

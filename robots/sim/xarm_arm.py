@@ -73,7 +73,8 @@ class SimXArm6:
     def state(self) -> ArmState:
         s = self._lab.call("arm_state")
         return ArmState(stamp=time.monotonic(), ee_pose=np.asarray(s["ee_pose"]), joint_pos=np.asarray(s["joint_pos"]),
-                        gripper=float(s["gripper"]), moving=bool(s["moving"]), error=str(s["error"]))
+                        gripper=float(s["gripper"]), moving=bool(s["moving"]), error=str(s["error"]),
+                        sim_state=s.get("sim_state"))
 
     def sim_time(self) -> float:
         return float(self._lab.call("arm_state")["sim_time"])
