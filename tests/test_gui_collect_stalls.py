@@ -7,7 +7,7 @@ repaints only the status widget.
 """
 from __future__ import annotations
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.collect_controller import CollectController, LiveStats
 from widgets.collect_tab import CollectTab, StatusText
@@ -101,3 +101,37 @@ def test_recording_stats_repaint_only_the_status(qtbot):
     assert painted.seen == []
     assert len(status_paints.seen) >= 14
     ctl.shutdown()
+
+
+def test_writer_lag_repaints_only_the_badge_band(qtbot):
+    import numpy as np
+
+    from widgets.camera_view import CameraView
+
+    view = CameraView()
+    qtbot.addWidget(view)
+    view.set_mode("both")
+    view.resize(900, 400)
+    view.set_frame(np.zeros((480, 640, 3), np.uint8), np.full((480, 640), 800, np.uint16))
+    view.show()
+    qtbot.waitExposed(view)
+    qtbot.wait(50)
+    rects: list[QtCore.QRect] = []
+
+    class Grab(QtCore.QObject):
+        def eventFilter(self, obj, ev):  # noqa: N802
+            if ev.type() == QtCore.QEvent.Paint:
+                rects.append(ev.rect())
+            return False
+
+    grab = Grab()
+    view.installEventFilter(grab)
+    for lag in (1, 2, 3, 0):
+        view.set_dropped(2, lag)
+        view.repaint(view.badge_band())   # deliver now; the offscreen platform may defer it
+        QtWidgets.QApplication.processEvents()
+    assert rects and all(r.height() <= view.badge_band().height() and r.top() == 0 for r in rects)
+    # The badge is really drawn inside the band: the dropped text's red shows up there.
+    img = view.grab(view.badge_band()).toImage()
+    assert any(QtGui.QColor(img.pixel(x, y)).red() > 200 and QtGui.QColor(img.pixel(x, y)).green() < 140
+               for y in range(32, 50) for x in range(8, 120))

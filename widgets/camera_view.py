@@ -32,6 +32,8 @@ def _turbo_lut() -> np.ndarray:
 
 DEPTH_LUT = _turbo_lut()
 NO_DEPTH_RGB = np.array([20, 20, 24], np.uint8)   # zero depth = no return, drawn near-black
+BADGE_TOP, DROPPED_BADGE_TOP = 8, 32   # y of the title badge and of the dropped-frame badge
+BADGE_BAND_H = 64                      # both badges (9 pt text + padding) fit above this line
 
 
 @lru_cache(maxsize=8)
@@ -167,7 +169,9 @@ class CameraView(QtWidgets.QWidget):
         """Dropped frames / writer lag as counted by the owner; shown while non-zero."""
         if (dropped, lag) != (self._dropped, self._lag):
             self._dropped, self._lag = int(dropped), int(lag)
-            self.update()
+            # Only the badge band: the writer's lag changes at the controller's poll rate while
+            # recording, and between camera frames a full update would redraw both images for it.
+            self.update(self.badge_band())
 
     def clear(self) -> None:
         self._rgb = self._depth = None
@@ -208,6 +212,10 @@ class CameraView(QtWidgets.QWidget):
         right = QtCore.QRect(area.x() + half + 1, area.y(), area.width() - half - 1, area.height())
         return [fit_rect(img.width(), img.height(), r) for (img, _), r in zip(images, (left, right))]
 
+    def badge_band(self) -> QtCore.QRect:
+        """The strip at the top that holds the title and dropped-frame badges."""
+        return QtCore.QRect(0, 0, self.width(), BADGE_BAND_H)
+
     def _visible_images(self):
         if self._mode == "rgb":
             parts = [self._rgb]
@@ -240,10 +248,10 @@ class CameraView(QtWidgets.QWidget):
         if fps > 0:
             parts.append(f"{fps:.1f} fps")
         if parts:
-            self._badge(p, QtCore.QPoint(8, 8), "  ·  ".join(parts), style.TEXT)
+            self._badge(p, QtCore.QPoint(8, BADGE_TOP), "  ·  ".join(parts), style.TEXT)
         if self._dropped or self._lag:
             text = f"dropped {self._dropped}" + (f" · lag {self._lag}" if self._lag else "")
-            self._badge(p, QtCore.QPoint(8, 32), text, style.ERROR)
+            self._badge(p, QtCore.QPoint(8, DROPPED_BADGE_TOP), text, style.ERROR)
         if self._stale:
             font.setPointSizeF(14.0)
             font.setBold(True)
