@@ -426,10 +426,12 @@ def synthetic_la_records(n: int, rate_hz: float = 20.0, seed: int = 0, workspace
       second/third component ("downward, left and forward", as recorded approaches read);
     - every phrasing of the direction, as recorded segments are labelled: holding (lift/lower when
       vertical, else transport), empty (move; press/push/pull for some);
-    - the gripper opening uniform in [0, 1] whether holding or not — an empty gripper may be shut
+    - the gripper opening drawn the same way whether holding or not — an empty gripper may be shut
       (pressing, pushing) and a held object may be as wide as the open gripper, so the opening says
-      nothing about holding or about where to go;
-    - the tool pointing down with a random yaw and a small random tilt."""
+      nothing about holding or about where to go. Recorded openings sit mostly at the ends (fully
+      open at rest, shut): 30 % exactly 1, 20 % exactly 0, the rest uniform in [0, 1];
+    - the tool pointing down with a random yaw, half of them exactly vertical (as scripted and most
+      teleoperated grasps hold it), the others tilted a little."""
     from recorder.primitives import AXIS_WORDS, instruction
 
     rng = np.random.default_rng(seed)
@@ -459,11 +461,11 @@ def synthetic_la_records(n: int, rate_hz: float = 20.0, seed: int = 0, workspace
         t = np.arange(0.0, dur + 0.3, 1.0 / rate_hz)
         s = np.clip(t / dur, 0, 1)
         pos = start + np.outer(10 * s**3 - 15 * s**4 + 6 * s**5, d)  # minimum-jerk profile
-        tilt = Rotation.from_rotvec(np.r_[rng.normal(0, 0.1, 2), 0.0])
+        tilt = Rotation.from_rotvec(np.r_[rng.normal(0, 0.1, 2) * (rng.random() < 0.5), 0.0])
         quat = (Rotation.from_euler("z", rng.uniform(-np.pi / 2, np.pi / 2)) * tilt * _TOP_DOWN).as_quat()
         target = np.hstack([pos, np.repeat(quat[None], len(t), 0)])
         ee = np.concatenate([target[:1], target[:-1]])  # the arm trails the command by one tick
-        g = np.full((len(t), 1), float(rng.uniform(0.0, 1.0)))
+        g = np.full((len(t), 1), float(rng.choice([1.0, 0.0, rng.uniform(0.0, 1.0)], p=[0.3, 0.2, 0.5])))
         out.append({"instruction": instruction(prim, d, holding=holding), "primitive": prim,
                     "episode": f"synthetic-{k}", "start": 0, "end": len(t), "quality": None,
                     "state": np.hstack([ee, g]), "action": np.hstack([target, g]),
