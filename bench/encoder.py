@@ -33,8 +33,10 @@ from policies.clip_data import ClipDataset, build_clips
 from policies.encoder_train import EncoderTrainConfig, accuracy_table, train_encoder, vocabulary
 from recorder.export import find_episodes
 
-# The sim's third-person camera: the arm and the objects lie in the upper-middle of the 640×480 view.
-CROP = (0.0, 0.65, 0.15, 0.85)
+# The sim's third-person camera: the layout region (x 0.30–0.56 m, y ±0.28 m, robots/sim/tasks.py) projects
+# to u 94–554, v ≤ 364 px of the 640×480 view at table height, and the bin reaches ~0.1 m beyond; the arm
+# above it runs off the top edge. The old crop (0.65 of the height) cut the objects nearest the camera.
+CROP = (0.0, 0.80, 0.12, 0.88)
 
 VARIANTS = {
     "full": {},

@@ -279,3 +279,32 @@ def test_episode_folds_hold_out_every_episode_once(trained):
         assert not {data.records[i].episode for i in tr} & {data.records[i].episode for i in te}
     with pytest.raises(ClipDataError, match="at least 2 folds"):
         data.episode_folds(1)
+
+
+def test_bench_crop_holds_every_object_placement():
+    """The crop the bench (and the bundled encoder) cuts from the sim's scene camera contains every place
+    an object can be put, 4 cm around its centre and 8 cm above the table (the old crop, 0.65 of the
+    height, cut off the objects nearest the camera)."""
+    import mujoco
+
+    from bench.encoder import CROP
+    from robots.sim import tasks as T
+    from robots.sim.render import camera_pose, intrinsics
+    from robots.sim.world import HEIGHT, SCENE_CAMERA, WIDTH, build_xarm_model
+
+    model = build_xarm_model()
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, SCENE_CAMERA)
+    K, T_bc = intrinsics(model, cam, WIDTH, HEIGHT), camera_pose(data, cam)
+    r = 0.04  # a cube's footprint; the far rim of a bin at the region's corner may touch the edge
+    pts = np.array([(p.x + dx, p.y + dy, z) for s in range(200) for p in T.sample_layout(s).values()
+                    for dx in (-r, 0, r) for dy in (-r, 0, r) for z in (0.0, 0.08)])
+    pc = (pts - T_bc[:3, 3]) @ T_bc[:3, :3]
+    assert (pc[:, 2] > 0).all()
+    uv = pc[:, :2] / pc[:, 2:] * np.diag(K)[:2] + K[:2, 2]
+    top, bottom, left, right = CROP
+    assert (uv[:, 1] >= top * HEIGHT).all() and (uv[:, 1] <= bottom * HEIGHT).all()
+    assert (uv[:, 0] >= left * WIDTH).all() and (uv[:, 0] <= right * WIDTH).all()
+    old_bottom = 0.65
+    assert (uv[:, 1] > old_bottom * HEIGHT).any()
