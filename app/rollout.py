@@ -31,7 +31,7 @@ from robots.base import DeviceError
 log = logging.getLogger(__name__)
 
 POLICIES = ("expert", "spline-ik")
-WAYPOINT_SOURCES = ("oracle", "none", "keyframes", "predicted")
+WAYPOINT_SOURCES = ("oracle", "oracle-sparse", "none", "keyframes", "predicted")
 SUCCESS_HOLD_S = 0.4  # the predicate must hold this long (an object bouncing on the fingers is no grasp)
 MONITOR_PERIOD = 0.1
 DROP_RISE = 0.03  # m an object must have been raised before falling back counts as dropped
@@ -44,7 +44,7 @@ class RolloutConfig:
     task: str = "pick_cube"
     checkpoint: str | None = None  # required for policy "expert"
     policy: str = "expert"  # expert | spline-ik ("waypoints + IK" baseline)
-    waypoints: str = "oracle"  # oracle (sim) | none | keyframes (of --demo)
+    waypoints: str = "oracle"  # oracle (sim) | oracle-sparse (its gripper changes only) | none | keyframes (of --demo)
     demo: str | None = None  # episode whose keyframes are the waypoints (waypoints == "keyframes")
     trials: int = 20
     seed: int = 1000  # trial i resets the sim task with seed + i
@@ -126,7 +126,7 @@ class RolloutRunner:
         self._outcome: tuple[str, str] | None = None
         self._outcome_evt = threading.Event()
         self.hardware = session.lab is None
-        if self.hardware and config.waypoints == "oracle":
+        if self.hardware and config.waypoints.startswith("oracle"):
             raise ValueError("oracle waypoints exist only in the simulated lab; use --waypoints keyframes or none")
         if config.waypoints == "predicted" and session.camera is None:
             raise ValueError("predicted waypoints need a camera (the keypoints are predicted from its cloud)")
@@ -183,6 +183,12 @@ class RolloutRunner:
             return PredictedSource(self._keypoints, cfg.task).waypoints(frame)
         if cfg.waypoints == "oracle":
             return self.session.lab.oracle_waypoints()
+        if cfg.waypoints == "oracle-sparse":
+            from policies.waypoints import Waypoint, gripper_change_waypoints
+
+            wps = [Waypoint(w.pose, float(w.gripper), dwell=float(getattr(w, "dwell", 0.0)),
+                            label=str(getattr(w, "phase", ""))) for w in self.session.lab.oracle_waypoints()]
+            return gripper_change_waypoints(wps)
         if cfg.waypoints == "keyframes":
             from policies.datasets import open_episodes
             from policies.waypoints import DemoKeyframeSource

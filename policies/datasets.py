@@ -23,7 +23,7 @@ from scipy.spatial.transform import Rotation
 
 from policies.action_expert import POSE_DIM, ExpertConfig
 from policies.geometry import cloud_from_depth, pose7_to_9
-from policies.waypoints import DemoKeyframeSource, Waypoint, WaypointTrajectory
+from policies.waypoints import DemoKeyframeSource, Waypoint, WaypointTrajectory, gripper_transition_frames
 
 # A reachable box in front of a table-mounted arm (base frame, metres); synthetic waypoints are drawn
 # inside it and clouds are cropped to it unless the caller passes another.
@@ -234,7 +234,7 @@ def perturb_waypoints(wps: Sequence[Waypoint], sigma: float, rng: np.random.Gene
 
 def episode_windows(episode: Any, cfg: ExpertConfig, with_clouds: bool = True, workspace=DEFAULT_WORKSPACE,
                     cache: bool = True, waypoint_noise: float = 0.0, noise_variants: int = 0,
-                    rng: np.random.Generator | None = None) -> Windows:
+                    rng: np.random.Generator | None = None, knots: str = "keyframes") -> Windows:
     """Windows from one recorded episode; guidance is the spline through the episode's keyframes
     (gripper transitions when it has none), timed as recorded.
 
@@ -243,9 +243,19 @@ def episode_windows(episode: Any, cfg: ExpertConfig, with_clouds: bool = True, w
     while the target actions stay the demo's. Goal noise (``compute_loss``) jitters each guidance pose
     independently, which the model can average away; a displaced waypoint shifts the whole stretch of
     guidance around it, and only the point cloud tells where the object really is — this teaches
-    the expert to correct imprecise waypoints instead of following them."""
+    the expert to correct imprecise waypoints instead of following them.
+
+    ``knots="gripper"`` builds the guidance through the gripper transitions only (plus the first and
+    last frame): the sparse waypoints of ``oracle-sparse`` rollouts, where the expert, not the
+    spline, has to supply the approach."""
+    if knots not in ("keyframes", "gripper"):
+        raise ValueError(f"knots must be 'keyframes' or 'gripper', got {knots!r}")
     time = np.asarray(episode.time, dtype=np.float64)
-    wps = DemoKeyframeSource(episode).waypoints()
+    frames = None
+    if knots == "gripper":
+        action = getattr(episode, "action", None)
+        frames = gripper_transition_frames(np.asarray(action)[:, 7] if action is not None else episode.gripper)
+    wps = DemoKeyframeSource(episode, frames=frames).waypoints()
     clouds = episode_clouds(episode, cfg.n_points, workspace, cache=cache) if with_clouds else None
     ci = np.arange(len(time)) if clouds is not None else None
     args = (np.asarray(episode.ee_pose), np.asarray(episode.gripper), np.asarray(episode.action))

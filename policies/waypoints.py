@@ -223,6 +223,22 @@ def gripper_transition_frames(gripper: np.ndarray, threshold: float = 0.5) -> li
     return [int(i) for i in np.flatnonzero(g[1:] != g[:-1]) + 1]
 
 
+def gripper_change_waypoints(waypoints: Sequence[Waypoint], start_gripper: float = 1.0,
+                             threshold: float = 0.5) -> list[Waypoint]:
+    """The sparse interface of the paper (§3.1): only the waypoints where the gripper command changes
+    (grasp, release) and the last one — what a planner that names contact points gives, without the
+    approach waypoints a scripted plan adds (pre-grasp above the cube, lower)."""
+    out, prev = [], start_gripper > threshold
+    for w in waypoints:
+        now = w.gripper > threshold
+        if now != prev:
+            out.append(w)
+        prev = now
+    if waypoints and (not out or out[-1] is not waypoints[-1]):
+        out.append(waypoints[-1])
+    return out
+
+
 def plan_knot_frames(phase: Sequence[Any], action: np.ndarray, still: float = 2e-4) -> list[int]:
     """Frames where a scripted demo reached or left one of its plan's waypoints: each change of the
     recorded expert phase and both ends of every run where the commanded position stood still (a

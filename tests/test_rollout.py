@@ -278,3 +278,13 @@ def test_rollout_out_of_workspace_prediction_stops_the_trial(session, ckpt_outsi
     assert trials[0].reason == "out_of_workspace" and trials[0].duration_s < 5
     ee = np.asarray(_episodes(run)[0].ee_pose)[:, :3]
     assert np.ptp(ee, axis=0).max() < 0.003  # the arm never left its start pose
+
+
+def test_oracle_sparse_waypoints_are_the_plans_gripper_changes(session):
+    cfg = RolloutConfig(task="pick_cube", policy="spline-ik", waypoints="oracle-sparse", trials=1)
+    full = session.lab.oracle_waypoints()
+    sparse = RolloutRunner(session, cfg)._waypoints()
+    assert [w.phase for w in full] == ["move", "lower", "grasp", "lift"]
+    assert [w.label for w in sparse] == ["grasp", "lift"]
+    np.testing.assert_allclose(sparse[0].pose, full[2].pose)
+    assert sparse[0].dwell == full[2].dwell > 0

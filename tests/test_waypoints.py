@@ -173,3 +173,18 @@ def test_plan_knot_frames_are_phase_changes_and_dwell_ends():
     assert {5, 9, 13} <= set(frames)          # every phase change
     assert {8, 12} <= set(frames)             # the dwell's first still frame and its last
     assert all(0 <= f < 16 for f in frames) and frames == sorted(frames)
+
+
+def test_gripper_change_waypoints_keeps_contacts_and_the_end():
+    from policies.waypoints import Waypoint, gripper_change_waypoints
+
+    def wp(x, g, label):
+        return Waypoint(np.r_[x, 0, 0.1, 0, 0, 0, 1], g, label=label)
+
+    plan = [wp(0.5, 1.0, "move"), wp(0.5, 1.0, "lower"), wp(0.5, 0.0, "grasp"), wp(0.5, 0.0, "lift"),
+            wp(0.3, 0.0, "transport"), wp(0.3, 1.0, "place"), wp(0.3, 1.0, "retreat")]
+    assert [w.label for w in gripper_change_waypoints(plan)] == ["grasp", "place", "retreat"]
+    assert [w.label for w in gripper_change_waypoints(plan[:4])] == ["grasp", "lift"]
+    # A start with the gripper closed: the first change is the release.
+    assert [w.label for w in gripper_change_waypoints(plan[4:], start_gripper=0.0)] == ["place", "retreat"]
+    assert gripper_change_waypoints([]) == []

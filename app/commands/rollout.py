@@ -27,8 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--camera", default="sim", help="sim | realsense[:SERIAL] | bag:PATH | none")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, help="control rate in Hz (default %(default)s)")
     p.add_argument("--task", default="pick_cube")
-    p.add_argument("--waypoints", default="oracle", metavar="{oracle,none,keyframes,predicted[:PATH]}",
-                   help="guidance source: the sim task's oracle, none, the keyframes of --demo, or the keypoint "
+    p.add_argument("--waypoints", default="oracle", metavar="{oracle,oracle-sparse,none,keyframes,predicted[:PATH]}",
+                   help="guidance source: the sim task's oracle, only its gripper-change waypoints (oracle-sparse), none, the keyframes of --demo, or the keypoint "
                         "predictor's (checkpoint from --keypoints or after 'predicted:')")
     p.add_argument("--keypoints", default=None, help="keypoint-predictor checkpoint for --waypoints predicted")
     p.add_argument("--demo", default=None, help="episode file whose keyframes are the waypoints")

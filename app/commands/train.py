@@ -64,6 +64,10 @@ def register(subparsers) -> None:
                         "correct imprecise waypoints from the cloud (default 0 = off)")
     e.add_argument("--noise-variants", type=int, default=4, metavar="K",
                    help="noisy copies per episode with --waypoint-noise (default %(default)s)")
+    e.add_argument("--guidance-knots", choices=("keyframes", "gripper"), default="keyframes",
+                   help="episodes' guidance spline through their keyframes (and a scripted demo's plan "
+                        "waypoints), or through the gripper transitions only — for the sparse waypoints of "
+                        "`rollout --waypoints oracle-sparse` (default %(default)s)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     e.add_argument("--log-every", type=int, default=10)
@@ -133,7 +137,8 @@ def run_expert(args) -> int:
             rng = np.random.default_rng(args.seed)
             for ep in open_episodes(args.episodes):
                 w = episode_windows(ep, mcfg, with_clouds=with_clouds, workspace=workspace,
-                                    waypoint_noise=args.waypoint_noise, noise_variants=args.noise_variants, rng=rng)
+                                    waypoint_noise=args.waypoint_noise, noise_variants=args.noise_variants, rng=rng,
+                                    knots=args.guidance_knots)
                 if mcfg.lang_dim > 0:  # each frame carries the instruction of the segment it lies in
                     import torch
 
