@@ -211,3 +211,17 @@ def test_perturb_waypoints_keeps_the_start():
     assert (d > 0).all() and (d < 0.15).all()
     assert [w.t for w in out] == [w.t for w in wps]
     np.testing.assert_array_equal(wps[1].pose[:3], [0.5, 0, 0.3])  # the input is not modified
+
+
+def test_guidance_probe_compares_exact_and_displaced_guidance(tmp_path):
+    from bench.expert_guidance_probe import probe
+
+    cfg = ExpertConfig(**TINY)
+    ep = ArrayEpisode(tmp_path / "ep0.h5")
+    res = train(_cfg(out_dir=str(tmp_path / "p"), stage="finetune", steps=3),
+                episode_windows(ep, cfg, workspace=((0.2, -0.4, 0.05), (0.8, 0.4, 0.5))), cfg, progress="none")
+    model = ActionExpert.load(res.checkpoint).eval()
+    out = probe(model, [ep], sigma=0.03)
+    n = len(out["exact"])
+    assert n > 0 and len(out["displaced"]) == len(out["shift"]) == n  # the same approach frames both ways
+    assert np.isfinite(out["exact"]).all() and (out["shift"] > 0).any()
