@@ -225,3 +225,27 @@ def test_guidance_probe_compares_exact_and_displaced_guidance(tmp_path):
     n = len(out["exact"])
     assert n > 0 and len(out["displaced"]) == len(out["shift"]) == n  # the same approach frames both ways
     assert np.isfinite(out["exact"]).all() and (out["shift"] > 0).any()
+
+
+def test_cloud_focus_sees_only_points_near_the_guidance_target(tmp_path):
+    cfg = ExpertConfig(**TINY, cloud_focus=0.08)
+    ep = ArrayEpisode(tmp_path / "ep0.h5")
+    w = episode_windows(ep, cfg, workspace=((0.2, -0.4, 0.05), (0.8, 0.4, 0.5)))
+    res = train(_cfg(out_dir=str(tmp_path / "f"), stage="finetune", steps=3), w, cfg, progress="none")
+    model = ActionExpert.load(res.checkpoint).eval()
+    assert model.config.cloud_focus == 0.08 and model.pointnet_focus is not None
+    b = w.batch(torch.arange(4))
+    state, guide, cloud = model._normalize_inputs(b["state"], b["guide"], b["cloud"])
+    f = model._focus_feature(guide, cloud, None)
+    # Moving points that lie far from the target changes nothing; moving the near ones does.
+    target = b["guide"][:, -1:, :3]
+    far = (b["cloud"] - target).norm(dim=-1) > 0.08
+    assert far.any() and (~far).any()
+    moved = b["cloud"].clone()
+    pushed = target + 2 * (b["cloud"] - target)  # twice as far from the target: still outside
+    moved[far] = pushed[far]
+    torch.testing.assert_close(model._focus_feature(guide, model._normalize_inputs(b["state"], b["guide"], moved)[2], None), f)
+    near = b["cloud"].clone()
+    near[~far] += torch.tensor([0.0, 0.0, 0.01])
+    assert not torch.allclose(model._focus_feature(guide, model._normalize_inputs(b["state"], b["guide"], near)[2], None), f)
+    assert torch.isfinite(model.sample(b["state"], b["guide"], b["cloud"], steps=2)).all()

@@ -87,6 +87,9 @@ def register(subparsers) -> None:
     m.add_argument("--frame", choices=("relative", "absolute"), default="relative",
                    help="positions relative to the arm's current position (default) or in the base frame")
     m.add_argument("--pointnet-dims", type=_ints, default=(64, 128, 256))
+    m.add_argument("--cloud-focus", type=float, default=0.0, metavar="M",
+                   help="add a PointNet over the cloud within M metres of the guidance's last pose, seen from it "
+                        "(default 0 = off)")
     m.add_argument("--lang-dim", type=int, default=None,
                    help="instruction-feature size; 0 = no language (default: 384, the sentence encoder's, "
                         "for la-pretrain, else 0)")
@@ -114,7 +117,8 @@ def run_expert(args) -> int:
         mcfg = ExpertConfig(horizon=args.horizon, n_action_steps=args.n_action_steps, n_obs=args.n_obs,
                             n_guide=args.n_guide, n_points=args.n_points, unet_dims=args.unet_dims,
                             prediction_type=args.prediction, relative=args.frame == "relative",
-                            pointnet_dims=args.pointnet_dims, lang_dim=_lang_dim(args))
+                            pointnet_dims=args.pointnet_dims, lang_dim=_lang_dim(args),
+                            cloud_focus=args.cloud_focus)
         if args.resume or args.init:
             from policies.action_expert import ActionExpert
 
