@@ -184,11 +184,9 @@ class RolloutRunner:
         if cfg.waypoints == "oracle":
             return self.session.lab.oracle_waypoints()
         if cfg.waypoints == "oracle-sparse":
-            from policies.waypoints import Waypoint, gripper_change_waypoints
+            from policies.waypoints import OracleSource, gripper_change_waypoints
 
-            wps = [Waypoint(w.pose, float(w.gripper), dwell=float(getattr(w, "dwell", 0.0)),
-                            label=str(getattr(w, "phase", ""))) for w in self.session.lab.oracle_waypoints()]
-            return gripper_change_waypoints(wps)
+            return gripper_change_waypoints(OracleSource(self.session.lab).waypoints())
         if cfg.waypoints == "keyframes":
             from policies.datasets import open_episodes
             from policies.waypoints import DemoKeyframeSource

@@ -286,5 +286,6 @@ def test_oracle_sparse_waypoints_are_the_plans_gripper_changes(session):
     sparse = RolloutRunner(session, cfg)._waypoints()
     assert [w.phase for w in full] == ["move", "lower", "grasp", "lift"]
     assert [w.label for w in sparse] == ["grasp", "lift"]
-    np.testing.assert_allclose(sparse[0].pose, full[2].pose)
+    # Read twice from the live physics: a cube left by an earlier trial may still settle by microns.
+    np.testing.assert_allclose(sparse[0].pose, full[2].pose, atol=1e-4)
     assert sparse[0].dwell == full[2].dwell > 0
