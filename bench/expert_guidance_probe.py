@@ -9,7 +9,8 @@ waypoints displaced by N(0, sigma²) per axis (policies.datasets.perturb_waypoin
 action in both cases, and how far the guidance moved. An expert that follows the guidance shows an
 error that grows by about the displacement; one that locates the object in the cloud does not, while
 staying as precise as with exact guidance. Use held-out demos (new layouts): on training episodes the
-state history alone can identify the demo.
+state history alone can identify the demo. A model with a keypoint head (``--keypoint-feat``) also
+gets the distance from its keypoint to the demo's grasp position (displaced guidance).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from policies.datasets import episode_windows, open_episodes
 
 def probe(model: ActionExpert, episodes, sigma: float, per_episode: int = 8, seed: int = 123) -> dict:
     rng = np.random.default_rng(seed)
-    errs: dict[str, list[float]] = {"exact": [], "displaced": [], "shift": []}
+    errs: dict[str, list[float]] = {"exact": [], "displaced": [], "shift": [], "keypoint": []}
     for ep in episodes:
         w = episode_windows(ep, model.config, waypoint_noise=sigma, noise_variants=1, rng=rng)
         n = len(w) // 2  # first half exact guidance, second half displaced (same frames)
@@ -33,9 +34,13 @@ def probe(model: ActionExpert, episodes, sigma: float, per_episode: int = 8, see
         approach = approach[:: max(1, len(approach) // per_episode)]
         for name, offset in (("exact", 0), ("displaced", n)):
             b = w.batch(approach + offset)
+            extras: dict = {}
             with torch.no_grad():
-                pred = model.sample(b["state"], b["guide"], b["cloud"], generator=torch.Generator().manual_seed(0))
+                pred = model.sample(b["state"], b["guide"], b["cloud"], generator=torch.Generator().manual_seed(0),
+                                    extras=extras)
             errs[name] += (pred[:, -1, :3] - b["action"][:, -1, :3]).norm(dim=-1).tolist()
+            if "keypoint" in extras and name == "displaced":  # the grasp as the head places it
+                errs["keypoint"] += (extras["keypoint"] - b["target"]).norm(dim=-1).tolist()
         errs["shift"] += (w.guide[approach + n, -1, :3] - w.guide[approach, -1, :3]).norm(dim=-1).tolist()
     return {k: np.asarray(v) * 100 for k, v in errs.items()}
 
@@ -50,15 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     episodes = open_episodes(args.episodes)
     print(f"{len(episodes)} episodes, waypoints displaced by Gaussian noise of std {args.sigma * 100:g} cm per axis; "
           "chunk-end position error vs the demo's action, cm (median / p90)")
-    print("| checkpoint | frames | exact guidance | displaced guidance | guidance moved | growth / moved |")
-    print("|---|---|---|---|---|---|")
+    print("| checkpoint | frames | exact guidance | displaced guidance | guidance moved | growth / moved "
+          "| keypoint head's grasp error |")
+    print("|---|---|---|---|---|---|---|")
     for ck in args.checkpoint:
         e = probe(ActionExpert.load(ck).eval(), episodes, args.sigma)
-        med = {k: float(np.median(v)) for k, v in e.items()}
-        p90 = {k: float(np.percentile(v, 90)) for k, v in e.items()}
+        med = {k: float(np.median(v)) if len(v) else float("nan") for k, v in e.items()}
+        p90 = {k: float(np.percentile(v, 90)) if len(v) else float("nan") for k, v in e.items()}
         growth = (med["displaced"] - med["exact"]) / med["shift"] if med["shift"] > 0 else float("nan")
+        kp = f"{med['keypoint']:.2f} / {p90['keypoint']:.2f}" if len(e["keypoint"]) else "–"
         print(f"| {ck} | {len(e['exact'])} | {med['exact']:.2f} / {p90['exact']:.2f} | "
-              f"{med['displaced']:.2f} / {p90['displaced']:.2f} | {med['shift']:.2f} / {p90['shift']:.2f} | {growth:.2f} |")
+              f"{med['displaced']:.2f} / {p90['displaced']:.2f} | {med['shift']:.2f} / {p90['shift']:.2f} | "
+              f"{growth:.2f} | {kp} |")
     return 0
 
 

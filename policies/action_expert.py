@@ -76,11 +76,20 @@ class ExpertConfig:
     # 4 cm cube to the ~1 cm a grasp needs (bench/expert_guidance_probe.py); seen from the waypoint,
     # the object's offset is what corrects an imprecise waypoint. 0 = off (and in older checkpoints).
     cloud_focus: float = 0.0
+    # > 0: a keypoint head (``CloudKeypointHead``) finds, from the cloud, where the next gripper
+    # change happens (the grasp, the release); its position relative to the arm and to the guidance's
+    # last pose, through an MLP of this width, joins the condition. Trained with an auxiliary loss
+    # against the demo's own next gripper-change position (``Windows.target``). Why: the max-pooled
+    # PointNet feature placed the cube to only ~1.8 cm; a per-point softmax over the cloud is
+    # translation-equivariant (move the cube, the keypoint moves with it), which a 99-demo data set
+    # cannot teach a global feature. 0 = off (and in older checkpoints).
+    keypoint_feat: int = 0
+    keypoint_width: int = 64
 
     @property
     def cond_dim(self) -> int:
         return (self.state_feat + self.guide_feat + self.cloud_feat * (2 if self.cloud_focus > 0 else 1)
-                + (self.lang_feat if self.lang_dim > 0 else 0))
+                + (self.lang_feat if self.lang_dim > 0 else 0) + self.keypoint_feat)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -140,6 +149,51 @@ class PointNetEncoder(nn.Module):
             return self.proj(f.max(dim=1).values)
         pooled = f.masked_fill(~mask[..., None], float("-inf")).max(dim=1).values
         return self.proj(torch.where(mask.any(dim=1, keepdim=True), pooled, torch.zeros_like(pooled)))
+
+
+class CloudKeypointHead(nn.Module):
+    """CLAP-style coarse keypoint (as policies/keypoints.py, xyz only): a segmentation-form PointNet
+    (per-point MLP ⊕ its max-pool) gives every point a heat logit and an offset; the keypoint is
+    Σ softmax(heat)_i · (p_i + offset_i). Inputs are metres relative to the arm and to the guidance's
+    last pose, so the head sees the same pattern wherever the object stands on the table."""
+
+    SCALE = 0.2  # m per unit of the inputs
+    OFFSET = 0.1  # m per unit of the offset output
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        w = width
+        self.local = nn.Sequential(nn.Linear(6, w), nn.LayerNorm(w), nn.ReLU(), nn.Linear(w, w), nn.LayerNorm(w),
+                                   nn.ReLU(), nn.Linear(w, w))
+        self.glob = nn.Sequential(nn.ReLU(), nn.Linear(w, w), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(2 * w, w), nn.ReLU(), nn.Linear(w, 4))
+
+    def forward(self, cloud: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """cloud (B, N, 3) and target (B, 3), metres in one frame (the arm's) → keypoint (B, 3) in
+        that frame, heat (B, N), offset (B, N, 3)."""
+        x = torch.cat([cloud, cloud - target[:, None]], dim=-1) / self.SCALE
+        loc = self.local(x)
+        g = self.glob(loc.max(dim=1).values)
+        out = self.head(torch.cat([loc, g[:, None].expand(-1, loc.shape[1], -1)], dim=-1))
+        heat, offset = out[..., 0], out[..., 1:] * self.OFFSET
+        keypoint = (torch.softmax(heat, dim=1)[..., None] * (cloud + offset)).sum(1)
+        return {"keypoint": keypoint, "heat": heat, "offset": offset}
+
+
+def keypoint_aux_loss(out: dict, cloud: torch.Tensor, target: torch.Tensor, sigma: float = 0.02,
+                      z_weight: float = 0.3, k: int = 16) -> torch.Tensor:
+    """policies/keypoints.py's coarse loss on metres: cross-entropy of the heat against a Gaussian
+    (σ ``sigma``, height down-weighted: a release point in the air lands on what is under it) around
+    the target, L1 on the offsets of the ``k`` nearest points and on the fused keypoint (/ 2 cm)."""
+    w = cloud.new_tensor([1.0, 1.0, z_weight])
+    d2 = (((cloud - target[:, None]) * w) ** 2).sum(-1)
+    heat_t = torch.softmax(-d2 / (2 * sigma**2), dim=1)
+    ce = -(heat_t * torch.log_softmax(out["heat"], dim=1)).sum(1).mean()
+    near = d2.topk(min(k, cloud.shape[1]), dim=1, largest=False).indices[..., None].expand(-1, -1, 3)
+    want = target[:, None] - torch.gather(cloud, 1, near)
+    off = (torch.gather(out["offset"], 1, near) - want).abs().sum(-1).mean() / sigma
+    kp = (out["keypoint"] - target).abs().sum(-1).mean() / sigma
+    return ce + off + kp
 
 
 class Conv1dBlock(nn.Module):
@@ -233,6 +287,10 @@ class ActionExpert(nn.Module):
             self.pointnet_focus = PointNetEncoder(3, cfg.pointnet_dims, cfg.cloud_feat)
             self.focus_mask_token = nn.Parameter(torch.zeros(cfg.cloud_feat))
         self.lang_mlp = _mlp(cfg.lang_dim, cfg.lang_feat) if cfg.lang_dim > 0 else None
+        if cfg.keypoint_feat > 0:
+            self.keypoint_head = CloudKeypointHead(cfg.keypoint_width)
+            self.keypoint_mlp = _mlp(6, cfg.keypoint_feat)
+            self.keypoint_mask_token = nn.Parameter(torch.zeros(cfg.keypoint_feat))
         self.unet = ConditionalUnet1D(POSE_DIM, cfg.cond_dim, cfg.unet_dims, cfg.step_embed, cfg.kernel_size, cfg.n_groups)
         sched = dict(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                      clip_sample=True, prediction_type=cfg.prediction_type)
@@ -267,12 +325,30 @@ class ActionExpert(nn.Module):
         return state, guide, cloud
 
     # -- conditioning --------------------------------------------------------------------------
+    def keypoint(self, guide: torch.Tensor, cloud: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The keypoint head on normalised guidance and cloud; its outputs are metres in the model's
+        frame (relative to the arm, or the base frame for an absolute model)."""
+        n = self._norm()
+        cloud_m = n.unnormalize(cloud, slice(0, 3))
+        return self.keypoint_head(cloud_m, n.unnormalize(guide[:, -1, :3], slice(0, 3)))
+
+    def _keypoint_feature(self, guide: torch.Tensor, keypoint: torch.Tensor, has_cloud) -> torch.Tensor:
+        n = self._norm()
+        # Relative to the arm (0 for an absolute model's origin is the base: then the guidance term
+        # carries the useful offset) and to where the guidance is heading.
+        g = n.unnormalize(guide[:, -1, :3], slice(0, 3))
+        f = self.keypoint_mlp(torch.cat([keypoint, keypoint - g], dim=-1) / CloudKeypointHead.SCALE)
+        token = self.keypoint_mask_token.expand(f.shape[0], -1)
+        return f if has_cloud is None else torch.where(has_cloud[:, None], f, token)
+
     def encode(self, state: torch.Tensor, guide: torch.Tensor, cloud: torch.Tensor | None,
-               has_cloud: torch.Tensor | None = None, lang: torch.Tensor | None = None) -> torch.Tensor:
+               has_cloud: torch.Tensor | None = None, lang: torch.Tensor | None = None,
+               keypoint: torch.Tensor | None = None) -> torch.Tensor:
         """Normalised inputs → condition vector. ``has_cloud`` (B,) bool selects per sample between the
         PointNet feature and the mask token; None means "all" if a cloud is given, else "none".
         ``lang`` (B, lang_dim) instruction features; ignored by a model without language, zeros when
-        a model with language gets none."""
+        a model with language gets none. ``keypoint`` (B, 3): the keypoint head's output (metres, see
+        ``keypoint``) when the caller already ran it; computed here otherwise."""
         b = state.shape[0]
         fs = self.state_mlp(state.reshape(b, -1))
         fg = self.guide_mlp(guide.reshape(b, -1))
@@ -287,11 +363,19 @@ class ActionExpert(nn.Module):
                 fc = torch.where(has_cloud[:, None], fc, token)
             if self.config.cloud_focus > 0:
                 fc = torch.cat([fc, self._focus_feature(guide, cloud, has_cloud)], dim=-1)
-        if self.lang_mlp is None:
-            return torch.cat([fs, fg, fc], dim=-1)
-        if lang is None:
-            lang = state.new_zeros(b, self.config.lang_dim)
-        return torch.cat([fs, fg, fc, self.lang_mlp(lang.reshape(b, -1).to(state.dtype))], dim=-1)
+        parts = [fs, fg, fc]
+        if self.lang_mlp is not None:
+            if lang is None:
+                lang = state.new_zeros(b, self.config.lang_dim)
+            parts.append(self.lang_mlp(lang.reshape(b, -1).to(state.dtype)))
+        if self.config.keypoint_feat > 0:
+            if cloud is None or (has_cloud is not None and not bool(has_cloud.any())):
+                parts.append(self.keypoint_mask_token.expand(b, -1))
+            else:
+                if keypoint is None:
+                    keypoint = self.keypoint(guide, cloud)["keypoint"]
+                parts.append(self._keypoint_feature(guide, keypoint, has_cloud))
+        return torch.cat(parts, dim=-1)
 
     def _focus_feature(self, guide: torch.Tensor, cloud: torch.Tensor, has_cloud: torch.Tensor | None) -> torch.Tensor:
         """PointNet feature of the (normalised) cloud around the (normalised) guidance's last pose, the
@@ -305,42 +389,69 @@ class ActionExpert(nn.Module):
         return f if has_cloud is None else torch.where(has_cloud[:, None], f, token)
 
     # -- training ------------------------------------------------------------------------------
-    def compute_loss(self, batch: dict[str, torch.Tensor], goal_noise: float = 0.1) -> torch.Tensor:
+    def compute_loss(self, batch: dict[str, torch.Tensor], goal_noise: float = 0.1,
+                     keypoint_weight: float = 0.1) -> torch.Tensor:
         """DDPM ε-prediction (or x0 if configured) L2 loss on a batch of raw (unnormalised) arrays:
         state (B, n_obs, 10), guide (B, n_guide, 10), action (B, H, 10), optional cloud (B, N, 3),
-        has_cloud (B,) and lang (B, lang_dim). Gaussian noise of std ``goal_noise`` (normalised units) perturbs the guidance
-        poses, standing in for imprecise waypoints at run time (paper §4.5.2)."""
+        has_cloud (B,), lang (B, lang_dim) and target (B, 3) (the next gripper-change position, NaN
+        where none follows). Gaussian noise of std ``goal_noise`` (normalised units) perturbs the guidance
+        poses, standing in for imprecise waypoints at run time (paper §4.5.2). A model with a keypoint
+        head adds ``keypoint_weight`` × its auxiliary loss on the samples with a cloud and a target."""
         state, guide, cloud = self._normalize_inputs(batch["state"], batch["guide"], batch.get("cloud"))
-        action = self._norm().normalize(self.shift(batch["action"], self.origin(batch["state"])))
+        origin = self.origin(batch["state"])
+        action = self._norm().normalize(self.shift(batch["action"], origin))
         if goal_noise > 0:
             noise = torch.randn_like(guide) * goal_noise
             noise[..., 9:] = 0  # the gripper command is discrete; only the pose is imprecise
             guide = guide + noise
-        cond = self.encode(state, guide, cloud, batch.get("has_cloud"), batch.get("lang"))
+        has_cloud = batch.get("has_cloud")
+        kp_out, aux = None, None
+        if self.config.keypoint_feat > 0 and cloud is not None:
+            kp_out = self.keypoint(guide, cloud)
+            target = batch.get("target")
+            if target is not None and keypoint_weight > 0:
+                target = target if origin is None else target - origin
+                ok = torch.isfinite(target).all(-1)
+                if has_cloud is not None:
+                    ok &= has_cloud
+                if bool(ok.any()):
+                    sel = {k: v[ok] for k, v in kp_out.items()}
+                    cloud_m = self._norm().unnormalize(cloud[ok], slice(0, 3))
+                    aux = keypoint_aux_loss(sel, cloud_m, target[ok])
+        cond = self.encode(state, guide, cloud, has_cloud, batch.get("lang"),
+                           keypoint=None if kp_out is None else kp_out["keypoint"])
         eps = torch.randn_like(action)
         t = torch.randint(0, self.config.num_train_timesteps, (action.shape[0],), device=action.device)
         noisy = self.train_scheduler.add_noise(action, eps, t)
         pred = self.unet(noisy, t, cond)
         target = eps if self.config.prediction_type == "epsilon" else action
-        return F.mse_loss(pred, target)
+        loss = F.mse_loss(pred, target)
+        return loss if aux is None else loss + keypoint_weight * aux
 
-    def forward(self, batch: dict[str, torch.Tensor], goal_noise: float = 0.1) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor], goal_noise: float = 0.1,
+                keypoint_weight: float = 0.1) -> torch.Tensor:
         # The training loss is the forward pass so DistributedDataParallel's hooks wrap it.
-        return self.compute_loss(batch, goal_noise)
+        return self.compute_loss(batch, goal_noise, keypoint_weight)
 
     # -- inference -----------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, state: torch.Tensor, guide: torch.Tensor, cloud: torch.Tensor | None = None,
                has_cloud: torch.Tensor | None = None, steps: int = 10,
                generator: torch.Generator | None = None, denoiser=None,
-               lang: torch.Tensor | None = None) -> torch.Tensor:
+               lang: torch.Tensor | None = None, extras: dict | None = None) -> torch.Tensor:
         """Raw inputs → raw action chunks (B, H, 10) by ``steps`` DDIM steps. ``denoiser`` replaces
         ``self.unet`` (e.g. a traced, frozen copy for low-latency CPU inference). ``lang`` (B, lang_dim)
-        instruction features (see ``encode``)."""
+        instruction features (see ``encode``). A dict passed as ``extras`` receives "keypoint" (B, 3),
+        base frame, from a model with a keypoint head and a cloud."""
         denoiser = denoiser or self.unet
         origin = self.origin(state)
         state, guide, cloud = self._normalize_inputs(state, guide, cloud)
-        cond = self.encode(state, guide, cloud, has_cloud, lang)
+        kp = None
+        if self.config.keypoint_feat > 0 and cloud is not None:
+            kp = self.keypoint(guide, cloud)["keypoint"]
+            if extras is not None:
+                extras["keypoint"] = kp if origin is None else kp + origin
+        cond = self.encode(state, guide, cloud, has_cloud, lang, keypoint=kp)
         b = state.shape[0]
         x = torch.randn((b, self.config.horizon, POSE_DIM), generator=generator, device="cpu").to(state.device)
         sched = self.infer_scheduler
@@ -511,10 +622,13 @@ class ExpertPolicy:
             cloud_t = torch.from_numpy(c)[None].to(self.device)
         st = torch.as_tensor(np.stack(self._history), dtype=torch.float32, device=self.device)[None]
         gt = torch.as_tensor(g, dtype=torch.float32, device=self.device)[None]
+        extras: dict = {}
         out = self.model.sample(st, gt, cloud_t, steps=self.ddim_steps, generator=self._gen,
-                                denoiser=self._denoiser, lang=self.instruction_feature(instruction))[0].cpu().numpy()
+                                denoiser=self._denoiser, lang=self.instruction_feature(instruction),
+                                extras=extras)[0].cpu().numpy()
         if not np.all(np.isfinite(out)):
             return self._invalid("nan", t0)
         poses = pose9_to_7(out[:, :9].astype(np.float64))
+        extra = {k: v[0].cpu().numpy().astype(np.float64) for k, v in extras.items()}
         return ActionChunk(poses, np.clip(out[:, 9], 0.0, 1.0), True, "", time.perf_counter() - t0,
-                           cfg.n_action_steps)
+                           cfg.n_action_steps, extra)

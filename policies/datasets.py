@@ -40,6 +40,9 @@ class Windows:
     cloud_index: torch.Tensor  # (M,) int64 into ``clouds``; -1 = no cloud
     clouds: torch.Tensor | None = None  # (F, N, 3)
     lang: torch.Tensor | None = None  # (M, lang_dim) instruction features; None = no language
+    # (M, 3) base-frame position of the next gripper change (grasp, release) at or after the window's
+    # frame, NaN where none follows; the keypoint head's auxiliary target. None = not known.
+    target: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.state.shape[0])
@@ -57,6 +60,8 @@ class Windows:
             out["has_cloud"] = (ci >= 0).to(device)
         if self.lang is not None:
             out["lang"] = self.lang[idx].to(device)
+        if self.target is not None:
+            out["target"] = self.target[idx].to(device)
         return out
 
     def pose_vectors(self, relative: bool = False) -> np.ndarray:
@@ -82,6 +87,10 @@ class Windows:
         if dims:
             d = dims.pop()
             lang = torch.cat([p.lang if p.lang is not None else torch.zeros(len(p), d) for p in parts])
+        target = None
+        if any(p.target is not None for p in parts):
+            target = torch.cat([p.target if p.target is not None else torch.full((len(p), 3), float("nan"))
+                                for p in parts])
         for p in parts:
             ci = p.cloud_index.clone()
             if p.clouds is not None:
@@ -91,7 +100,24 @@ class Windows:
             index.append(ci)
         return Windows(torch.cat([p.state for p in parts]), torch.cat([p.guide for p in parts]),
                        torch.cat([p.action for p in parts]), torch.cat(index),
-                       torch.cat(clouds) if clouds else None, lang)
+                       torch.cat(clouds) if clouds else None, lang, target)
+
+
+def next_gripper_change_targets(action: np.ndarray) -> np.ndarray:
+    """(T, 3): for every frame, the commanded position where the gripper command next changes (at or
+    after the frame: the grasp, the release), NaN after the last change. ``action`` (T, 8) is
+    pose7 + gripper as recorded."""
+    action = np.asarray(action, dtype=np.float64)
+    out = np.full((len(action), 3), np.nan)
+    changes = gripper_transition_frames(action[:, 7])
+    start = 0
+    for f in changes:
+        f = int(f)
+        if f < start:
+            continue
+        out[start:f + 1] = action[f, :3]
+        start = f + 1
+    return out
 
 
 def _vec10(pose7: np.ndarray, grip: np.ndarray) -> np.ndarray:
@@ -260,6 +286,7 @@ def episode_windows(episode: Any, cfg: ExpertConfig, with_clouds: bool = True, w
     ci = np.arange(len(time)) if clouds is not None else None
     args = (np.asarray(episode.ee_pose), np.asarray(episode.gripper), np.asarray(episode.action))
     clean = windows_from_trajectory(time, *args, WaypointTrajectory(wps), cfg, ci, clouds)
+    clean.target = torch.as_tensor(next_gripper_change_targets(args[2]), dtype=torch.float32)
     if noise_variants <= 0 or waypoint_noise <= 0:
         return clean
     rng = rng or np.random.default_rng(0)
@@ -270,7 +297,7 @@ def episode_windows(episode: Any, cfg: ExpertConfig, with_clouds: bool = True, w
     k = len(guides)
     # The copies share the episode's clouds: only the guidance differs.
     return Windows(clean.state.repeat(k, 1, 1), torch.cat(guides), clean.action.repeat(k, 1, 1),
-                   clean.cloud_index.repeat(k), clean.clouds)
+                   clean.cloud_index.repeat(k), clean.clouds, target=clean.target.repeat(k, 1))
 
 
 def open_episodes(paths: Iterable[str | Path]) -> list[Any]:

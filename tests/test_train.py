@@ -249,3 +249,82 @@ def test_cloud_focus_sees_only_points_near_the_guidance_target(tmp_path):
     near[~far] += torch.tensor([0.0, 0.0, 0.01])
     assert not torch.allclose(model._focus_feature(guide, model._normalize_inputs(b["state"], b["guide"], near)[2], None), f)
     assert torch.isfinite(model.sample(b["state"], b["guide"], b["cloud"], steps=2)).all()
+
+
+def test_next_gripper_change_targets_point_at_the_grasp_then_the_release():
+    from policies.datasets import next_gripper_change_targets
+
+    a = np.zeros((10, 8))
+    a[:, 0] = np.arange(10) / 10  # x tells the frame
+    a[:, 7] = [1, 1, 1, 0, 0, 0, 1, 1, 1, 1]  # close at frame 3, open at frame 6
+    t = next_gripper_change_targets(a)
+    np.testing.assert_allclose(t[:4, 0], 0.3)
+    np.testing.assert_allclose(t[4:7, 0], 0.6)
+    assert np.isnan(t[7:]).all()
+
+
+def test_keypoint_head_learns_where_the_box_is():
+    """The head alone, on clouds of a table with a 4 cm box at a random place: after a short training
+    its keypoint lands on the box's top centre (the target) to well under the box's size, on new boxes."""
+    from policies.action_expert import CloudKeypointHead, keypoint_aux_loss
+
+    def batch(gen, b=32):
+        table = torch.rand(b, 48, 3, generator=gen) * torch.tensor([0.4, 0.4, 0.0]) - torch.tensor([0.2, 0.2, 0.3])
+        centre = (torch.rand(b, 1, 3, generator=gen) - 0.5) * torch.tensor([0.3, 0.3, 0.0]) + torch.tensor([0, 0, -0.26])
+        box = centre + (torch.rand(b, 16, 3, generator=gen) - 0.5) * torch.tensor([0.04, 0.04, 0.0])
+        guide = centre[:, 0] + torch.randn(b, 3, generator=gen) * 0.02  # imprecise waypoint near it
+        return torch.cat([table, box], 1), guide, centre[:, 0]
+
+    torch.manual_seed(0)
+    head = CloudKeypointHead(32)
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(150):
+        cloud, guide, target = batch(gen)
+        loss = keypoint_aux_loss(head(cloud, guide), cloud, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    cloud, guide, target = batch(torch.Generator().manual_seed(99), 64)
+    with torch.no_grad():
+        err = (head(cloud, guide)["keypoint"] - target).norm(dim=-1)
+        guide_err = (guide - target).norm(dim=-1)
+    assert err.median() < 0.012 and err.median() < 0.5 * guide_err.median()
+
+
+def test_expert_with_keypoint_head_trains_and_reports_its_keypoint(tmp_path):
+    from policies.action_expert import ExpertPolicy
+
+    cfg = ExpertConfig(**TINY, keypoint_feat=16, keypoint_width=16)
+    ep = ArrayEpisode(tmp_path / "ep0.h5")
+    w = episode_windows(ep, cfg, workspace=((0.2, -0.4, 0.05), (0.8, 0.4, 0.5)), waypoint_noise=0.02,
+                        noise_variants=1)
+    # The grasp (gripper closes at frame 6) is the target of the frames up to it; none follows after.
+    assert w.target.shape == (24, 3)
+    np.testing.assert_allclose(w.target[0].numpy(), ep.action[6, :3], atol=1e-6)
+    assert torch.isnan(w.target[7:12]).all() and torch.equal(w.target[:12].nan_to_num(), w.target[12:].nan_to_num())
+    res = train(_cfg(out_dir=str(tmp_path / "k"), stage="finetune", steps=5), w, cfg, progress="none")
+    assert np.isfinite(res.losses).all()
+    model = ActionExpert.load(res.checkpoint).eval()
+    b = w.batch(torch.arange(3))
+    # With the aux term the loss is larger than the diffusion loss alone (the head is untrained).
+    with torch.no_grad():
+        torch.manual_seed(0)
+        with_aux = float(model.compute_loss(b, 0.0, keypoint_weight=1.0))
+        torch.manual_seed(0)
+        assert with_aux > float(model.compute_loss(b, 0.0, keypoint_weight=0.0))
+    # Relative frame: arm, guidance and cloud moved together move the keypoint with them, exactly.
+    d = torch.tensor([0.03, -0.02, 0.0])
+    ex0, ex1 = {}, {}
+    model.sample(b["state"], b["guide"], b["cloud"], steps=2, extras=ex0)
+    moved = {k: v.clone() for k, v in b.items()}
+    for k in ("state", "guide"):
+        moved[k][..., :3] += d
+    model.sample(moved["state"], moved["guide"], b["cloud"] + d, steps=2, extras=ex1)
+    torch.testing.assert_close(ex1["keypoint"], ex0["keypoint"] + d)
+    # The runtime policy hands it on for the 3D view.
+    pol = ExpertPolicy(model, jit=False)
+    state = np.r_[ep.ee_pose[0], 1.0]
+    guide = np.c_[ep.ee_pose[:4], np.ones(4)]
+    chunk = pol.act(state, w.clouds[0].numpy(), guide)
+    assert chunk.valid and chunk.extra["keypoint"].shape == (3,)

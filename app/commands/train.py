@@ -68,6 +68,8 @@ def register(subparsers) -> None:
                    help="episodes' guidance spline through their keyframes (and a scripted demo's plan "
                         "waypoints), or through the gripper transitions only — for the sparse waypoints of "
                         "`rollout --waypoints oracle-sparse` (default %(default)s)")
+    e.add_argument("--keypoint-weight", type=float, default=0.1,
+                   help="weight of the keypoint head's auxiliary loss (default %(default)s)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     e.add_argument("--log-every", type=int, default=10)
@@ -89,6 +91,10 @@ def register(subparsers) -> None:
     m.add_argument("--pointnet-dims", type=_ints, default=(64, 128, 256))
     m.add_argument("--cloud-focus", type=float, default=0.0, metavar="M",
                    help="add a PointNet over the cloud within M metres of the guidance's last pose, seen from it "
+                        "(default 0 = off)")
+    m.add_argument("--keypoint-feat", type=int, default=0, metavar="D",
+                   help="add a keypoint head that finds the next grasp/release point in the cloud (auxiliary "
+                        "loss against the demo's own), its position through a D-wide MLP into the condition "
                         "(default 0 = off)")
     m.add_argument("--lang-dim", type=int, default=None,
                    help="instruction-feature size; 0 = no language (default: 384, the sentence encoder's, "
@@ -118,14 +124,15 @@ def run_expert(args) -> int:
                             n_guide=args.n_guide, n_points=args.n_points, unet_dims=args.unet_dims,
                             prediction_type=args.prediction, relative=args.frame == "relative",
                             pointnet_dims=args.pointnet_dims, lang_dim=_lang_dim(args),
-                            cloud_focus=args.cloud_focus)
+                            cloud_focus=args.cloud_focus, keypoint_feat=args.keypoint_feat)
         if args.resume or args.init:
             from policies.action_expert import ActionExpert
 
             mcfg = ExpertConfig.from_dict(ActionExpert.read_checkpoint(args.resume or args.init)["config"])
         workspace = (args.crop[:3], args.crop[3:]) if args.crop else DEFAULT_WORKSPACE
         cfg = TrainConfig(stage=args.stage, out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
-                          lr=args.lr, goal_noise=args.goal_noise, seed=args.seed, device=args.device,
+                          lr=args.lr, goal_noise=args.goal_noise, keypoint_weight=args.keypoint_weight,
+                          seed=args.seed, device=args.device,
                           log_every=args.log_every, ckpt_every=args.ckpt_every)
         n_syn = args.synthetic if args.synthetic is not None else (500 if args.stage == "pretrain" else 0)
         if args.waypoint_noise < 0 or args.noise_variants < 0:
