@@ -86,6 +86,9 @@ class LiveState:
     latencies_s: list[float] = field(default_factory=list)
     chunk: np.ndarray | None = None  # (H, 7) latest predicted action chunk (for PointCloudView.set_predicted_actions)
     guidance: np.ndarray | None = None  # (n_guide, 8) poses it was conditioned on
+    cloud: np.ndarray | None = None  # (N, 3) the cloud the policy saw for that chunk
+    keypoint: np.ndarray | None = None  # (3,) the expert's keypoint head output for that chunk
+    plan: np.ndarray | None = None  # (K, 3) the trial's waypoint positions (noise included), base frame
     message: str = ""
     report_dir: str = ""
 
@@ -153,7 +156,9 @@ class RolloutRunner:
             s = self._state
             return LiveState(s.phase, s.trial, s.n_trials, s.trial_t, list(s.trials), list(s.latencies_s),
                              None if s.chunk is None else s.chunk.copy(),
-                             None if s.guidance is None else s.guidance.copy(), s.message, s.report_dir)
+                             None if s.guidance is None else s.guidance.copy(), s.message, s.report_dir,
+                             s.cloud, None if s.keypoint is None else s.keypoint.copy(),
+                             None if s.plan is None else s.plan.copy())
 
     def _set(self, **kw) -> None:
         with self._lock:
@@ -242,6 +247,7 @@ class RolloutRunner:
                                 use_cloud=self.session.camera is not None)
         src.reset()
         self._source = src
+        self._set(plan=None if traj is None else np.array([w.pose[:3] for w in traj.waypoints]))
         return src
 
     # ------------------------------------------------------------------ trials
@@ -270,7 +276,8 @@ class RolloutRunner:
                 self._set(phase="awaiting_reset", trial=i, message=f"trial {i + 1}: reset the scene, then confirm")
                 if not self._wait_reset(i):
                     break
-            self._set(phase="running", trial=i, trial_t=0.0, chunk=None, message=f"trial {i + 1}/{cfg.trials}, seed {seed}")
+            self._set(phase="running", trial=i, trial_t=0.0, chunk=None, guidance=None, cloud=None, keypoint=None,
+                      plan=None, message=f"trial {i + 1}/{cfg.trials}, seed {seed}")
             rec = self._run_trial(i, seed, policy, recorder, latencies)
             if rec is None:
                 break
@@ -396,8 +403,12 @@ class RolloutRunner:
             src = self._source
             if src is not None and src.latest_chunk is not None:
                 with self._lock:
-                    self._state.chunk = src.latest_chunk.poses.copy()
-                    self._state.guidance = src.latest_chunk.guidance.copy()
+                    latest = src.latest_chunk
+                    self._state.chunk = latest.poses.copy()
+                    self._state.guidance = latest.guidance.copy()
+                    # Never written after the chunk is made: shared, not copied (the view only reads).
+                    self._state.cloud = getattr(latest, "cloud", None)
+                    self._state.keypoint = getattr(latest, "keypoint", None)
             if src is not None and src.stopped and not verdict["reason"]:
                 verdict.update(reason=src.stopped, outcome="failure")
                 self._trial_end.set()

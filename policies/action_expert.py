@@ -85,6 +85,12 @@ class ExpertConfig:
     # cannot teach a global feature. 0 = off (and in older checkpoints).
     keypoint_feat: int = 0
     keypoint_width: int = 64
+    # With a keypoint head and x0 prediction: the predicted chunk positions get g_h · keypoint added,
+    # g_h = sigmoid(Linear(condition)) per chunk step (starts near 0). A FiLM U-Net reproduces a
+    # conditioning offset only to ~1 cm (bench/expert_guidance_probe.py: 0.9-1.1 cm chunk-end error
+    # with the keypoint head at 0.3 cm), so the approach overshot the grasp height by 2-3 cm in closed
+    # loop; with the skip the network only predicts the residual from the keypoint where it gates it in.
+    keypoint_skip: bool = False
 
     @property
     def cond_dim(self) -> int:
@@ -291,6 +297,14 @@ class ActionExpert(nn.Module):
             self.keypoint_head = CloudKeypointHead(cfg.keypoint_width)
             self.keypoint_mlp = _mlp(6, cfg.keypoint_feat)
             self.keypoint_mask_token = nn.Parameter(torch.zeros(cfg.keypoint_feat))
+            if cfg.keypoint_skip:
+                if cfg.prediction_type != "sample":
+                    raise ValueError("keypoint_skip needs prediction_type 'sample' (x0)")
+                self.keypoint_gate = nn.Linear(cfg.cond_dim, cfg.horizon)
+                nn.init.zeros_(self.keypoint_gate.weight)
+                nn.init.constant_(self.keypoint_gate.bias, -4.0)
+        elif cfg.keypoint_skip:
+            raise ValueError("keypoint_skip needs a keypoint head (keypoint_feat > 0)")
         self.unet = ConditionalUnet1D(POSE_DIM, cfg.cond_dim, cfg.unet_dims, cfg.step_embed, cfg.kernel_size, cfg.n_groups)
         sched = dict(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                      clip_sample=True, prediction_type=cfg.prediction_type)
@@ -388,6 +402,14 @@ class ActionExpert(nn.Module):
         token = self.focus_mask_token.expand(f.shape[0], -1)
         return f if has_cloud is None else torch.where(has_cloud[:, None], f, token)
 
+    def _keypoint_skip(self, pred: torch.Tensor, cond: torch.Tensor, keypoint: torch.Tensor | None) -> torch.Tensor:
+        """x0 prediction (normalised) + gate · keypoint (metres → normalised scale; the centre cancels)."""
+        if not self.config.keypoint_skip or keypoint is None:
+            return pred
+        gate = torch.sigmoid(self.keypoint_gate(cond))  # (B, H)
+        add = gate[..., None] * (keypoint / self._norm().half_range[:3].to(keypoint))[:, None]
+        return torch.cat([pred[..., :3] + add, pred[..., 3:]], dim=-1)
+
     # -- training ------------------------------------------------------------------------------
     def compute_loss(self, batch: dict[str, torch.Tensor], goal_noise: float = 0.1,
                      keypoint_weight: float = 0.1) -> torch.Tensor:
@@ -423,7 +445,7 @@ class ActionExpert(nn.Module):
         eps = torch.randn_like(action)
         t = torch.randint(0, self.config.num_train_timesteps, (action.shape[0],), device=action.device)
         noisy = self.train_scheduler.add_noise(action, eps, t)
-        pred = self.unet(noisy, t, cond)
+        pred = self._keypoint_skip(self.unet(noisy, t, cond), cond, None if kp_out is None else kp_out["keypoint"])
         target = eps if self.config.prediction_type == "epsilon" else action
         loss = F.mse_loss(pred, target)
         return loss if aux is None else loss + keypoint_weight * aux
@@ -458,7 +480,7 @@ class ActionExpert(nn.Module):
         sched.set_timesteps(steps)
         for t in sched.timesteps:
             tt = t.expand(b).to(state.device)
-            x = sched.step(denoiser(x, tt, cond), t, x).prev_sample
+            x = sched.step(self._keypoint_skip(denoiser(x, tt, cond), cond, kp), t, x).prev_sample
         return self.shift(self._norm().unnormalize(x), origin, +1.0)
 
     # -- persistence ---------------------------------------------------------------------------

@@ -149,6 +149,8 @@ class PlannedChunk:
     n_execute: int
     latency_s: float
     guidance: np.ndarray  # (n_guide, 8) it was conditioned on
+    cloud: np.ndarray | None = None  # (N, 3) the point cloud it saw, base frame (None: no camera)
+    keypoint: np.ndarray | None = None  # (3,) where the keypoint head put the next grasp/release
 
 
 class PolicyRuntime:
@@ -233,8 +235,9 @@ class PolicyRuntime:
             cloud = self.cloud(frame)
             chunk = self.policy.act(state, cloud, guide)
         except Exception as exc:  # a broken frame or model must stop the trial, never the loop
-            return ("error", f"{type(exc).__name__}: {exc}".splitlines()[0], None, t_obs, time.perf_counter() - t0, guide)
-        return ("ok", "", chunk, t_obs, time.perf_counter() - t0, guide)
+            return ("error", f"{type(exc).__name__}: {exc}".splitlines()[0], None, t_obs, time.perf_counter() - t0,
+                    guide, None)
+        return ("ok", "", chunk, t_obs, time.perf_counter() - t0, guide, cloud)
 
     def _work(self) -> None:
         while True:
@@ -263,7 +266,7 @@ class PolicyRuntime:
             self._wake.notify()
 
     def _accept(self, res: tuple, state) -> None:
-        status, detail, chunk, t_obs, wall, guide = res
+        status, detail, chunk, t_obs, wall, guide, cloud = res
         if status == "error":
             self._stop("policy_error", detail, state)
             return
@@ -274,7 +277,9 @@ class PolicyRuntime:
             self._stop(reason, chunk.reason, state)
             return
         planned = PlannedChunk(np.asarray(chunk.poses, dtype=np.float64), np.asarray(chunk.gripper, dtype=np.float64),
-                               t_obs, int(getattr(chunk, "n_execute", self.config.n_action_steps)), wall, guide)
+                               t_obs, int(getattr(chunk, "n_execute", self.config.n_action_steps)), wall, guide,
+                               None if cloud is None else np.asarray(cloud)[:, :3],
+                               (getattr(chunk, "extra", None) or {}).get("keypoint"))
         self.latest_chunk = planned
         if self.on_chunk is not None:
             self.on_chunk(planned)

@@ -295,7 +295,7 @@ def test_keypoint_head_learns_where_the_box_is():
 def test_expert_with_keypoint_head_trains_and_reports_its_keypoint(tmp_path):
     from policies.action_expert import ExpertPolicy
 
-    cfg = ExpertConfig(**TINY, keypoint_feat=16, keypoint_width=16)
+    cfg = ExpertConfig(**TINY, keypoint_feat=16, keypoint_width=16, keypoint_skip=True)
     ep = ArrayEpisode(tmp_path / "ep0.h5")
     w = episode_windows(ep, cfg, workspace=((0.2, -0.4, 0.05), (0.8, 0.4, 0.5)), waypoint_noise=0.02,
                         noise_variants=1)
@@ -328,3 +328,24 @@ def test_expert_with_keypoint_head_trains_and_reports_its_keypoint(tmp_path):
     guide = np.c_[ep.ee_pose[:4], np.ones(4)]
     chunk = pol.act(state, w.clouds[0].numpy(), guide)
     assert chunk.valid and chunk.extra["keypoint"].shape == (3,)
+
+
+def test_keypoint_skip_adds_the_gated_keypoint_to_the_predicted_positions():
+    from policies.normalize import MinMaxNormalizer
+
+    cfg = ExpertConfig(**TINY, keypoint_feat=16, keypoint_width=16, keypoint_skip=True)
+    norm = MinMaxNormalizer(np.full(10, 0.1), np.full(10, 0.5))
+    m = ActionExpert(cfg, norm)
+    cond = torch.zeros(2, cfg.cond_dim)
+    pred = torch.zeros(2, cfg.horizon, 10)
+    kp = torch.tensor([[0.1, -0.2, 0.3], [0.0, 0.0, 0.0]])
+    # Fresh: the gate is nearly shut, the network's own prediction stands.
+    fresh = norm.unnormalize(m._keypoint_skip(pred, cond, kp))
+    assert (fresh[0, :, :3] - 0.1 - kp[0]).abs().max() > 0.25
+    with torch.no_grad():
+        m.keypoint_gate.bias.fill_(30.0)  # gate open: positions = network's (centre) + keypoint
+    out = norm.unnormalize(m._keypoint_skip(pred, cond, kp))
+    torch.testing.assert_close(out[..., :3], 0.1 + kp[:, None].expand(-1, cfg.horizon, -1))
+    torch.testing.assert_close(out[..., 3:], torch.full((2, cfg.horizon, 7), 0.1))  # rotation, gripper untouched
+    with pytest.raises(ValueError, match="keypoint head"):
+        ActionExpert(ExpertConfig(**TINY, keypoint_skip=True), norm)

@@ -186,9 +186,22 @@ class EvaluateTab(QtWidgets.QWidget):
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.table.horizontalHeader().setStretchLastSection(True)
 
+        # Trials table and the 3D view share the right side; the 3D view (a GL widget) is built the
+        # first time its page is opened, as in the Collect and Annotate tabs.
+        self.view_tabs = QtWidgets.QTabWidget()
+        self.view_tabs.addTab(self.table, "Trials")
+        self._scene3d_page = QtWidgets.QWidget()
+        QtWidgets.QVBoxLayout(self._scene3d_page).setContentsMargins(0, 0, 0, 0)
+        self.view_tabs.addTab(self._scene3d_page, "3D view")
+        self.view_tabs.setTabToolTip(1, "the cloud the policy saw, the trial's waypoints and guidance spline, the "
+                                        "predicted action chunk (orange) and the expert's keypoint (magenta)")
+        self.view_tabs.currentChanged.connect(self._on_view_tab)
+        self.scene3d = None  # widgets.pointcloud_view.PointCloudView once the 3D page was opened
+        self._shown_plan_id = None
+        self._framed = False
         split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
         split.addWidget(self.plot)
-        split.addWidget(self.table)
+        split.addWidget(self.view_tabs)
         split.setSizes([500, 600])
         lay = QtWidgets.QVBoxLayout(self)
         lay.addLayout(form)
@@ -301,6 +314,9 @@ class EvaluateTab(QtWidgets.QWidget):
         if s.chunk is not None and id(s.chunk) != self._last_chunk_id:
             self._last_chunk_id = id(s.chunk)
             self.chunkChanged.emit(s.chunk)
+            self._show_3d(s)
+        if s.plan is None and s.chunk is None and self._shown_plan_id is not None:
+            self._show_3d(s)  # a new trial: clear the last one's chunk, keypoint and plan
         if len(s.trials) == self._shown_trials:
             return
         self._shown_trials = len(s.trials)
@@ -328,6 +344,49 @@ class EvaluateTab(QtWidgets.QWidget):
                     item.setForeground(QtGui.QColor("#2ca02c" if tr.success else "#d62728"))
                 self.table.setItem(r, c, item)
         self.table.scrollToBottom()
+
+    def _on_view_tab(self, index: int) -> None:
+        if index != 1 or self.scene3d is not None:
+            return
+        from widgets.pointcloud_view import PointCloudView
+        from widgets.scene3d_panel import waypoint_spline_fn
+
+        # No toolbar: its crop fields are for editing episodes, and its width would squeeze the
+        # success plot; colour by height, as the policy's cloud has no colours.
+        self.scene3d = PointCloudView(self._scene3d_page, show_toolbar=False)
+        self.scene3d.set_color_mode("height")
+        self.scene3d.set_crop_visible(False)
+        self._scene3d_page.layout().addWidget(self.scene3d)
+        self._waypoint_spline_fn = waypoint_spline_fn
+        from policies.datasets import DEFAULT_WORKSPACE
+
+        self.scene3d.set_crop(DEFAULT_WORKSPACE[0], DEFAULT_WORKSPACE[1])
+        s = self.snapshot()
+        if s is not None:
+            self._show_3d(s)
+
+    def _show_3d(self, s: LiveState) -> None:
+        """Feed the 3D view from a snapshot: cheap (the policy's cloud is its FPS sample, ~10³ points)."""
+        view = self.scene3d
+        if view is None or self.view_tabs.currentIndex() != 1:
+            return
+        if s.cloud is not None:
+            view.set_cloud(np.asarray(s.cloud, np.float32))
+            if not self._framed:  # frame the scene once; the user's camera moves stay after that
+                view.reset_view()
+                self._framed = True
+        view.set_predicted_actions(None if s.chunk is None else s.chunk[:, :3])
+        view.set_keypoint(s.keypoint)
+        if id(s.plan) != self._shown_plan_id:
+            self._shown_plan_id = None if s.plan is None else id(s.plan)
+            if s.plan is not None:
+                from policies.waypoints import Waypoint
+
+                # The policy's own spline shape (PCHIP) through the plan's positions.
+                down = np.array([1.0, 0.0, 0.0, 0.0])
+                view.set_spline_fn(self._waypoint_spline_fn([Waypoint(np.r_[p, down]) for p in s.plan]))
+            view.set_waypoints(s.plan)
+        view.set_trajectory(None if s.guidance is None else s.guidance[:, :3])
 
     def shutdown(self) -> None:
         """Cancel a running rollout and wait for it (the arm is halted by the runner's loop stop)."""

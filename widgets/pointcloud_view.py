@@ -434,11 +434,13 @@ class PointCloudView(QtWidgets.QWidget):
         self.spline.visible = False
         self.waypoint_markers = svisuals.Markers(parent=vs)
         self.waypoint_markers.visible = False
+        self.keypoint_marker = svisuals.Markers(parent=vs)
+        self.keypoint_marker.visible = False
         self.crop_lines = svisuals.Line(connect="segments", width=1.5,
                                         color=style.hex_to_rgbf("#e5c07b", 0.9), parent=vs)
         self.crop_handles = svisuals.Markers(parent=vs)
         for node in (self.trajectory, self.predicted, self.spline, self.waypoint_markers,
-                     self.crop_handles):
+                     self.keypoint_marker, self.crop_handles):
             # Drawn on top of the cloud: the user must see what they edit.
             node.set_gl_state("translucent", depth_test=False)
             node.order = 10
@@ -569,6 +571,16 @@ class PointCloudView(QtWidgets.QWidget):
             xyz = np.repeat(xyz, 2, axis=0)
         self.predicted.set_data(pos=xyz)
         self.predicted.visible = True
+
+    def set_keypoint(self, xyz: np.ndarray | Sequence[float] | None) -> None:
+        """One predicted 3D point (e.g. the action expert's grasp keypoint), a magenta diamond."""
+        if xyz is None or not np.all(np.isfinite(np.asarray(xyz, float))):
+            self.keypoint_marker.visible = False
+            return
+        p = np.asarray(xyz, np.float32).reshape(1, 3)
+        self.keypoint_marker.set_data(p, size=16, symbol="diamond", edge_width=2,
+                                      face_color=(0.85, 0.35, 0.95, 1.0), edge_color=(1, 1, 1, 1))
+        self.keypoint_marker.visible = True
 
     def set_waypoints(self, xyz: np.ndarray | Sequence[Sequence[float]] | None) -> None:
         """Keyframe waypoints (K,3). Does not emit ``waypointsChanged`` (only user edits do)."""

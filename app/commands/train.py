@@ -96,6 +96,9 @@ def register(subparsers) -> None:
                    help="add a keypoint head that finds the next grasp/release point in the cloud (auxiliary "
                         "loss against the demo's own), its position through a D-wide MLP into the condition "
                         "(default 0 = off)")
+    m.add_argument("--keypoint-skip", action="store_true",
+                   help="with --keypoint-feat: add the keypoint, gated per chunk step, to the predicted positions "
+                        "(the network predicts the residual from it)")
     m.add_argument("--lang-dim", type=int, default=None,
                    help="instruction-feature size; 0 = no language (default: 384, the sentence encoder's, "
                         "for la-pretrain, else 0)")
@@ -124,7 +127,8 @@ def run_expert(args) -> int:
                             n_guide=args.n_guide, n_points=args.n_points, unet_dims=args.unet_dims,
                             prediction_type=args.prediction, relative=args.frame == "relative",
                             pointnet_dims=args.pointnet_dims, lang_dim=_lang_dim(args),
-                            cloud_focus=args.cloud_focus, keypoint_feat=args.keypoint_feat)
+                            cloud_focus=args.cloud_focus, keypoint_feat=args.keypoint_feat,
+                            keypoint_skip=args.keypoint_skip)
         if args.resume or args.init:
             from policies.action_expert import ActionExpert
 

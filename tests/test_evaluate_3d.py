@@ -1,0 +1,90 @@
+"""Evaluate tab's 3D page: the cloud the policy saw, the trial's waypoints and guidance, the predicted
+chunk and the expert's keypoint — in a child process under xcb (Qt's offscreen platform has no GL)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.gui
+def test_evaluate_3d_page_draws_cloud_chunk_keypoint_and_plan(tmp_path):
+    env = dict(os.environ, QT_QPA_PLATFORM="xcb", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, __file__, "--gl-checks", str(tmp_path / "evaluate_3d.png")]
+    if not os.environ.get("DISPLAY"):
+        if not shutil.which("xvfb-run"):
+            pytest.skip("no X server and no xvfb-run")
+        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"] + cmd
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r = json.loads(lines[-1])
+    print(r)
+    assert r["built_on_open"] and not r["built_before"]  # no GL widget until the page is opened
+    assert r["cloud_points"] == 600
+    assert r["keypoint_visible"] and r["magenta_px"] > 10  # the keypoint diamond is drawn
+    assert r["predicted_visible"] and r["waypoints"] == 3
+    assert r["cleared"]  # a new trial (no chunk, no plan) clears the last one's chunk and keypoint
+
+
+def _gl_checks(png: str) -> dict:
+    from PySide6 import QtWidgets
+
+    app = QtWidgets.QApplication([])
+    from app.rollout import LiveState
+    from widgets.evaluate_tab import EvaluateTab
+
+    def pump(seconds):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.005)
+
+    tab = EvaluateTab(None)
+    tab.resize(1200, 700)
+    tab.show()
+    built_before = tab.scene3d is not None
+    tab.view_tabs.setCurrentIndex(1)
+    pump(0.5)
+    view = tab.scene3d
+    rng = np.random.default_rng(0)
+    table = np.c_[rng.uniform(0.3, 0.7, (500, 2)) - [0, 0.2], np.zeros(500)]
+    cube = rng.uniform(-0.02, 0.02, (100, 3)) + [0.5, 0.05, 0.02]
+    cloud = np.r_[table, cube].astype(np.float32)
+    down = [1.0, 0, 0, 0]
+    chunk = np.array([np.r_[0.5, 0.05, 0.2 - 0.01 * i, down] for i in range(16)])
+    guidance = np.array([np.r_[0.5, 0.05, 0.18 - 0.03 * i, down, 1.0] for i in range(4)])
+    plan = np.array([[0.3, 0.0, 0.3], [0.5, 0.05, 0.12], [0.5, 0.05, 0.02]])
+    state = LiveState(phase="running", trial=0, n_trials=20, chunk=chunk, guidance=guidance, cloud=cloud,
+                      keypoint=np.array([0.5, 0.05, 0.03]), plan=plan)
+    tab.show_state(state)
+    pump(1.0)
+    img = tab.grab()
+    img.save(png)
+    qimg = view.grab().toImage()
+    a = np.array([[qimg.pixelColor(x, y).getRgb()[:3] for x in range(0, qimg.width(), 2)]
+                  for y in range(0, qimg.height(), 2)])
+    magenta = int(((a[..., 0] > 180) & (a[..., 1] < 130) & (a[..., 2] > 190)).sum())
+    out = {"built_before": built_before, "built_on_open": view is not None,
+           "cloud_points": int(len(view._xyz)), "keypoint_visible": bool(view.keypoint_marker.visible),
+           "magenta_px": magenta, "predicted_visible": bool(view.predicted.visible),
+           "waypoints": len(view.waypoints())}
+    tab.show_state(LiveState(phase="running", trial=1, n_trials=20))
+    pump(0.2)
+    out["cleared"] = not view.keypoint_marker.visible and not view.predicted.visible and not view.waypoints()
+    tab.shutdown()
+    return out
+
+
+if __name__ == "__main__" and "--gl-checks" in sys.argv:
+    sys.path.insert(0, str(ROOT))
+    print(json.dumps(_gl_checks(sys.argv[-1])))
+    sys.stdout.flush()
+    os._exit(0)
