@@ -113,6 +113,23 @@ def test_gated_clock_waits_for_a_lagging_arm_and_never_falls_behind_it():
     assert clock.t == pytest.approx(t_before, abs=0.02)
 
 
+def test_gated_clock_runs_on_for_an_arm_at_rest_near_it_but_not_for_a_moving_one():
+    """Imprecise waypoints: the expert grasps the real cube 3 cm from the waypoint and holds still there.
+    The clock must go on (through the dwell, to the lift); an arm still moving there must not move it."""
+    tr = timed_trajectory(np.r_[0.3, 0.0, 0.3, DOWN], _task_wps())
+    grasp = next(w for w in tr.waypoints if w.dwell > 0)
+    near = grasp.pose + np.r_[0.03, 0.0, 0.0, 0, 0, 0, 0]
+    rest, moving = GatedClock(tr), GatedClock(tr)
+    for clock in (rest, moving):
+        clock.t = grasp.t  # the guidance has arrived at the grasp
+    for k in range(60):
+        rest.update(near, k * 0.05)
+        wobble = np.r_[0.0, 0.008 * (-1) ** k, 0.0, 0, 0, 0, 0]  # 16 cm/s back and forth
+        moving.update(near + wobble, k * 0.05)
+    assert rest.t > grasp.t + grasp.dwell + 0.3  # through the dwell, into the lift (then > lag_tol away)
+    assert moving.t < grasp.t + 0.5
+
+
 def test_spline_source_follows_the_trajectory_to_the_end():
     tr = timed_trajectory(np.r_[0.3, 0.0, 0.3, DOWN], _task_wps())
     src = SplineSource(tr)
