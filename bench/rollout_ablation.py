@@ -59,7 +59,7 @@ def noguide_windows(windows):
 
     cur = windows.state[:, -1:, :]
     guide = cur.expand(-1, windows.guide.shape[1], -1).clone()
-    return Windows(windows.state, guide, windows.action, windows.cloud_index, windows.clouds)
+    return Windows(windows.state, guide, windows.action, windows.cloud_index, windows.clouds, target=windows.target)
 
 
 def train_noguide(args) -> int:
