@@ -45,6 +45,9 @@ class TrainSpec:
     init: str = ""            # expert: start from this checkpoint's weights (stage 2 from stage 1)
     resume: str = ""          # continue a run from its checkpoint
     out: str = "runs/expert"
+    # Stage 2: train the expert to correct imprecise waypoints (policies/action_expert.py keypoint
+    # head + skip, and copies of every demo with displaced waypoints) — the assets/checkpoints recipe.
+    correct_waypoints: bool = False
     extra: list[str] = field(default_factory=list)  # further CLI flags (tiny models in tests, --device …)
 
     def validate(self) -> None:
@@ -85,6 +88,9 @@ class TrainSpec:
                      "--goal-noise", f"{self.goal_noise:g}", "--n-points", str(self.n_points)]
             if self.init.strip() and not self.resume.strip():
                 args += ["--init", self.init.strip()]
+            if self.model == "finetune" and self.correct_waypoints:
+                # --keypoint-* only shape a fresh model; with --init/--resume the checkpoint's config wins.
+                args += ["--waypoint-noise", "0.03", "--noise-variants", "4", "--keypoint-feat", "32", "--keypoint-skip"]
         if self.resume.strip():
             args += ["--resume", self.resume.strip()]
         return args + ["--out", self.out.strip(), "--progress", "json", *self.extra]

@@ -138,6 +138,11 @@ def test_spec_command_lines(tmp_path):
     ft = TrainSpec(model="finetune", data=str(tmp_path), init="a.pt", out="o").argv()
     assert ft[:4] == ["train", "expert", "--stage", "finetune"] and ft[ft.index("--init") + 1] == "a.pt"
     assert ft[ft.index("--synthetic") + 1] == "0" and ft[-2:] == ["--progress", "json"]
+    assert "--keypoint-feat" not in ft
+    fix = TrainSpec(model="finetune", data=str(tmp_path), out="o", correct_waypoints=True).argv()
+    assert fix[fix.index("--waypoint-noise") + 1] == "0.03" and "--keypoint-skip" in fix
+    # Only stage 2 has waypoints to correct.
+    assert "--waypoint-noise" not in TrainSpec(model="pretrain", out="o", correct_waypoints=True).argv()
 
 
 def test_encoder_events_drive_the_same_view(qtbot, tab):
@@ -153,3 +158,16 @@ def test_encoder_events_drive_the_same_view(qtbot, tab):
     assert tab.progress.maximum() == 40 and tab.progress.value() == 15
     assert len(tab.curve_raw.xData) == 3
     assert "held-out macro accuracy 0.80" in tab.log.toPlainText()
+
+
+def test_correct_waypoints_is_a_stage2_option_on_by_default(tab, tmp_path):
+    tab.model.setCurrentIndex(tab.model.findData("finetune"))
+    assert tab.correct_waypoints.isVisible() and tab.correct_waypoints.isChecked()
+    tab.data.setText(str(tmp_path))
+    assert "--keypoint-skip" in tab.spec().argv()
+    tab.correct_waypoints.setChecked(False)
+    assert "--keypoint-skip" not in tab.spec().argv()
+    tab.model.setCurrentIndex(tab.model.findData("pretrain"))
+    assert not tab.correct_waypoints.isVisible()
+    tab.model.setCurrentIndex(tab.model.findData("finetune"))  # the stage keeps its own choice
+    assert not tab.correct_waypoints.isChecked()

@@ -26,8 +26,8 @@ from widgets.dialogs import show_error
 DEFAULT_SPECS = {
     "pretrain": TrainSpec(model="pretrain", synthetic=500, steps=2000, batch_size=256, lr=1e-3,
                           out="runs/expert_stage1"),
-    "finetune": TrainSpec(model="finetune", synthetic=0, steps=2000, batch_size=64, lr=3e-4,
-                          out="runs/expert_stage2"),
+    "finetune": TrainSpec(model="finetune", synthetic=0, steps=4000, batch_size=32, lr=1e-3,
+                          out="runs/expert_stage2", correct_waypoints=True),
     "encoder": TrainSpec(model="encoder", epochs=30, batch_size=16, lr=1e-3, out="runs/encoder"),
 }
 SETTINGS_MODEL = "train/model"
@@ -115,6 +115,10 @@ class TrainTab(QtWidgets.QWidget):
         self.out = QtWidgets.QLineEdit()
         self.extra = QtWidgets.QLineEdit()
         self.extra.setPlaceholderText("more trainer flags, e.g. --device cuda --horizon 16")
+        self.correct_waypoints = QtWidgets.QCheckBox("correct imprecise waypoints")
+        self.correct_waypoints.setToolTip(
+            "keypoint head + training copies with displaced waypoints (--waypoint-noise 0.03 --keypoint-feat 32 "
+            "--keypoint-skip): the expert places the grasp from the cloud, not the waypoint (assets/checkpoints/README.md)")
 
         form = QtWidgets.QGridLayout()
         form.setHorizontalSpacing(8)
@@ -140,6 +144,7 @@ class TrainTab(QtWidgets.QWidget):
         add("out", "run folder", _path_row(self.out, self._pick_out), 3, 0, 2)
         add("resume", "resume", _path_row(self.resume, lambda: self._pick_file(self.resume)), 3, 2, 2)
         add("extra", "more flags", self.extra, 4, 0, 2)
+        add("correct_waypoints", "", self.correct_waypoints, 1, 3)  # synthetic's slot: stage 1 only, this stage 2 only
         for c in (1, 3, 5, 7):
             form.setColumnStretch(c, 1)
 
@@ -213,7 +218,8 @@ class TrainTab(QtWidgets.QWidget):
                          steps=self.steps.value(), epochs=self.epochs.value(), batch_size=self.batch.value(),
                          lr=self.lr.value(), goal_noise=self.goal_noise.value(), n_points=self.n_points.value(),
                          init=self.init.text().strip(), resume=self.resume.text().strip(),
-                         out=self.out.text().strip(), extra=extra)
+                         out=self.out.text().strip(), correct_waypoints=self.correct_waypoints.isChecked(),
+                         extra=extra)
 
     def set_spec(self, spec: TrainSpec) -> None:
         self._switch_model(spec.model, load=False)
@@ -228,6 +234,7 @@ class TrainTab(QtWidgets.QWidget):
         self.init.setText(spec.init)
         self.resume.setText(spec.resume)
         self.out.setText(spec.out)
+        self.correct_waypoints.setChecked(spec.correct_waypoints)
         self.extra.setText(shlex.join(spec.extra))
 
     def _switch_model(self, model: str, load: bool = True) -> None:
@@ -241,7 +248,7 @@ class TrainTab(QtWidgets.QWidget):
         self.model.blockSignals(False)
         expert = model != "encoder"
         shown = {"steps": expert, "epochs": not expert, "synthetic": model == "pretrain", "goal_noise": expert,
-                 "n_points": expert, "init": expert}
+                 "n_points": expert, "init": expert, "correct_waypoints": model == "finetune"}
         for name, visible in shown.items():
             for w in self._rows[name]:
                 w.setVisible(visible)
