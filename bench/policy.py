@@ -142,7 +142,7 @@ def bench_training(quick: bool) -> None:
             b["has_cloud"] = torch.ones(batch, dtype=torch.bool)
             b["target"] = b["cloud"][:, 0] + 0.01  # a grasp point near the cloud
 
-        def step():
+        def step(m=m, o=o, b=b):  # bound now: the loop rebinds them
             loss = m(b, 0.1)
             o.zero_grad()
             loss.backward()

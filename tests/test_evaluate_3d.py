@@ -2,31 +2,20 @@
 chunk and the expert's keypoint — in a child process under xcb (Qt's offscreen platform has no GL)."""
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from gl_child import run_gl_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.gui
 def test_evaluate_3d_page_draws_cloud_chunk_keypoint_and_plan(tmp_path):
-    env = dict(os.environ, QT_QPA_PLATFORM="xcb", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, __file__, "--gl-checks", str(tmp_path / "evaluate_3d.png")]
-    if not os.environ.get("DISPLAY"):
-        if not shutil.which("xvfb-run"):
-            pytest.skip("no X server and no xvfb-run")
-        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"] + cmd
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r = json.loads(lines[-1])
-    print(r)
+    r = run_gl_checks(__file__, str(tmp_path / "evaluate_3d.png"))
     assert r["built_on_open"] and not r["built_before"]  # no GL widget until the page is opened
     assert r["cloud_points"] == 600
     assert r["keypoint_visible"] and r["magenta_px"] > 10  # the keypoint diamond is drawn

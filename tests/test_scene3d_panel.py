@@ -3,9 +3,6 @@ live trail and the latest-wins worker without GL; and, in a child process under 
 platform has no GL widgets), that the panel really draws a cloud and an EE trajectory.
 """
 import json
-import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from gl_child import run_gl_checks
 from scipy.spatial.transform import Rotation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,17 +157,7 @@ def test_worker_converts_off_thread_latest_wins_and_rate_capped(qapp):
 
 @pytest.mark.gui
 def test_gl_panel_shows_cloud_and_trajectory():
-    env = dict(os.environ, QT_QPA_PLATFORM="xcb", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, __file__, "--gl-checks"]
-    if not os.environ.get("DISPLAY"):
-        if not shutil.which("xvfb-run"):
-            pytest.skip("no X server and no xvfb-run")
-        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"] + cmd
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r = json.loads(lines[-1])
-    print(r)
+    r = run_gl_checks(__file__)
     assert r["points"] == r["expected_points"] > 10_000
     assert r["red_px"] > 2000 and r["blue_px"] > 2000           # both halves of the plane drawn
     assert r["trajectory_visible"] and r["trajectory_px"] > 50   # the green EE path over the cloud

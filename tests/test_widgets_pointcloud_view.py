@@ -5,14 +5,12 @@ The GL part runs in a child process with Qt's xcb platform: the suite itself run
 ``offscreen`` platform, which has no GL widgets (DESIGN.md), and a QApplication cannot switch.
 """
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from gl_child import run_gl_checks
 from scipy.spatial import cKDTree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,26 +88,9 @@ def test_pick_prefers_the_point_in_front():
     assert pv.pick_nearest_on_screen(xy, depth, (30, 30), 3.0) is None
 
 
-def _display_env():
-    env = dict(os.environ, QT_QPA_PLATFORM="xcb", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, __file__, "--gl-checks"]
-    if not os.environ.get("DISPLAY"):
-        if not shutil.which("xvfb-run"):
-            return None, None
-        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24"] + cmd
-    return cmd, env
-
-
 @pytest.mark.gui
 def test_gl_view_renders_and_edits():
-    cmd, env = _display_env()
-    if cmd is None:
-        pytest.skip("no X server and no xvfb-run")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert proc.returncode == 0 and lines, proc.stdout[-3000:] + proc.stderr[-3000:]
-    r = json.loads(lines[-1])
-    print(r)
+    r = run_gl_checks(__file__, timeout=240)
     # Lean shader draws the RGB of the points; height mode recolours without new data.
     assert r["rgb_center"][0] > 180 and r["rgb_center"][1] < 80, r
     assert r["height_center"] != r["rgb_center"]
