@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -154,11 +154,11 @@ class RolloutRunner:
     def snapshot(self) -> LiveState:
         with self._lock:
             s = self._state
-            return LiveState(s.phase, s.trial, s.n_trials, s.trial_t, list(s.trials), list(s.latencies_s),
-                             None if s.chunk is None else s.chunk.copy(),
-                             None if s.guidance is None else s.guidance.copy(), s.message, s.report_dir,
-                             s.cloud, None if s.keypoint is None else s.keypoint.copy(),
-                             None if s.plan is None else s.plan.copy())
+            # Lists and arrays the runner updates are copied; the cloud is never written after it is
+            # made, so it is shared.
+            copied = {k: (None if getattr(s, k) is None else getattr(s, k).copy())
+                      for k in ("chunk", "guidance", "keypoint", "plan")}
+            return replace(s, trials=list(s.trials), latencies_s=list(s.latencies_s), **copied)
 
     def _set(self, **kw) -> None:
         with self._lock:

@@ -236,6 +236,12 @@ def test_rollout_two_trials_end_to_end_writes_report_and_episodes(session, ckpt_
     assert {str(e.path) for e in eps} == {t.episode for t in trials}
     snap = runner.snapshot()
     assert snap.phase == "done" and len(snap.trials) == 2 and snap.chunk is not None and snap.chunk.shape == (8, 7)
+    # What the Evaluate tab's 3D view draws, each field in its own slot (not shifted by one).
+    assert snap.guidance.shape == (4, 8) and snap.cloud.ndim == 2 and snap.cloud.shape[1] == 3
+    assert snap.plan.ndim == 2 and snap.plan.shape[1] == 3 and snap.keypoint is None  # this model has no head
+    assert isinstance(snap.message, str) and isinstance(snap.report_dir, str) and snap.report_dir
+    snap.chunk[:] = np.nan  # a copy: the runner's state is untouched
+    assert np.isfinite(runner.snapshot().chunk).all()
     assert len(updates) > 5
 
 
