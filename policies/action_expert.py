@@ -348,8 +348,8 @@ class ActionExpert(nn.Module):
 
     def _keypoint_feature(self, guide: torch.Tensor, keypoint: torch.Tensor, has_cloud) -> torch.Tensor:
         n = self._norm()
-        # Relative to the arm (0 for an absolute model's origin is the base: then the guidance term
-        # carries the useful offset) and to where the guidance is heading.
+        # Where the keypoint is from the arm (the frame's origin in a relative model) and from where
+        # the guidance is heading.
         g = n.unnormalize(guide[:, -1, :3], slice(0, 3))
         f = self.keypoint_mlp(torch.cat([keypoint, keypoint - g], dim=-1) / CloudKeypointHead.SCALE)
         token = self.keypoint_mask_token.expand(f.shape[0], -1)
@@ -402,11 +402,15 @@ class ActionExpert(nn.Module):
         token = self.focus_mask_token.expand(f.shape[0], -1)
         return f if has_cloud is None else torch.where(has_cloud[:, None], f, token)
 
-    def _keypoint_skip(self, pred: torch.Tensor, cond: torch.Tensor, keypoint: torch.Tensor | None) -> torch.Tensor:
-        """x0 prediction (normalised) + gate · keypoint (metres → normalised scale; the centre cancels)."""
+    def _keypoint_skip(self, pred: torch.Tensor, cond: torch.Tensor, keypoint: torch.Tensor | None,
+                       has_cloud: torch.Tensor | None = None) -> torch.Tensor:
+        """x0 prediction (normalised) + gate · keypoint (metres → normalised scale; the centre cancels).
+        Samples without a cloud (``has_cloud`` False) get nothing added: their keypoint is meaningless."""
         if not self.config.keypoint_skip or keypoint is None:
             return pred
         gate = torch.sigmoid(self.keypoint_gate(cond))  # (B, H)
+        if has_cloud is not None:
+            gate = gate * has_cloud[:, None].to(gate)
         add = gate[..., None] * (keypoint / self._norm().half_range[:3].to(keypoint))[:, None]
         return torch.cat([pred[..., :3] + add, pred[..., 3:]], dim=-1)
 
@@ -445,7 +449,8 @@ class ActionExpert(nn.Module):
         eps = torch.randn_like(action)
         t = torch.randint(0, self.config.num_train_timesteps, (action.shape[0],), device=action.device)
         noisy = self.train_scheduler.add_noise(action, eps, t)
-        pred = self._keypoint_skip(self.unet(noisy, t, cond), cond, None if kp_out is None else kp_out["keypoint"])
+        pred = self._keypoint_skip(self.unet(noisy, t, cond), cond, None if kp_out is None else kp_out["keypoint"],
+                                   has_cloud)
         target = eps if self.config.prediction_type == "epsilon" else action
         loss = F.mse_loss(pred, target)
         return loss if aux is None else loss + keypoint_weight * aux
@@ -480,7 +485,7 @@ class ActionExpert(nn.Module):
         sched.set_timesteps(steps)
         for t in sched.timesteps:
             tt = t.expand(b).to(state.device)
-            x = sched.step(self._keypoint_skip(denoiser(x, tt, cond), cond, kp), t, x).prev_sample
+            x = sched.step(self._keypoint_skip(denoiser(x, tt, cond), cond, kp, has_cloud), t, x).prev_sample
         return self.shift(self._norm().unnormalize(x), origin, +1.0)
 
     # -- persistence ---------------------------------------------------------------------------

@@ -347,5 +347,8 @@ def test_keypoint_skip_adds_the_gated_keypoint_to_the_predicted_positions():
     out = norm.unnormalize(m._keypoint_skip(pred, cond, kp))
     torch.testing.assert_close(out[..., :3], 0.1 + kp[:, None].expand(-1, cfg.horizon, -1))
     torch.testing.assert_close(out[..., 3:], torch.full((2, cfg.horizon, 7), 0.1))  # rotation, gripper untouched
+    # A sample without a cloud gets nothing added, whatever the gate says.
+    no_cloud = norm.unnormalize(m._keypoint_skip(pred, cond, kp, torch.tensor([False, True])))
+    torch.testing.assert_close(no_cloud[0, :, :3], torch.full((cfg.horizon, 3), 0.1))
     with pytest.raises(ValueError, match="keypoint head"):
         ActionExpert(ExpertConfig(**TINY, keypoint_skip=True), norm)
