@@ -20,6 +20,9 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.rollout import POLICIES, WAYPOINT_SOURCES, LiveState, RolloutConfig, RolloutRunner
 from app.success import cumulative_curve, latency_stats, summarize, wilson_interval
+from policies.datasets import DEFAULT_WORKSPACE
+from policies.waypoints import Waypoint
+from widgets.scene3d_panel import waypoint_spline_fn
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +200,7 @@ class EvaluateTab(QtWidgets.QWidget):
                                         "predicted action chunk (orange) and the expert's keypoint (magenta)")
         self.view_tabs.currentChanged.connect(self._on_view_tab)
         self.scene3d = None  # widgets.pointcloud_view.PointCloudView once the 3D page was opened
-        self._shown_plan_id = None
+        self._shown_plan: np.ndarray | None = None
         self._framed = False
         split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
         split.addWidget(self.plot)
@@ -315,7 +318,7 @@ class EvaluateTab(QtWidgets.QWidget):
             self._last_chunk_id = id(s.chunk)
             self.chunkChanged.emit(s.chunk)
             self._show_3d(s)
-        if s.plan is None and s.chunk is None and self._shown_plan_id is not None:
+        if s.plan is None and s.chunk is None and self._shown_plan is not None:
             self._show_3d(s)  # a new trial: clear the last one's chunk, keypoint and plan
         if len(s.trials) == self._shown_trials:
             return
@@ -348,19 +351,15 @@ class EvaluateTab(QtWidgets.QWidget):
     def _on_view_tab(self, index: int) -> None:
         if index != 1 or self.scene3d is not None:
             return
-        from widgets.pointcloud_view import PointCloudView
-        from widgets.scene3d_panel import waypoint_spline_fn
+        from widgets.pointcloud_view import PointCloudView  # GL: only when the page is opened
 
         # No toolbar: its crop fields are for editing episodes, and its width would squeeze the
         # success plot; colour by height, as the policy's cloud has no colours.
         self.scene3d = PointCloudView(self._scene3d_page, show_toolbar=False)
         self.scene3d.set_color_mode("height")
         self.scene3d.set_crop_visible(False)
-        self._scene3d_page.layout().addWidget(self.scene3d)
-        self._waypoint_spline_fn = waypoint_spline_fn
-        from policies.datasets import DEFAULT_WORKSPACE
-
         self.scene3d.set_crop(DEFAULT_WORKSPACE[0], DEFAULT_WORKSPACE[1])
+        self._scene3d_page.layout().addWidget(self.scene3d)
         s = self.snapshot()
         if s is not None:
             self._show_3d(s)
@@ -377,14 +376,14 @@ class EvaluateTab(QtWidgets.QWidget):
                 self._framed = True
         view.set_predicted_actions(None if s.chunk is None else s.chunk[:, :3])
         view.set_keypoint(s.keypoint)
-        if id(s.plan) != self._shown_plan_id:
-            self._shown_plan_id = None if s.plan is None else id(s.plan)
+        same_plan = (s.plan is None and self._shown_plan is None) or (
+            s.plan is not None and self._shown_plan is not None and np.array_equal(s.plan, self._shown_plan))
+        if not same_plan:  # once per trial: the spline is rebuilt only when the waypoints change
+            self._shown_plan = s.plan
             if s.plan is not None:
-                from policies.waypoints import Waypoint
-
                 # The policy's own spline shape (PCHIP) through the plan's positions.
                 down = np.array([1.0, 0.0, 0.0, 0.0])
-                view.set_spline_fn(self._waypoint_spline_fn([Waypoint(np.r_[p, down]) for p in s.plan]))
+                view.set_spline_fn(waypoint_spline_fn([Waypoint(np.r_[p, down]) for p in s.plan]))
             view.set_waypoints(s.plan)
         view.set_trajectory(None if s.guidance is None else s.guidance[:, :3])
 
