@@ -20,9 +20,6 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.rollout import POLICIES, WAYPOINT_SOURCES, LiveState, RolloutConfig, RolloutRunner
 from app.success import cumulative_curve, latency_stats, summarize, wilson_interval
-from policies.datasets import DEFAULT_WORKSPACE
-from policies.waypoints import Waypoint
-from widgets.scene3d_panel import waypoint_spline_fn
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +348,10 @@ class EvaluateTab(QtWidgets.QWidget):
     def _on_view_tab(self, index: int) -> None:
         if index != 1 or self.scene3d is not None:
             return
-        from widgets.pointcloud_view import PointCloudView  # GL: only when the page is opened
+        # Imported when the page is first opened: vispy needs GL, and the waypoint/workspace helpers
+        # pull in torch and diffusers (importing this tab went from 1 s to 5 s with them at the top).
+        from policies.datasets import DEFAULT_WORKSPACE
+        from widgets.pointcloud_view import PointCloudView
 
         # No toolbar: its crop fields are for editing episodes, and its width would squeeze the
         # success plot; colour by height, as the policy's cloud has no colours.
@@ -381,6 +381,9 @@ class EvaluateTab(QtWidgets.QWidget):
         if not same_plan:  # once per trial: the spline is rebuilt only when the waypoints change
             self._shown_plan = s.plan
             if s.plan is not None:
+                from policies.waypoints import Waypoint  # loaded by then (see _on_view_tab)
+                from widgets.scene3d_panel import waypoint_spline_fn
+
                 # The policy's own spline shape (PCHIP) through the plan's positions.
                 down = np.array([1.0, 0.0, 0.0, 0.0])
                 view.set_spline_fn(waypoint_spline_fn([Waypoint(np.r_[p, down]) for p in s.plan]))
