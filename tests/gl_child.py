@@ -31,3 +31,21 @@ def run_gl_checks(script: str, *args: str, timeout: float = 180) -> dict:
     result = json.loads(lines[-1])
     print(result)
     return result
+
+
+def child_app():
+    """In the child process: the QApplication and ``pump(seconds)``, which processes Qt events for that
+    long (vispy draws on them)."""
+    import time
+
+    from PySide6 import QtWidgets
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+
+    def pump(seconds: float = 0.05) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            app.processEvents()
+            time.sleep(0.005)
+
+    return app, pump

@@ -3,12 +3,11 @@ chunk and the expert's keypoint — in a child process under xcb (Qt's offscreen
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from gl_child import run_gl_checks
+from gl_child import child_app, run_gl_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,17 +23,9 @@ def test_evaluate_3d_page_draws_cloud_chunk_keypoint_and_plan(tmp_path):
 
 
 def _gl_checks(png: str) -> dict:
-    from PySide6 import QtWidgets
-
-    app = QtWidgets.QApplication([])
+    app, pump = child_app()
     from app.rollout import LiveState
     from widgets.evaluate_tab import EvaluateTab
-
-    def pump(seconds):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.005)
 
     tab = EvaluateTab(None)
     tab.resize(1200, 700)

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from gl_child import run_gl_checks
+from gl_child import child_app, run_gl_checks
 from scipy.spatial.transform import Rotation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,16 +166,8 @@ def test_gl_panel_shows_cloud_and_trajectory():
 
 
 def _gl_checks() -> dict:
-    from PySide6 import QtWidgets
-
-    app = QtWidgets.QApplication([])
+    app, pump = child_app()
     from widgets.scene3d_panel import Scene3DPanel
-
-    def pump(seconds):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.005)
 
     panel = Scene3DPanel(max_rate_hz=10)
     panel.resize(900, 700)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gl_child import run_gl_checks
+from gl_child import child_app, run_gl_checks
 from scipy.spatial import cKDTree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,17 +125,10 @@ def test_gl_view_renders_and_edits():
 def _gl_checks() -> dict:
     import time
 
-    from PySide6 import QtWidgets
+    app, pump = child_app()
     from vispy.util import keys
 
-    app = QtWidgets.QApplication([])
     from widgets.pointcloud_view import PointCloudView
-
-    def pump(seconds=0.05):
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            app.processEvents()
-            time.sleep(0.005)
 
     import threading
 
