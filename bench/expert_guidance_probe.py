@@ -40,7 +40,8 @@ def probe(model: ActionExpert, episodes, sigma: float, per_episode: int = 8, see
                                     extras=extras)
             errs[name] += (pred[:, -1, :3] - b["action"][:, -1, :3]).norm(dim=-1).tolist()
             if "keypoint" in extras and name == "displaced":  # the grasp as the head places it
-                errs["keypoint"] += (extras["keypoint"] - b["target"]).norm(dim=-1).tolist()
+                d = (extras["keypoint"] - b["target"]).norm(dim=-1)
+                errs["keypoint"] += d[torch.isfinite(d)].tolist()  # frames with a grasp still ahead
         errs["shift"] += (w.guide[approach + n, -1, :3] - w.guide[approach, -1, :3]).norm(dim=-1).tolist()
     return {k: np.asarray(v) * 100 for k, v in errs.items()}
 

@@ -186,20 +186,29 @@ class CloudKeypointHead(nn.Module):
         return {"keypoint": keypoint, "heat": heat, "offset": offset}
 
 
-def keypoint_aux_loss(out: dict, cloud: torch.Tensor, target: torch.Tensor, sigma: float = 0.02,
-                      z_weight: float = 0.3, k: int = 16) -> torch.Tensor:
-    """policies/keypoints.py's coarse loss on metres: cross-entropy of the heat against a Gaussian
-    (σ ``sigma``, height down-weighted: a release point in the air lands on what is under it) around
-    the target, L1 on the offsets of the ``k`` nearest points and on the fused keypoint (/ 2 cm)."""
+def coarse_keypoint_terms(out: dict, cloud: torch.Tensor, target: torch.Tensor, sigma: float, z_weight: float,
+                          k: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CLAP's coarse-branch loss terms for a heat + offset keypoint (``out``: heat (B, N), offset (B, N, 3),
+    keypoint (B, 3); metres): cross-entropy of the heat against a Gaussian (σ ``sigma``, height weighted
+    by ``z_weight`` — a target in the air lands on what is under it) around the target, L1 on the offsets
+    of the ``k`` nearest points and on the fused keypoint, both in units of ``scale`` metres. Shared by
+    policies/keypoints.py's predictor and the action expert's head."""
     w = cloud.new_tensor([1.0, 1.0, z_weight])
-    d2 = (((cloud - target[:, None]) * w) ** 2).sum(-1)
+    d2 = (((cloud - target[:, None]) * w) ** 2).sum(-1)  # (B, N)
+    # In log space, so far targets never underflow to zero everywhere.
     heat_t = torch.softmax(-d2 / (2 * sigma**2), dim=1)
     ce = -(heat_t * torch.log_softmax(out["heat"], dim=1)).sum(1).mean()
     near = d2.topk(min(k, cloud.shape[1]), dim=1, largest=False).indices[..., None].expand(-1, -1, 3)
     want = target[:, None] - torch.gather(cloud, 1, near)
-    off = (torch.gather(out["offset"], 1, near) - want).abs().sum(-1).mean() / sigma
-    kp = (out["keypoint"] - target).abs().sum(-1).mean() / sigma
-    return ce + off + kp
+    off = (torch.gather(out["offset"], 1, near) - want).abs().sum(-1).mean() / scale
+    kp = (out["keypoint"] - target).abs().sum(-1).mean() / scale
+    return ce, off, kp
+
+
+def keypoint_aux_loss(out: dict, cloud: torch.Tensor, target: torch.Tensor, sigma: float = 0.02,
+                      z_weight: float = 0.3, k: int = 16) -> torch.Tensor:
+    """The expert's keypoint-head loss: :func:`coarse_keypoint_terms` summed, L1 terms per ``sigma``."""
+    return sum(coarse_keypoint_terms(out, cloud, target, sigma, z_weight, k, scale=sigma))
 
 
 class Conv1dBlock(nn.Module):

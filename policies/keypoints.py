@@ -38,6 +38,7 @@ from scipy.spatial.transform import Rotation
 from torch import nn
 from torch.nn import functional as F
 
+from policies.action_expert import coarse_keypoint_terms
 from policies.datasets import DEFAULT_WORKSPACE
 from policies.geometry import crop, depth_to_points, farthest_point_sample, voxel_downsample
 from policies.waypoints import Waypoint
@@ -359,19 +360,11 @@ class KeypointNet(nn.Module):
 
 def keypoint_loss(out: dict, cloud: torch.Tensor, target: torch.Tensor, gripper: torch.Tensor, yaw: torch.Tensor,
                   cfg: KeypointConfig) -> tuple[torch.Tensor, dict]:
-    cloud = cloud[..., :3]
     # Heat distance mostly horizontal: a target in free air (a lift's end, a pose above the bin) then
     # lands on the object under it rather than on whatever arm link happens to pass nearest, and the
-    # offset carries the height. In log space, so far targets never underflow to zero everywhere.
-    w = torch.tensor([1.0, 1.0, cfg.z_weight])
-    d2 = (((cloud - target[:, None]) * w) ** 2).sum(-1)  # (B,N)
-    heat_t = torch.softmax(-d2 / (2 * cfg.sigma ** 2), dim=1)
-    ce = -(heat_t * torch.log_softmax(out["heat"], dim=1)).sum(1).mean()
-    near = d2.topk(cfg.offset_k, dim=1, largest=False).indices
-    want = target[:, None] - torch.gather(cloud, 1, near[..., None].expand(-1, -1, 3))
-    got = torch.gather(out["offset"], 1, near[..., None].expand(-1, -1, 3))
-    off = (got - want).abs().sum(-1).mean() / cfg.offset_scale
-    kp = (out["keypoint"] - target).abs().sum(-1).mean() / cfg.offset_scale
+    # offset carries the height.
+    ce, off, kp = coarse_keypoint_terms(out, cloud[..., :3], target, cfg.sigma, cfg.z_weight, cfg.offset_k,
+                                        scale=cfg.offset_scale)
     bce = F.binary_cross_entropy_with_logits(out["gripper_logit"], gripper)
     yaw_t = torch.stack([torch.cos(4 * yaw), torch.sin(4 * yaw)], dim=-1)
     yl = ((out["yaw4"] - yaw_t) ** 2).sum(-1).mean()

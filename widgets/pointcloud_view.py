@@ -579,7 +579,7 @@ class PointCloudView(QtWidgets.QWidget):
             return
         p = np.asarray(xyz, np.float32).reshape(1, 3)
         self.keypoint_marker.set_data(p, size=16, symbol="diamond", edge_width=2,
-                                      face_color=(0.85, 0.35, 0.95, 1.0), edge_color=(1, 1, 1, 1))
+                                      face_color=style.hex_to_rgbf(style.PREDICTED), edge_color=(1, 1, 1, 1))
         self.keypoint_marker.visible = True
 
     def set_waypoints(self, xyz: np.ndarray | Sequence[Sequence[float]] | None) -> None:

@@ -22,8 +22,9 @@ from PySide6 import QtCore, QtWidgets
 
 from policies.geometry import crop, depth_to_points
 from policies.waypoints import DemoKeyframeSource, Waypoint, WaypointTrajectory
+from widgets import style
 
-PREDICTED_RGBA = (0.85, 0.35, 0.95, 1.0)  # predicted keypoints: magenta, apart from accent/warning colours
+PREDICTED_RGBA = style.hex_to_rgbf(style.PREDICTED)
 
 # --------------------------------------------------------------------------------------------
 # Pure parts (no Qt, no GL)

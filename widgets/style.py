@@ -16,6 +16,7 @@ TEXT_DIM = "#8b93a1"
 ACCENT = "#4fa3ff"
 WARNING = "#ffb347"
 ERROR = "#ff5c5c"
+PREDICTED = "#d959f2"  # predicted keypoints: magenta, apart from the accent and warning colours
 PLAYHEAD = "#ffffff"
 
 # Curves on the timeline: gripper, speed, height (plus anything else the owner adds).
