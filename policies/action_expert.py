@@ -92,6 +92,14 @@ class ExpertConfig:
     # loop; with the skip the network only predicts the residual from the keypoint where it gates it in.
     keypoint_skip: bool = False
 
+    def __post_init__(self) -> None:
+        # Checked here, not in the model: `train expert` builds the config before loading (and
+        # back-projecting) the episodes, so a bad flag combination fails at once.
+        if self.keypoint_skip and self.keypoint_feat <= 0:
+            raise ValueError("keypoint_skip needs a keypoint head (keypoint_feat > 0, --keypoint-feat D)")
+        if self.keypoint_skip and self.prediction_type != "sample":
+            raise ValueError("keypoint_skip needs prediction_type 'sample' (x0)")
+
     @property
     def cond_dim(self) -> int:
         return (self.state_feat + self.guide_feat + self.cloud_feat * (2 if self.cloud_focus > 0 else 1)
@@ -307,13 +315,9 @@ class ActionExpert(nn.Module):
             self.keypoint_mlp = _mlp(6, cfg.keypoint_feat)
             self.keypoint_mask_token = nn.Parameter(torch.zeros(cfg.keypoint_feat))
             if cfg.keypoint_skip:
-                if cfg.prediction_type != "sample":
-                    raise ValueError("keypoint_skip needs prediction_type 'sample' (x0)")
                 self.keypoint_gate = nn.Linear(cfg.cond_dim, cfg.horizon)
                 nn.init.zeros_(self.keypoint_gate.weight)
                 nn.init.constant_(self.keypoint_gate.bias, -4.0)
-        elif cfg.keypoint_skip:
-            raise ValueError("keypoint_skip needs a keypoint head (keypoint_feat > 0)")
         self.unet = ConditionalUnet1D(POSE_DIM, cfg.cond_dim, cfg.unet_dims, cfg.step_embed, cfg.kernel_size, cfg.n_groups)
         sched = dict(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                      clip_sample=True, prediction_type=cfg.prediction_type)
