@@ -37,8 +37,8 @@ from app.recording import RecordingService
 from app.session import DeviceSession
 from app.teleop import ControlLoop, Tick
 from recorder.dataset import Dataset, EpisodeInfo
-from recorder.episode import MARKER_SUFFIX, marker_path, read_marker
-from recorder.recovery import Recovered, recover_file, writer_alive
+from recorder.episode import MARKER_SUFFIX, read_marker
+from recorder.recovery import Recovered, discard_partial, recover_file, writer_alive
 from recorder.schema import EpisodeError
 from robots.base import ArmState, DeviceError, RGBDFrame
 
@@ -591,8 +591,7 @@ class CollectController(QObject):
     def discard_partials(self, paths: list[Path]) -> bool:
         def work():
             for p in paths:
-                Path(p).unlink(missing_ok=True)
-                marker_path(p).unlink(missing_ok=True)
+                discard_partial(p)
             return self._scan_dataset()
 
         return self._submit("discarding partial episodes", work, self._set_episodes)

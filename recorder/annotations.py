@@ -41,6 +41,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .durable import fsync_path
 from .primitives import VocabularyError, check_primitive
 
 SOURCES = ("auto", "human")
@@ -455,14 +456,6 @@ def create_store(h5file, slot_bytes: int = DEFAULT_SLOT_BYTES, payload: bytes | 
     h5file.create_dataset(STORE_PATH, data=buf, chunks=None)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def rebuild_with_store(path: str | os.PathLike, payload: bytes | None, version: int,
                        slot_bytes: int = DEFAULT_SLOT_BYTES, extra=None) -> None:
     """Structural change on a copy, then an atomic rename: a crash leaves the old file intact.
@@ -472,7 +465,8 @@ def rebuild_with_store(path: str | os.PathLike, payload: bytes | None, version: 
     import h5py
     import hdf5plugin  # noqa: F401
     path = Path(path)
-    tmp = path.with_name(path.name + ".annot-tmp")
+    # The pid in the name lets recovery tell a dead save's leftover from a save in progress.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.annot-tmp")
     try:
         shutil.copy2(path, tmp)
         with h5py.File(tmp, "r+") as f:
@@ -480,13 +474,9 @@ def rebuild_with_store(path: str | os.PathLike, payload: bytes | None, version: 
                 create_store(f, slot_bytes, payload, version)
             if extra is not None:
                 extra(f)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync_dir(path)
+        fsync_path(path.parent)
     except OSError as exc:
         raise StoreError(f"{path.name}: cannot rewrite ({exc.strerror or exc})") from None
     finally:

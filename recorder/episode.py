@@ -6,6 +6,19 @@ and the writer thread flushes at least every ``flush_interval`` seconds. A ``<fi
 marker (JSON with the writer's pid) sits beside the file until ``finalize``/``discard``; a marker
 whose process is gone is how recorder/recovery.py finds partial episodes after a SIGKILL.
 
+What is on disk under the episode's name is recoverable at every instant of the lifecycle:
+
+- until the datasets exist and SWMR is on, the file is built as ``<file>.creating`` (an HDF5 file
+  open for writing without SWMR cannot be opened by anyone after a crash) and renamed into place;
+  it holds no frame before that, so a crash there loses nothing but the empty shell;
+- ``finalize`` never opens the recorded file for writing: the writer thread closes it cleanly
+  (a clean partial), the finishing data (late extras, keyframes, proposals, outcome) goes into a
+  copy ``<file>.finalizing``, which is fsynced and ``os.replace``d over the partial. Opening the
+  partial ``r+`` instead is ~10x faster but a kill then leaves a file whose consistency flags say
+  "open for write" and whose metadata may be half flushed (bench/finalize.py);
+- the marker carries the operator's outcome and notes while finalizing, so a crash during the
+  save still keeps the verdict (recovery applies it).
+
 Only the writer thread touches the HDF5 file while recording. h5py holds the GIL inside HDF5 calls,
 so the default compression is the cheapest one that keeps files small (bench/recorder.py): the
 control thread then waits at most a few milliseconds per written frame.
@@ -17,6 +30,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import socket
 import threading
 import time
@@ -27,6 +41,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from recorder.durable import fsync_path
 from recorder.schema import (
     DEFAULT_COMPRESSION,
     FIELDS_BY_PATH,
@@ -46,6 +61,8 @@ log = logging.getLogger(__name__)
 __all__ = ["EpisodeWriter", "EpisodeReader", "EpisodeError", "CameraInfo", "marker_path", "read_marker"]
 
 MARKER_SUFFIX = ".recording"
+CREATING_SUFFIX = ".creating"  # the file before it holds any frame (see the module docstring)
+FINALIZING_SUFFIX = ".finalizing"  # the complete episode being built by finalize
 _STOP = object()
 _ABORT = object()
 _SMALL_FIELDS = ("/time", "/obs/ee_pose", "/obs/joint_pos", "/obs/gripper", "/action")
@@ -61,6 +78,16 @@ def _app_version() -> str:
 def marker_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(path.name + MARKER_SUFFIX)
+
+
+def creating_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + CREATING_SUFFIX)
+
+
+def finalizing_path(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + FINALIZING_SUFFIX)
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -80,10 +107,11 @@ def read_marker(path: str | os.PathLike) -> dict | None:
         return None
 
 
-def _write_marker(path: Path) -> None:
+def _write_marker(path: Path, **extra) -> None:
+    """(Re)write the marker atomically; ``extra`` (phase, outcome, notes) is for recovery."""
     pid = os.getpid()
     info = {"pid": pid, "start_ticks": process_start_ticks(pid), "host": socket.gethostname(),
-            "started_at": _now_iso()}
+            "started_at": _now_iso(), **extra}
     tmp = marker_path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(info))
     os.replace(tmp, marker_path(path))
@@ -158,7 +186,7 @@ class EpisodeWriter:
                  compression: str = DEFAULT_COMPRESSION, queue_frames: int | None = None,
                  flush_interval: float = 0.25):
         self.path = Path(path)
-        if self.path.exists():
+        if self.path.exists() or creating_path(self.path).exists() or marker_path(self.path).exists():
             raise FileExistsError(f"{self.path}: already exists; refusing to overwrite an episode")
         self._attrs = _root_attrs(meta)
         self._cam = _camera_attrs(camera_meta) if camera_meta else None
@@ -185,16 +213,15 @@ class EpisodeWriter:
         self._done = False
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_marker(self.path)
+        _write_marker(self.path, phase="created")
         try:
-            self._f = h5py.File(self.path, "w", libver="latest")
+            self._f = h5py.File(creating_path(self.path), "w", libver="latest")
             self._f.attrs.update(self._attrs)
             if self._cam:
                 g = self._f.create_group("camera")
                 g.attrs.update({k: v for k, v in self._cam.items() if k != "depth_scale"})
         except Exception:
-            marker_path(self.path).unlink(missing_ok=True)
-            self.path.unlink(missing_ok=True)
+            self._remove_files()
             raise
         self._ds: dict[str, h5py.Dataset] = {}
         self._pending: dict[str, list] = {name: [] for name in _SMALL_FIELDS}
@@ -324,6 +351,10 @@ class EpisodeWriter:
             self._create_extra(name, value)
         # From here on no object may be created in the file until it is closed (SWMR rule).
         f.swmr_mode = True
+        # SWMR keeps the file readable after a crash, so now (and not before) it may carry the
+        # episode's name. The open handle follows the rename.
+        os.replace(creating_path(self.path), self.path)
+        _write_marker(self.path, phase="recording")
 
     def _create_extra(self, name: str, value) -> None:
         kind, shape = _extra_kind(value)
@@ -395,19 +426,31 @@ class EpisodeWriter:
         if self.written == 0:
             self._remove_files()
             raise EpisodeError(self.path, "frames", "no frames were recorded; nothing saved")
-        with h5py.File(self.path, "r+") as f:
-            for name, values in self._late_extras.items():
-                self._write_late_extra(f, name, values)
-            if propose:
-                try:
-                    from recorder.proposals import write_into_open_file
+        # From here the partial on disk is complete and closed. Recovery keeps the verdict if we die.
+        _write_marker(self.path, phase="finalizing", outcome=outcome, notes=str(notes))
+        tmp = finalizing_path(self.path)
+        try:
+            shutil.copyfile(self.path, tmp)
+            with h5py.File(tmp, "r+") as f:
+                for name, values in self._late_extras.items():
+                    self._write_late_extra(f, name, values)
+                if propose:
+                    try:
+                        from recorder.proposals import write_into_open_file
 
-                    write_into_open_file(f)
-                except Exception as exc:  # proposals are a convenience: never lose the take over them
-                    log.warning("%s: no segment proposals: %s", self.path.name, exc)
-                    notes = (notes + "\n" if notes else "") + f"no segment proposals: {exc}"
-            f.attrs.update({"outcome": outcome, "notes": str(notes), "state": "complete",
-                            "dropped_frames": int(self.dropped), "ended_at": _now_iso()})
+                        write_into_open_file(f)
+                    except Exception as exc:  # proposals are a convenience: never lose the take over them
+                        log.warning("%s: no segment proposals: %s", self.path.name, exc)
+                        notes = (notes + "\n" if notes else "") + f"no segment proposals: {exc}"
+                f.attrs.update({"outcome": outcome, "notes": str(notes), "state": "complete",
+                                "dropped_frames": int(self.dropped), "ended_at": _now_iso()})
+            fsync_path(tmp)
+            os.replace(tmp, self.path)
+            fsync_path(self.path.parent)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            # The marker stays: recovery turns the intact partial into an episode with this outcome.
+            raise EpisodeError(self.path, "finalize", f"{type(exc).__name__}: {exc}") from None
         marker_path(self.path).unlink(missing_ok=True)
         return self.path
 
@@ -446,8 +489,8 @@ class EpisodeWriter:
         self._thread.join()
 
     def _remove_files(self) -> None:
-        self.path.unlink(missing_ok=True)
-        marker_path(self.path).unlink(missing_ok=True)
+        for p in (self.path, creating_path(self.path), finalizing_path(self.path), marker_path(self.path)):
+            p.unlink(missing_ok=True)
 
     def __enter__(self) -> "EpisodeWriter":
         return self

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .annotations import AnnotationDoc, Segment, load_annotations
+from .durable import atomic_dir, atomic_file
 from .primitives import caption
 
 MIN_QUALITY = 2
@@ -76,11 +77,8 @@ def _open(path: Path):
 def export_language_action(episodes: Sequence[str | os.PathLike], out: str | os.PathLike,
                            min_quality: float = MIN_QUALITY, annotator: str | None = None) -> int:
     """Write LA episodes as JSON lines; return how many were written."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     count = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_file(out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         for ep in episodes:
             segs = verified_segments(ep, min_quality, annotator)
             if not segs:
@@ -101,7 +99,6 @@ def export_language_action(episodes: Sequence[str | os.PathLike], out: str | os.
                     }
                     fh.write(json.dumps(rec) + "\n")
                     count += 1
-    os.replace(tmp, out)
     return count
 
 
@@ -113,11 +110,11 @@ def clip_indices(start: int, end: int, n: int = CLIP_FRAMES) -> np.ndarray:
 def export_encoder_clips(episodes: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                          n_frames: int = CLIP_FRAMES, min_quality: float = MIN_QUALITY,
                          annotator: str | None = None) -> int:
-    """Write ``clip_XXXXX.npz`` (frames (n,H,W,3) uint8, indices) + ``captions.jsonl``; return the count."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write ``clip_XXXXX.npz`` (frames (n,H,W,3) uint8, indices) + ``captions.jsonl``; return the count.
+
+    Built in a temporary folder that replaces ``out_dir`` at the end (a crash keeps the old export)."""
     count = 0
-    with open(out_dir / "captions.jsonl", "w", encoding="utf-8") as cap:
+    with atomic_dir(out_dir) as tmp_dir, open(tmp_dir / "captions.jsonl", "w", encoding="utf-8") as cap:
         for ep in episodes:
             segs = verified_segments(ep, min_quality, annotator)
             if not segs:
@@ -130,7 +127,7 @@ def export_encoder_clips(episodes: Sequence[str | os.PathLike], out_dir: str | o
                     idx = clip_indices(s.start, s.end, n_frames)
                     frames = np.stack([r.rgb(i) for i in idx])
                     name = f"clip_{count:05d}.npz"
-                    np.savez_compressed(out_dir / name, frames=frames, indices=idx)
+                    np.savez_compressed(tmp_dir / name, frames=frames, indices=idx)
                     cap.write(json.dumps({
                         "clip": name, "caption": caption(s.primitive, s.object), "primitive": s.primitive,
                         "object": s.object, "instruction": s.instruction, "episode": Path(ep).name,
@@ -149,13 +146,10 @@ def export_robomimic(episodes: Sequence[str | os.PathLike], out: str | os.PathLi
     episodes. Written to a temporary name and renamed, so a failed export leaves nothing half-done.
     """
     import h5py
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     total = 0
     demos = 0
     env_meta = None
-    try:
+    with atomic_file(out) as tmp:
         with h5py.File(tmp, "w") as f:
             data = f.create_group("data")
             for ep in episodes:
@@ -195,9 +189,6 @@ def export_robomimic(episodes: Sequence[str | os.PathLike], out: str | os.PathLi
             data.attrs["env_args"] = json.dumps(env_meta or {"env_name": "actstudio", "type": 1, "env_kwargs": {}})
             mask = f.create_group("mask")
             mask["all"] = np.array([f"demo_{i}".encode() for i in range(demos)], dtype="S")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return demos
 
 

@@ -4,7 +4,14 @@ A partial episode is an ``.h5`` with a ``.recording`` marker whose writer proces
 a SIGKILL; recovery reads it in SWMR-reader mode, finds the longest prefix of frames present in
 *every* dataset, and rebuilds it into a fresh file (compressed image chunks copied as they are,
 not re-encoded) that replaces the partial one only after it validates. The result carries
-``outcome="unknown"`` and ``recovered=1``.
+``recovered=1`` and ``outcome="unknown"``, or the operator's verdict when the recorder died while
+saving it (the marker carries it, recorder/episode.py).
+
+Recovery never deletes a file that may hold frames: one it cannot read is moved aside to
+``<file>.unreadable`` and reported. What it does remove: the marker and ``.creating`` shell of a
+take killed before its first frame (by construction frame-free), the ``.finalizing`` copy of a
+save that was cut short (the partial it was copied from is still there), and a readable partial
+with no complete frame.
 """
 from __future__ import annotations
 
@@ -15,16 +22,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from recorder.episode import MARKER_SUFFIX, marker_path, process_start_ticks, read_marker
-from recorder.schema import FRAME_FIELDS, EpisodeError, attr_str, validate
+from recorder.durable import fsync_path
+from recorder.episode import (MARKER_SUFFIX, creating_path, finalizing_path, marker_path, process_start_ticks,
+                              read_marker)
+from recorder.schema import FRAME_FIELDS, OUTCOMES, EpisodeError, attr_str, validate
 
-__all__ = ["Recovered", "recover_partial", "recover_file", "writer_alive"]
+__all__ = ["Recovered", "recover_partial", "recover_file", "writer_alive", "discard_partial",
+           "remove_stale_temporaries"]
 
 
 @dataclass
 class Recovered:
     path: Path
-    status: str  # recovered | empty (nothing worth keeping, removed) | live (still recording) | failed
+    # recovered | complete (was already saved; stale marker removed) | empty (no frame; removed)
+    # | kept (unreadable, moved aside) | live (still recording) | failed
+    status: str
     n_frames: int = 0
     message: str = ""
 
@@ -58,6 +70,7 @@ def recover_partial(folder: str | os.PathLike) -> list[Recovered]:
     results = []
     for tmp in folder.glob("*.h5.recovering"):
         tmp.unlink(missing_ok=True)  # an earlier recovery that was itself interrupted
+    remove_stale_temporaries(folder)
     for path in _partials(folder):
         if writer_alive(read_marker(path)):
             results.append(Recovered(path, "live", message="writer process still running"))
@@ -121,37 +134,85 @@ def _copy_dataset(src: h5py.Dataset, dst_file: h5py.File, n: int) -> None:
         dst.attrs[key] = value
 
 
+def _unique_aside(path: Path, suffix: str) -> Path:
+    aside = path.with_name(path.name + suffix)
+    k = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}{suffix}.{k}")
+        k += 1
+    return aside
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries of writers that died: ``.finalizing`` copies (the partial they were
+    copied from is intact) and annotation rebuild copies ``<file>.<pid>.annot-tmp``."""
+    folder = Path(folder)
+    removed = []
+    for tmp in folder.glob("*.h5.finalizing"):
+        episode = tmp.with_name(tmp.name[: -len(".finalizing")])
+        if not writer_alive(read_marker(episode)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    for tmp in folder.glob("*.annot-tmp"):
+        parts = tmp.name.rsplit(".", 2)  # name.h5 . pid . annot-tmp
+        if len(parts) == 3 and parts[1].isdigit() and process_start_ticks(int(parts[1])) is not None:
+            continue  # its process is still running (possibly saving right now)
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _open_partial(path: Path) -> h5py.File | None:
+    try:
+        return h5py.File(path, "r", swmr=True, libver="latest")
+    except OSError:
+        try:
+            return h5py.File(path, "r")
+        except OSError:
+            return None
+
+
 def recover_file(path: str | os.PathLike) -> Recovered:
     """Rebuild one partial episode in place (atomically); see the module docstring."""
     path = Path(path)
+    marker = read_marker(path) or {}
+    finalizing_path(path).unlink(missing_ok=True)
+    if not path.exists():
+        # Killed before the first frame: only the marker and the frame-free .creating shell exist.
+        creating_path(path).unlink(missing_ok=True)
+        marker_path(path).unlink(missing_ok=True)
+        return Recovered(path, "empty", message="killed before the first frame; nothing was recorded")
+    src = _open_partial(path)
+    if src is None:
+        # Never delete what we cannot read: it may hold frames another tool can still get out.
+        aside = _unique_aside(path, ".unreadable")
+        os.replace(path, aside)
+        marker_path(path).unlink(missing_ok=True)
+        return Recovered(path, "kept", message=f"cannot be opened by HDF5; kept as {aside.name} (not deleted)")
     tmp = path.with_name(path.name + ".recovering")
     try:
-        src = h5py.File(path, "r", swmr=True, libver="latest")
-    except OSError:
-        try:
-            src = h5py.File(path, "r")
-        except OSError as exc:
-            # Killed before the first frame made the file SWMR: nothing but attributes was in it.
-            path.unlink(missing_ok=True)
-            marker_path(path).unlink(missing_ok=True)
-            return Recovered(path, "empty", message=f"unreadable partial file removed ({exc})")
-    try:
         with src:
-            if "time" not in src:
-                n = 0
-            else:
-                n = _consistent_length(src)
+            if attr_str(src.attrs.get("state", "")) == "complete":
+                # Killed after the complete episode replaced the partial, before the marker went.
+                n = int(src["time"].shape[0]) if "time" in src else 0
+                src.close()
+                marker_path(path).unlink(missing_ok=True)
+                return Recovered(path, "complete", n_frames=n, message="already saved; stale marker removed")
+            n = _consistent_length(src) if "time" in src else 0
             if n == 0:
                 src.close()
                 path.unlink(missing_ok=True)
                 marker_path(path).unlink(missing_ok=True)
                 return Recovered(path, "empty", message="no complete frame; partial file removed")
+            outcome = marker.get("outcome") if marker.get("outcome") in OUTCOMES else "unknown"
+            saving = marker.get("phase") == "finalizing"
             with h5py.File(tmp, "w", libver="latest") as dst:
                 for key, value in src.attrs.items():
                     dst.attrs[key] = value
-                notes = attr_str(src.attrs.get("notes", ""))
-                dst.attrs.update({"outcome": "unknown", "recovered": 1, "state": "complete",
-                                  "notes": (notes + " " if notes else "") + f"recovered after a crash: {n} frames"})
+                notes = str(marker.get("notes", "")) if saving else attr_str(src.attrs.get("notes", ""))
+                when = "while saving it" if saving else "during recording"
+                dst.attrs.update({"outcome": outcome, "recovered": 1, "state": "complete",
+                                  "notes": (notes + " " if notes else "") + f"recovered after a crash {when}: {n} frames"})
                 if "camera" in src:
                     cam = dst.create_group("camera")
                     for key, value in src["camera"].attrs.items():
@@ -161,7 +222,10 @@ def recover_file(path: str | os.PathLike) -> Recovered:
                 for ds in datasets:
                     _copy_dataset(ds, dst, n)
                 validate(dst, path)
+                _propose(dst)
+            fsync_path(tmp)
         os.replace(tmp, path)
+        fsync_path(path.parent)
     except EpisodeError:
         tmp.unlink(missing_ok=True)
         raise
@@ -170,3 +234,20 @@ def recover_file(path: str | os.PathLike) -> Recovered:
         raise EpisodeError(path, "recovery", f"{type(exc).__name__}: {exc}") from None
     marker_path(path).unlink(missing_ok=True)
     return Recovered(path, "recovered", n_frames=n)
+
+
+def _propose(f: h5py.File) -> None:
+    """Keyframes + segment proposals, as a finalized take has them (a convenience: never fatal)."""
+    try:
+        from recorder.proposals import write_into_open_file
+
+        write_into_open_file(f)
+    except Exception as exc:
+        f.attrs["notes"] = attr_str(f.attrs.get("notes", "")) + f" (no segment proposals: {exc})"
+
+
+def discard_partial(path: str | os.PathLike) -> None:
+    """The operator chose to throw a crashed take away: remove it and everything that belongs to it."""
+    path = Path(path)
+    for p in (path, creating_path(path), finalizing_path(path), marker_path(path)):
+        p.unlink(missing_ok=True)
