@@ -13,7 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["fsync_path", "atomic_file", "atomic_dir"]
+__all__ = ["fsync_path", "atomic_file", "atomic_dir", "remove_dead_temporaries"]
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -25,12 +25,39 @@ def fsync_path(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temporaries(out: str | os.PathLike, suffix: str) -> list[Path]:
+    """Remove ``<out>.<pid><suffix>`` left by writers that were killed (their pid is gone)."""
+    out = Path(out)
+    removed = []
+    for tmp in out.parent.glob(f"{out.name}.*{suffix}"):
+        pid = tmp.name[len(out.name) + 1: -len(suffix)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_file(out: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``out``; on a clean exit it replaces ``out`` atomically,
-    on an exception it is removed and ``out`` is untouched."""
+    on an exception it is removed and ``out`` is untouched. Temporaries of killed earlier
+    writes to ``out`` are removed first."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(out, ".tmp")
     tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
     try:
         yield tmp
@@ -62,11 +89,13 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
 
     An existing ``out`` is exchanged atomically with the new folder (renameat2) and then deleted,
     so ``out`` is at every instant either the old or the new complete export. Where the exchange is
-    not supported, the old folder is first renamed to ``<out>.old-<pid>`` (then the old export is
+    not supported, the old folder is first renamed to ``<out>.<pid>.old`` (then the old export is
     complete under that name for the instant between the two renames).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temporaries(out, ".partial")
+    remove_dead_temporaries(out, ".old")
     tmp = out.with_name(f"{out.name}.{os.getpid()}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -81,7 +110,7 @@ def atomic_dir(out: str | os.PathLike) -> Iterator[Path]:
         elif _exchange(tmp, out):
             pass  # tmp now holds the old export
         else:
-            old = out.with_name(f"{out.name}.old-{os.getpid()}")
+            old = out.with_name(f"{out.name}.{os.getpid()}.old")
             os.rename(out, old)
             os.rename(tmp, out)
             tmp = old

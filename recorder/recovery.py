@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from recorder.durable import fsync_path
+from recorder.durable import fsync_path, remove_dead_temporaries
 from recorder.episode import (MARKER_SUFFIX, creating_path, finalizing_path, marker_path, process_start_ticks,
                               read_marker)
 from recorder.schema import FRAME_FIELDS, OUTCOMES, EpisodeError, attr_str, validate
@@ -153,12 +153,8 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         if not writer_alive(read_marker(episode)):
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
-    for tmp in folder.glob("*.annot-tmp"):
-        parts = tmp.name.rsplit(".", 2)  # name.h5 . pid . annot-tmp
-        if len(parts) == 3 and parts[1].isdigit() and process_start_ticks(int(parts[1])) is not None:
-            continue  # its process is still running (possibly saving right now)
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
+    for episode in {tmp.name.rsplit(".", 2)[0] for tmp in folder.glob("*.annot-tmp")}:  # name.h5.pid.annot-tmp
+        removed += remove_dead_temporaries(folder / episode, ".annot-tmp")
     return removed
 
 
