@@ -23,8 +23,15 @@ import h5py
 import numpy as np
 
 from recorder.durable import fsync_path, remove_dead_temporaries
-from recorder.episode import (MARKER_SUFFIX, creating_path, finalizing_path, marker_path, process_start_ticks,
-                              read_marker)
+from recorder.episode import (
+    MARKER_SUFFIX,
+    creating_path,
+    finalizing_path,
+    marker_path,
+    process_start_ticks,
+    read_marker,
+)
+from recorder.h5flags import clear_write_flags
 from recorder.schema import FRAME_FIELDS, OUTCOMES, EpisodeError, attr_str, validate
 
 __all__ = ["Recovered", "recover_partial", "recover_file", "writer_alive", "discard_partial",
@@ -159,13 +166,18 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
 
 
 def _open_partial(path: Path) -> h5py.File | None:
-    try:
-        return h5py.File(path, "r", swmr=True, libver="latest")
-    except OSError:
+    """Open a dead writer's file: as a SWMR reader, plainly, or after clearing the "open for write"
+    flags a killed non-SWMR writer left (recorder/h5flags.py; files of older versions' finalize)."""
+    for attempt in range(2):
         try:
-            return h5py.File(path, "r")
-        except OSError:
-            return None
+            return h5py.File(path, "r", swmr=True, libver="latest")
+        except Exception:  # OSError, or RuntimeError for a damaged superblock
+            try:
+                return h5py.File(path, "r")
+            except Exception:
+                if attempt or not clear_write_flags(path):
+                    return None
+    return None
 
 
 def recover_file(path: str | os.PathLike) -> Recovered:

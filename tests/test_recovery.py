@@ -123,3 +123,126 @@ def test_crashed_file_without_marker_is_recovered_by_the_index(tmp_path):
     assert ds[0].ok and ds[0].n_frames == 20 and ds[0].recovered
     with ds.open(0) as ep:
         assert ep.rgb(19)[0, 0, 0] == 19
+
+
+# ------------------------------------------------------------------------------------------------
+# Kills around the save (issue 12): the file is never deleted, the verdict is kept.
+
+def _take(path: Path, n: int = 30, **kw) -> EpisodeWriter:
+    cam = dict(K=np.eye(3), width=8, height=6, depth_scale=0.001)
+    w = EpisodeWriter(path, dict(robot="franka", task="t", fps=20), cam, **kw)
+    for i in range(n):
+        w.append(i / 20, np.full((6, 8, 3), i, np.uint8), np.zeros((6, 8), np.uint16), np.r_[0.4 + i / 100, 0, 0.2, 0, 0, 0, 1],
+                 np.zeros(7), 1.0 if i < n // 2 else 0.3, np.zeros(8), block=True)
+    return w
+
+
+def _as_if_dead(path: Path) -> None:
+    """Rewrite the marker as if its writer process had died (pid 1's start time never matches)."""
+    import json
+    marker = json.loads(marker_path(path).read_text())
+    marker_path(path).write_text(json.dumps({**marker, "pid": 1, "start_ticks": -1}))
+
+
+OLD_FINALIZE_CHILD = textwrap.dedent("""
+    import os, signal, sys, h5py, numpy as np
+    from recorder.episode import EpisodeWriter, _STOP
+    from recorder.proposals import write_into_open_file
+    cam = dict(K=np.eye(3), width=8, height=6, depth_scale=0.001)
+    w = EpisodeWriter(sys.argv[1], dict(robot="franka", task="t", fps=20), cam)
+    for i in range(30):
+        w.append(i / 20, np.full((6, 8, 3), i, np.uint8), np.zeros((6, 8), np.uint16),
+                 np.r_[0.4 + i / 100, 0, 0.2, 0, 0, 0, 1], np.zeros(7), 1.0, np.zeros(8), block=True)
+    w._stop(_STOP)
+    # What finalize did before issue 12: the recorded file itself opened r+ (no SWMR) ...
+    f = h5py.File(sys.argv[1], "r+")
+    write_into_open_file(f)
+    f.attrs["outcome"] = "success"
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)  # ... and the process killed while it had it open
+""")
+
+
+def test_file_left_open_for_write_by_a_killed_finalize_is_recovered_not_deleted(tmp_path):
+    """The bug of issue 12: `info` printed 'unreadable partial file removed' and deleted 6.7 MB."""
+    import h5py
+    path = tmp_path / "ep.h5"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", OLD_FINALIZE_CHILD, str(path)], env=env, timeout=60)
+    with pytest.raises(OSError, match="already open for write"):
+        h5py.File(path, "r")
+    results = recover_partial(tmp_path)
+    assert [r.status for r in results] == ["recovered"], results
+    with EpisodeReader(path) as ep:
+        assert ep.n_frames == 30 and ep.rgb(29)[0, 0, 0] == 29 and ep.meta["recovered"] == 1
+        assert "auto" in ep.annotations  # recovery proposes segments too
+
+
+def test_unreadable_file_is_moved_aside_never_deleted(tmp_path):
+    path = tmp_path / "ep.h5"
+    junk = b"\x89HDF\r\n\x1a\n" + os.urandom(5000)
+    path.write_bytes(junk)
+    marker_path(path).write_text('{"pid": 1, "start_ticks": -1, "phase": "recording"}')
+    results = recover_partial(tmp_path)
+    assert [r.status for r in results] == ["kept"] and "not deleted" in results[0].message
+    assert (tmp_path / "ep.h5.unreadable").read_bytes() == junk
+    assert not path.exists() and not marker_path(path).exists()
+    assert recover_partial(tmp_path) == []  # reported once, then left alone
+
+
+def test_kill_while_saving_keeps_the_operators_verdict(tmp_path):
+    """The marker carries outcome + notes from the moment finalize starts writing the copy."""
+    from recorder.episode import _STOP, _write_marker, finalizing_path
+    path = tmp_path / "ep.h5"
+    w = _take(path)
+    w._stop(_STOP)  # the writer closed the partial; finalize then marks the verdict ...
+    _write_marker(path, phase="finalizing", outcome="failure", notes="dropped it")
+    _as_if_dead(path)
+    finalizing_path(path).write_bytes(path.read_bytes()[:1000])  # ... and died half-way through the copy
+    results = recover_partial(tmp_path)
+    assert [r.status for r in results] == ["recovered"]
+    with EpisodeReader(path) as ep:
+        assert ep.n_frames == 30 and ep.outcome == "failure" and ep.meta["recovered"] == 1
+        assert ep.meta["notes"].startswith("dropped it") and "while saving" in ep.meta["notes"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ep.h5"]
+
+
+def test_kill_after_the_save_before_the_marker_went_keeps_the_complete_episode(tmp_path):
+    from recorder.episode import _write_marker
+    path = tmp_path / "ep.h5"
+    _take(path).finalize("success", notes="fine")
+    _write_marker(path, phase="finalizing", outcome="success", notes="fine")
+    _as_if_dead(path)
+    mtime = path.stat().st_mtime_ns
+    results = recover_partial(tmp_path)
+    assert [r.status for r in results] == ["complete"] and results[0].n_frames == 30
+    assert path.stat().st_mtime_ns == mtime  # not rewritten
+    with EpisodeReader(path) as ep:
+        assert ep.outcome == "success" and ep.meta["recovered"] == 0
+
+
+def test_killed_before_the_first_frame_leaves_nothing_behind(tmp_path):
+    from recorder.episode import creating_path
+    path = tmp_path / "ep.h5"
+    cam = dict(K=np.eye(3), width=8, height=6, depth_scale=0.001)
+    w = EpisodeWriter(path, dict(robot="franka", task="t", fps=20), cam)
+    assert creating_path(path).exists() and not path.exists()  # no frame yet: not under its name
+    marker_path(path).write_text('{"pid": 1, "start_ticks": -1, "phase": "created"}')  # as if we died
+    results = recover_partial(tmp_path)
+    assert [r.status for r in results] == ["empty"]
+    w.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_h5_consistency_flags_checksum_matches_hdf5(tmp_path):
+    """recorder/h5flags.lookup3 must reproduce HDF5's superblock checksum, or clearing would break files."""
+    import h5py
+
+    from recorder.h5flags import clear_write_flags, superblock_flags
+    p = tmp_path / "f.h5"
+    with h5py.File(p, "w", libver="latest") as f:
+        f["x"] = np.arange(3)
+    assert superblock_flags(p) == 0  # a checksum mismatch would give None
+    f = h5py.File(p, "r+")
+    assert superblock_flags(p) == 1 and not clear_write_flags(p)  # held open (flock): refused
+    f.close()
