@@ -30,7 +30,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import shutil
 import struct
 import threading
 import zlib
@@ -41,7 +40,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .durable import fsync_path
+from .durable import copy_file, fsync_path
 from .primitives import VocabularyError, check_primitive
 
 SOURCES = ("auto", "human")
@@ -468,7 +467,7 @@ def rebuild_with_store(path: str | os.PathLike, payload: bytes | None, version: 
     # The pid in the name lets recovery tell a dead save's leftover from a save in progress.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.annot-tmp")
     try:
-        shutil.copy2(path, tmp)
+        copy_file(path, tmp)
         with h5py.File(tmp, "r+") as f:
             if payload is not None or STORE_PATH not in f:
                 create_store(f, slot_bytes, payload, version)

@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import queue
-import shutil
 import socket
 import threading
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from recorder.durable import fsync_path
+from recorder.durable import copy_file, fsync_path
 from recorder.schema import (
     DEFAULT_COMPRESSION,
     FIELDS_BY_PATH,
@@ -430,7 +429,7 @@ class EpisodeWriter:
         _write_marker(self.path, phase="finalizing", outcome=outcome, notes=str(notes))
         tmp = finalizing_path(self.path)
         try:
-            shutil.copyfile(self.path, tmp)
+            copy_file(self.path, tmp)
             with h5py.File(tmp, "r+") as f:
                 for name, values in self._late_extras.items():
                     self._write_late_extra(f, name, values)
