@@ -98,6 +98,10 @@ def test_scripted_episode_marked_success_is_listed_and_reads_back(qtbot, make_wi
     # Back to teleop: a fresh control loop runs, the next scripted run would use the next seed.
     qtbot.waitUntil(lambda: win.controller.loop is not None and win.controller.loop.running, timeout=10_000)
     assert win.controller.next_seed == 1 and not win.controller.recording
+    # The Annotate tab opens the dataset just recorded into, with the take listed (issue 12).
+    win.settings.set("annotate/annotator", "ci")
+    win.tabs.setCurrentWidget(win.annotate_tab)
+    qtbot.waitUntil(lambda: [r["name"] for r in win.annotate_tab.browser.rows()] == [path.name], timeout=10_000)
 
 
 def test_keyboard_record_keys_and_esc_estop_stop_the_arm(qtbot, make_window, tmp_path):

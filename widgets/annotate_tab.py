@@ -177,6 +177,13 @@ class AnnotateTab(QtWidgets.QWidget):
         self.settings.set(DATASET_KEY, str(folder))
         self.browser.set_folder(Path(folder))
 
+    def dataset_folder(self) -> Path | None:
+        return self.browser.folder
+
+    def refresh(self) -> None:
+        """Rescan the shown dataset (episodes were recorded into it); the open episode stays open."""
+        self.browser.rescan()
+
     def menu_actions(self) -> list[QtGui.QAction]:
         """The tab's actions with their shortcuts, in menu order (separators included)."""
         out: list[QtGui.QAction] = []
@@ -380,6 +387,8 @@ class AnnotateTab(QtWidgets.QWidget):
         c = self.controller
         if paths and (c is None or c.episode is None) and self._opening is None:
             self.browser.select(paths[0])
+        elif c is not None and c.episode is not None:
+            self.browser.select(c.episode.path)   # a rescan keeps the open episode highlighted
 
     def _on_opened(self, ep: EpisodeData) -> None:
         self._opening = None
