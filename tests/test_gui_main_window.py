@@ -74,3 +74,36 @@ def test_annotate_on_a_new_empty_dataset_shows_it_not_no_dataset(qtbot, window, 
     win = window(tmp_path / "fresh")
     win.tabs.setCurrentWidget(win.annotate_tab)
     qtbot.waitUntil(lambda: win.annotate_tab.browser.header.text() == "fresh: 0 episodes", timeout=10_000)
+
+
+def test_window_fits_1280x800_with_the_estop_in_view_on_every_tab(qtbot, window, tmp_path, template):
+    # Issue 12: at 1600 × 1000 the first window was 1618 px wide (the device bar's minimum) and the
+    # E-STOP was partly off screen. Every tab is shown with real content (an episode open in
+    # Annotate: its agreement line and notices were what widened that tab to 1361 px).
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(template, data / "pick_cube_20261205-101010-123.h5")
+    win = window(data, size=(1280, 800))
+    win.tabs.setCurrentWidget(win.annotate_tab)
+    qtbot.waitUntil(lambda: win.annotate_tab.controller is not None
+                    and win.annotate_tab.controller.episode is not None, timeout=10_000)
+    qtbot.waitUntil(lambda: win.annotate_tab.agreement_label.text() != "", timeout=5_000)
+    limit = QtCore.QSize(1280, 800)
+    for i in range(win.tabs.count()):
+        win.tabs.setCurrentIndex(i)
+        qtbot.wait(150)
+        name = win.tabs.tabText(i)
+        page = win.tabs.widget(i)
+        assert page.minimumSizeHint().width() <= 1200, (name, page.minimumSizeHint())
+        ms = win.minimumSizeHint()
+        assert ms.width() <= limit.width() and ms.height() <= limit.height(), (name, ms)
+        assert (win.width(), win.height()) == (1280, 800), name       # nothing grew the window
+        estop = win.device_bar.estop_button
+        rect = QtCore.QRect(estop.mapTo(win, QtCore.QPoint(0, 0)), estop.size())
+        assert estop.isVisible() and win.rect().contains(rect), (name, rect)
+        assert estop.width() >= 150 and estop.height() >= 44            # still a big target
+    # The first window (no saved geometry) is the screen's free area at most, never below the minimum.
+    hint, avail = win.sizeHint(), win.screen().availableGeometry().size()
+    assert hint.width() <= max(avail.width(), win.minimumSizeHint().width())
+    assert hint.height() <= max(avail.height(), win.minimumSizeHint().height())
+    assert hint.width() <= 1480 and hint.height() <= 900

@@ -112,7 +112,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if geometry is not None and not geometry.isEmpty():
             self.restoreGeometry(geometry)
         else:
-            self.resize(1480, 900)
+            self.resize(self.sizeHint())
         state = self.settings.get("window/state")
         if state is not None and not state.isEmpty():
             self.restoreState(state)
@@ -124,6 +124,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage("Pick devices and press Connect (Ctrl+K)", 8000)
 
     # ================================================================== construction
+    PREFERRED_SIZE = QtCore.QSize(1480, 900)
+
+    def sizeHint(self) -> QtCore.QSize:  # noqa: N802
+        """The first window: 1480 × 900 where the screen has room, else the screen's free area
+        (a laptop's 1280 × 800), never below what the tabs need. Qt's own hint is the tabs'
+        preferred sizes stacked (~1120 × 1220), taller than most screens."""
+        size = QtCore.QSize(self.PREFERRED_SIZE)
+        screen = self.screen() or QtGui.QGuiApplication.primaryScreen()
+        if screen is not None:
+            size = size.boundedTo(screen.availableGeometry().size())
+        return size.expandedTo(self.minimumSizeHint())
+
     def _make_optional_tab(self, title: str, module: str, cls: str):
         """A tab whose failure to load must not take the window down (collecting keeps working):
         on an error it becomes a dimmed label with the one-line cause."""
