@@ -6,7 +6,12 @@ import json
 import pytest
 
 from app.cli import main
-from policies.bundled import BUNDLED_DIR, NoBundledCheckpoint, bundled_checkpoint, bundled_checkpoints
+from policies.bundled import (
+    BUNDLED_DIR,
+    NoBundledCheckpoint,
+    bundled_checkpoint,
+    bundled_checkpoints,
+)
 
 EXPERT = BUNDLED_DIR / "expert_pick_cube.pt"
 

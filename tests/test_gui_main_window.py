@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore
 from test_annotate_controller import make_episode
 
 from app.settings import Settings

@@ -49,7 +49,7 @@ def test_single_letter_answers_when_the_dialog_opens(open_dialog, key, outcome):
 
 
 def test_enter_takes_the_preselected_verdict(open_dialog):
-    dlg, answers = open_dialog(default="success")
+    _dlg, answers = open_dialog(default="success")
     QTest.keyClick(focused(), Qt.Key_Return)
     assert answers == [("success", "")]
 
