@@ -52,3 +52,20 @@ def test_rollout_cli_without_checkpoint_uses_the_bundled_one(tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["config"]["checkpoint"] == str(EXPERT)
     assert report["summary"]["pick_cube"]["trials"] == 1
+
+
+def test_predicted_waypoints_default_to_the_tasks_keypoint_predictor(capsys):
+    from argparse import Namespace
+
+    from app.commands.rollout import _bundled_defaults
+
+    args = Namespace(policy="spline-ik", checkpoint=None, waypoints="predicted", keypoints=None,
+                     task="place_in_bin", robot="sim-xarm6")
+    _bundled_defaults(args)
+    assert args.checkpoint is None                          # spline-ik needs no expert
+    assert args.keypoints == str(BUNDLED_DIR / "keypoints_place_in_bin.pt")
+    assert "no --keypoints, using the bundled" in capsys.readouterr().err
+    given = Namespace(policy="expert", checkpoint="mine.pt", waypoints="predicted:kp.pt", keypoints=None,
+                      task="pick_cube", robot="sim-franka")
+    _bundled_defaults(given)                                # explicit choices are left alone
+    assert given.checkpoint == "mine.pt" and given.keypoints is None
