@@ -96,6 +96,7 @@ class LiveStats:
     overruns: int
     fault: str
     estopped: bool
+    awaiting_outcome: bool = False  # the take has stopped; the outcome dialog is open
 
 
 def find_partials(folder: Path) -> list[Path]:
@@ -649,7 +650,8 @@ class CollectController(QObject):
                          dropped=cam_dropped + (st.dropped if st else 0), lag=st.lag if st else 0,
                          recording=self._recording, frames=st.frames if st else 0,
                          seconds=st.seconds if st else 0.0, overruns=loop.overruns if loop else 0,
-                         fault=(loop.fault if loop else ""), estopped=self._estopped)
+                         fault=(loop.fault if loop else ""), estopped=self._estopped,
+                         awaiting_outcome=self._pending is not None)
 
     def lights(self) -> dict:
         s = self.session

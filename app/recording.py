@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ class RecordingStatus:
     frames: int  # frames accepted by the writer
     dropped: int  # frames the writer refused (queue full) plus ticks without a camera frame
     lag: int  # frames waiting for the writer thread
-    seconds: float
+    seconds: float  # the take's duration: first to latest control tick (stops when the loop stops)
 
 
 def episode_name(task: str, when: datetime | None = None) -> str:
@@ -67,8 +66,8 @@ class RecordingService:
         self._lock = threading.Lock()
         self._writer: EpisodeWriter | None = None
         self._t0: float | None = None
+        self._last_t: float | None = None
         self._missing_frames = 0
-        self._started = 0.0
         self._last_button = False
 
     # ------------------------------------------------------------------ control
@@ -91,8 +90,7 @@ class RecordingService:
         path = self.out_dir / (name or episode_name(task))
         writer = EpisodeWriter(path, meta, cam_meta, **kwargs)
         with self._lock:
-            self._writer, self._t0, self._missing_frames = writer, None, 0
-            self._started = time.monotonic()
+            self._writer, self._t0, self._last_t, self._missing_frames = writer, None, None, 0
         log.info("recording %s", path)
         return path
 
@@ -117,8 +115,12 @@ class RecordingService:
         w = self._writer
         if w is None:
             return RecordingStatus(False, None, 0, 0, 0, 0.0)
-        return RecordingStatus(True, w.path, w.appended, w.dropped + self._missing_frames, w.lag,
-                               time.monotonic() - self._started)
+        # Ticks, not the wall clock: the loop stops when the take stops, so the duration shown
+        # while the outcome dialog is open stays the take's (a wall clock since start() kept
+        # counting: 44.9 s shown for a 7.1 s take).
+        t0, last = self._t0, self._last_t
+        seconds = last - t0 if t0 is not None and last is not None else 0.0
+        return RecordingStatus(True, w.path, w.appended, w.dropped + self._missing_frames, w.lag, seconds)
 
     # ------------------------------------------------------------------ control thread
     def __call__(self, tick: Tick) -> None:
@@ -133,6 +135,7 @@ class RecordingService:
                 return
             if self._t0 is None:
                 self._t0 = tick.t
+            self._last_t = tick.t
         frame = tick.frame
         if self.camera is not None and frame is None:
             # A tick before the camera's first frame: counted, never written as a fake image.

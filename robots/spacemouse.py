@@ -44,23 +44,41 @@ class HidSpaceMouse(Protocol):
     def close(self) -> None: ...
 
 
+# 3Dconnexion's USB vendor id, and Logitech's for the older models (SpaceNavigator, SpacePilot …).
+VENDOR_IDS = ("256f", "046d")
+UDEV_RULES = " and ".join(f'KERNEL=="hidraw*", ATTRS{{idVendor}}=="{v}", MODE="0660", GROUP="plugdev"'
+                          for v in VENDOR_IDS)
+UDEV_HELP = ("on Linux your user needs read/write access to the SpaceMouse's /dev/hidraw* node: put the udev rules "
+             f"{UDEV_RULES} (one per line) into /etc/udev/rules.d/99-spacemouse.rules, run "
+             "'sudo udevadm control --reload && sudo udevadm trigger', unplug and replug the SpaceMouse, and be in "
+             "the plugdev group ('sudo usermod -aG plugdev $USER', then log in again; some distributions use the "
+             "input group instead)")
+
+
 def open_pyspacemouse(device_path: str | None = None) -> HidSpaceMouse:
-    """Open the first (or the given ``/dev/hidrawN``) SpaceMouse in the operator-frame convention."""
+    """Open the first (or the given ``/dev/hidrawN``) SpaceMouse in the operator-frame convention.
+
+    Any failure is one ``DeviceError`` line: the cause, the SpaceMice hidapi can see, and the udev /
+    hidraw permission help (a node the user may not open is the usual cause on a fresh Linux box:
+    hidapi then says only "Failed to open device").
+    """
     import pyspacemouse
+    from easyhid import HIDException
     from pyspacemouse import AxisConvention
 
     try:
         if device_path:
             return pyspacemouse.open_by_path(device_path, axis_convention=AxisConvention.HID_Z_UP)
         return pyspacemouse.open(axis_convention=AxisConvention.HID_Z_UP)
-    except (RuntimeError, ValueError, OSError) as exc:
+    except (RuntimeError, ValueError, OSError, HIDException) as exc:
         try:
             found = pyspacemouse.get_connected_devices_by_path()
-        except RuntimeError:
+        except (RuntimeError, OSError, HIDException):
             found = {}
         listing = ", ".join(f"{name} at {path}" for path, name in found.items()) or "none"
-        raise DeviceError(f"SpaceMouse{' ' + device_path if device_path else ''}: {exc} "
-                          f"(connected SpaceMice: {listing})") from exc
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        raise DeviceError(f"SpaceMouse{' ' + device_path if device_path else ''}: {cause} "
+                          f"(connected SpaceMice: {listing}). {UDEV_HELP}") from exc
 
 
 def _button_index(device: HidSpaceMouse, names: tuple[str, ...], fallback: int) -> int:

@@ -98,6 +98,10 @@ def test_scripted_episode_marked_success_is_listed_and_reads_back(qtbot, make_wi
     # Back to teleop: a fresh control loop runs, the next scripted run would use the next seed.
     qtbot.waitUntil(lambda: win.controller.loop is not None and win.controller.loop.running, timeout=10_000)
     assert win.controller.next_seed == 1 and not win.controller.recording
+    # The Annotate tab opens the dataset just recorded into, with the take listed (issue 12).
+    win.settings.set("annotate/annotator", "ci")
+    win.tabs.setCurrentWidget(win.annotate_tab)
+    qtbot.waitUntil(lambda: [r["name"] for r in win.annotate_tab.browser.rows()] == [path.name], timeout=10_000)
 
 
 def test_keyboard_record_keys_and_esc_estop_stop_the_arm(qtbot, make_window, tmp_path):
@@ -121,8 +125,19 @@ def test_keyboard_record_keys_and_esc_estop_stop_the_arm(qtbot, make_window, tmp
     # F5 stops; D in the outcome dialog discards the take (no file left).
     qtbot.keyClick(win, QtCore.Qt.Key_F5)
     qtbot.waitUntil(lambda: win.outcome_dialog is not None, timeout=10_000)
+    # The timer shows the take's duration and stops with it while the dialog is open (issue 12:
+    # it kept counting, 44.9 s for a 7.1 s take).
+    rec_status = win.collect_tab.rec_status
+    qtbot.waitUntil(lambda: "outcome?" in rec_status.text(), timeout=5_000)
+    shown = rec_status.text()
+    assert f"{win.outcome_dialog.request.seconds:5.1f} s" in shown, shown
+    qtbot.wait(1200)
+    assert rec_status.text() == shown
+    # D typed as an operator would: into whatever has the focus (not the notes field).
+    qtbot.waitUntil(lambda: QtWidgets.QApplication.focusWidget() is not None, timeout=5_000)
+    assert QtWidgets.QApplication.focusWidget() is not win.outcome_dialog.notes
     with qtbot.waitSignal(ctl.episodeSaved, timeout=10_000) as saved:
-        qtbot.keyClick(win.outcome_dialog, QtCore.Qt.Key_D)
+        qtbot.keyClick(QtWidgets.QApplication.focusWidget(), QtCore.Qt.Key_D)
     assert saved.args[0].path is None and not list((tmp_path / "data").glob("*.h5"))
     qtbot.waitUntil(lambda: ctl.loop is not None and ctl.loop.running, timeout=10_000)
 

@@ -70,3 +70,27 @@ def test_recording_starts_on_a_frame_of_the_reset_scene(session, tmp_path):
     assert _wait_fresh_frame(session, t, timeout=30.0)
     assert cam.latest().stamp > t
     assert not _wait_fresh_frame(session, time.monotonic() + 3600, timeout=0.2)  # times out, says so
+
+
+def test_status_seconds_is_the_takes_duration_and_stops_with_the_ticks(tmp_path):
+    # Issue 12: the REC timer was the wall clock since start(), so it kept counting while the
+    # outcome dialog was open (44.9 s shown for a 7.1 s take). It is the span of the ticks recorded.
+    from app.teleop import Tick
+    from robots.base import ArmState
+
+    rec = RecordingService(tmp_path, robot="sim-xarm6", camera=None)
+    rec.start("pick_cube", "test", fps=20.0)
+    assert rec.status().seconds == 0.0           # no tick yet: nothing recorded
+    pose = np.array([0.4, 0.0, 0.3, 0, 0, 0, 1.0])
+    for i in range(143):                          # 7.1 s at 20 Hz, on a loop clock already at 100 s
+        state = ArmState(100.0 + i * 0.05, pose, np.zeros(6), 1.0)
+        rec(Tick(i, 100.0 + i * 0.05, state, np.r_[pose, 1.0], None, 0.05, 0.001, []))
+        time.sleep(0.002)                         # let the writer thread keep up (it drops when full)
+    assert rec.status().seconds == pytest.approx(7.1)
+    time.sleep(0.5)                               # the loop stopped: the dialog is open
+    st = rec.status()
+    assert st.seconds == pytest.approx(7.1)
+    assert st.frames + st.dropped == 143 and st.frames > 100
+    path = rec.stop("success")
+    with EpisodeReader(path) as ep:
+        assert ep.time[-1] <= 7.1 + 1e-6          # the file agrees with the timer

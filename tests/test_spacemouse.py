@@ -266,3 +266,33 @@ def test_axis_map_is_a_proper_rotation(yaw):
     np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-9)
     assert np.linalg.det(R) == pytest.approx(1.0)  # a mirror would flip rotation senses
     np.testing.assert_array_equal(M[3:, 3:], R)
+
+
+def test_permission_error_says_how_to_fix_udev_and_hidraw(monkeypatch):
+    # Issue 12: hidapi's "Failed to open device" (a /dev/hidraw node the user may not open) escaped
+    # as a bare HIDException; it must be one DeviceError line with the udev/hidraw help. The HID
+    # calls are replaced at pyspacemouse's edge: no SpaceMouse is attached here.
+    def refuse(*_a, **_kw):
+        raise HIDException("Failed to open device")
+
+    monkeypatch.setattr(pyspacemouse, "open", refuse)
+    monkeypatch.setattr(pyspacemouse, "get_connected_devices_by_path", lambda: {"/dev/hidraw3": "SpaceNavigator"})
+    with pytest.raises(DeviceError) as err:
+        SpaceMouse().open()
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("SpaceMouse: Failed to open device (connected SpaceMice: SpaceNavigator at /dev/hidraw3)")
+    for vendor in ("256f", "046d"):
+        assert f'KERNEL=="hidraw*", ATTRS{{idVendor}}=="{vendor}", MODE="0660", GROUP="plugdev"' in msg
+    assert "/etc/udev/rules.d/" in msg and "sudo udevadm control --reload" in msg
+    assert "replug" in msg and "plugdev group" in msg and "input group" in msg
+
+
+def test_pinned_pyspacemouse_has_the_2_1_api_the_driver_uses():
+    # pyspacemouse 2.0 has no AxisConvention / get_connected_devices_by_path; pyproject pins >=2.1,<3.
+    from importlib.metadata import version
+
+    major, minor = (int(x) for x in version("pyspacemouse").split(".")[:2])
+    assert (major, minor) >= (2, 1) and major < 3
+    assert pyspacemouse.AxisConvention.HID_Z_UP and callable(pyspacemouse.open_by_path)
+    assert callable(pyspacemouse.get_connected_devices_by_path)

@@ -76,6 +76,9 @@ class AnnotateTab(QtWidgets.QWidget):
         self.view_combo.activated.connect(lambda i: self._set_view(self.view_combo.itemData(i)))
         self.agreement_label = QtWidgets.QLabel("")
         self.agreement_label.setToolTip("Boundary F1 within ±3 frames and Krippendorff's α of quality scores")
+        # Long texts wrap instead of widening the tab: the main window must fit a 1280 px screen.
+        self.agreement_label.setWordWrap(True)
+        self.agreement_label.setMinimumWidth(170)
         self.propose_button = QtWidgets.QPushButton("Propose segments")
         self.accept_button = QtWidgets.QPushButton("Accept all proposals")
         for w in (self.view_combo, self.propose_button, self.accept_button):
@@ -122,7 +125,7 @@ class AnnotateTab(QtWidgets.QWidget):
         split.setStretchFactor(0, 0)
         split.setStretchFactor(1, 1)
         split.setStretchFactor(2, 0)
-        split.setSizes([380, 900, 290])
+        split.setSizes([250, 690, 340])   # sums to 1280: a laptop screen shows the list, not just its first column
         self.splitter = split
 
         # Status row: autosave state, background work, last notice.
@@ -134,6 +137,8 @@ class AnnotateTab(QtWidgets.QWidget):
         self.busy.hide()
         self.message_label = QtWidgets.QLabel("")
         self.message_label.setStyleSheet(f"color: {style.TEXT_DIM};")
+        # A long notice is cut at the tab's edge (the status bar shows it too), never widens the window.
+        self.message_label.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Preferred)
         status = QtWidgets.QHBoxLayout()
         status.setContentsMargins(6, 2, 6, 2)
         status.addWidget(self.save_label)
@@ -176,6 +181,13 @@ class AnnotateTab(QtWidgets.QWidget):
         self._ensure_controller()
         self.settings.set(DATASET_KEY, str(folder))
         self.browser.set_folder(Path(folder))
+
+    def dataset_folder(self) -> Path | None:
+        return self.browser.folder
+
+    def refresh(self) -> None:
+        """Rescan the shown dataset (episodes were recorded into it); the open episode stays open."""
+        self.browser.rescan()
 
     def menu_actions(self) -> list[QtGui.QAction]:
         """The tab's actions with their shortcuts, in menu order (separators included)."""
@@ -380,6 +392,8 @@ class AnnotateTab(QtWidgets.QWidget):
         c = self.controller
         if paths and (c is None or c.episode is None) and self._opening is None:
             self.browser.select(paths[0])
+        elif c is not None and c.episode is not None:
+            self.browser.select(c.episode.path)   # a rescan keeps the open episode highlighted
 
     def _on_opened(self, ep: EpisodeData) -> None:
         self._opening = None
@@ -446,9 +460,12 @@ class AnnotateTab(QtWidgets.QWidget):
             self.agreement_label.setText("")
         else:
             alpha = "n/a" if agr["quality_alpha"] is None else f"{agr['quality_alpha']:.2f}"
+            # Short, so it stays on one line in a 1280 px window; the tooltip says what the figures are.
             self.agreement_label.setText(
-                f"Agreement with {agr['other']}: boundary F1 <b>{agr['boundary_f1']:.2f}</b> (±{agr['tol']} fr)"
-                f" · quality α <b>{alpha}</b>")
+                f"Agreement with {agr['other']}: F1 <b>{agr['boundary_f1']:.2f}</b> · α <b>{alpha}</b>")
+            self.agreement_label.setToolTip(
+                f"Agreement with {agr['other']}: boundary F1 {agr['boundary_f1']:.2f} (boundaries within "
+                f"±{agr['tol']} frames) · Krippendorff's α of quality scores {alpha}")
 
     def _set_view(self, name: str) -> None:
         if self.controller is not None and name:

@@ -324,7 +324,11 @@ class CollectTab(QtWidgets.QWidget):
 
     def _on_stats(self, st: LiveStats) -> None:
         self.camera_view.set_dropped(st.dropped, st.lag)
-        if st.recording:
+        if st.awaiting_outcome:
+            # The take has ended: its duration stays put while the operator answers the dialog.
+            self.rec_status.set_text(f"{st.seconds:5.1f} s · {st.frames} frames · outcome?", lead="■",
+                                     lead_color=style.TEXT_DIM)
+        elif st.recording:
             self.rec_status.set_text(f"{st.seconds:5.1f} s · {st.frames} frames", lead="● REC")
         elif self.controller.connected:
             self.rec_status.set_text("E-stopped" if st.estopped else "ready")

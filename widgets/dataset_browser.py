@@ -86,20 +86,30 @@ class DatasetBrowser(QtWidgets.QWidget):
 
     def set_folder(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        self._token += 1
-        token = self._token
         self.header.setText(f"{self.folder.name or self.folder} — scanning…")
         self.tree.clear()
+        self._scan()
+
+    def rescan(self) -> None:
+        """Scan the same folder again (new episodes recorded into it); the list stays as it is
+        until the scan is done, then keeps its scroll position."""
+        if self.folder is not None:
+            self._scan()
+
+    def _scan(self) -> None:
+        self._token += 1
+        token, folder = self._token, self.folder
 
         def job():
-            infos, error = scan_folder(self.folder)
-            self._scan_done.emit(self.folder, token, infos, error)
+            infos, error = scan_folder(folder)
+            self._scan_done.emit(folder, token, infos, error)
 
         threading.Thread(target=job, name="dataset-scan", daemon=True).start()
 
     def _on_scan_done(self, folder: Path, token: int, infos: list, error: str) -> None:
         if token != self._token:
             return
+        scroll = self.tree.verticalScrollBar().value()
         self.tree.clear()
         self._infos = {i.path: i for i in infos}
         if error:
@@ -117,6 +127,7 @@ class DatasetBrowser(QtWidgets.QWidget):
                             + (f", {len(bad)} unreadable" if bad else ""))
         self.error_label.setVisible(bool(bad))
         self.error_label.setText("\n".join(i.error for i in bad))
+        self.tree.verticalScrollBar().setValue(scroll)
         self.scanned.emit(good, len(bad))
 
     def _item(self, info) -> QtWidgets.QTreeWidgetItem:

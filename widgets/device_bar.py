@@ -52,7 +52,7 @@ def _uri_combo(items: list[str], tip: str) -> QtWidgets.QComboBox:
     c.addItems(items)
     c.setInsertPolicy(QtWidgets.QComboBox.NoInsert)
     c.setToolTip(tip)
-    c.setMinimumContentsLength(12)
+    c.setMinimumContentsLength(10)
     c.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
     return c
 
@@ -107,27 +107,41 @@ class DeviceBar(QtWidgets.QFrame):
         self.reset_button.setEnabled(False)
         self.reset_button.clicked.connect(self.resetEstopRequested)
 
-        lay = QtWidgets.QHBoxLayout(self)
-        lay.setContentsMargins(8, 6, 8, 6)
-        lay.setSpacing(8)
+        # Two rows with the E-STOP beside both: the devices on top, what they report below. In one
+        # row the bar needed 1618 px and pushed the E-STOP off a 1600 px screen (issue 12); the
+        # window must fit 1280 × 800 with the E-STOP in view.
+        devices = QtWidgets.QHBoxLayout()
+        devices.setSpacing(6)
         for caption, w in (("Robot", self.robot), ("Camera", self.camera), ("Input", self.input),
                            ("Rate", self.rate)):
             lab = QtWidgets.QLabel(caption)
             lab.setBuddy(w)
             lab.setStyleSheet(f"color: {style.TEXT_DIM}")
-            lay.addWidget(lab)
-            lay.addWidget(w)
-        lay.addWidget(self.connect_button)
-        lay.addWidget(self.busy)
-        lay.addSpacing(12)
+            devices.addWidget(lab)
+            devices.addWidget(w, 1)
+            devices.addSpacing(4)
+        devices.addWidget(self.connect_button)
+        devices.addWidget(self.busy)
+        readouts = QtWidgets.QHBoxLayout()
+        readouts.setSpacing(8)
         for light in self.lights.values():
-            lay.addWidget(light)
-        lay.addSpacing(8)
+            readouts.addWidget(light)
+        readouts.addSpacing(12)
         for lab in (self.rate_label, self.dropped_label, self.lag_label):
-            lay.addWidget(lab)
-        lay.addStretch(1)
+            readouts.addWidget(lab)
+        readouts.addStretch(1)
+        rows = QtWidgets.QVBoxLayout()
+        rows.setSpacing(4)
+        rows.addLayout(devices)
+        rows.addLayout(readouts)
+
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(8, 6, 8, 6)
+        lay.setSpacing(10)
+        lay.addLayout(rows, 1)
         lay.addWidget(self.reset_button)
         lay.addWidget(self.estop_button)
+        self.estop_button.setSizePolicy(QtWidgets.QSizePolicy.Fixed, QtWidgets.QSizePolicy.Expanding)
         self._connected = False
 
     # ---------------------------------------------------------------- values

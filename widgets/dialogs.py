@@ -18,7 +18,14 @@ OUTCOME_COLORS = {"success": "#3bb273", "failure": style.ERROR, "discard": style
 
 
 class OutcomeDialog(QtWidgets.QDialog):
-    """Success / Failure / Discard + notes. The sim's verdict is the default (Enter accepts it)."""
+    """Success / Failure / Discard + notes. The sim's verdict is the default (Enter accepts it).
+
+    Keys: the dialog opens with the verdict's button focused, so plain **S / F / D** answer at once
+    and **Enter** takes the preselected verdict. The notes field is for typing: click it (or Tab to
+    it) and S, F, D are letters there; from the notes **Alt+S / Alt+F / Alt+D** answer and
+    **Ctrl+Enter** saves with the preselected verdict. (It used to open with the notes focused, so
+    the advertised S typed an "s" instead of answering.)
+    """
 
     answered = QtCore.Signal(str, str)  # outcome, notes
 
@@ -40,9 +47,16 @@ class OutcomeDialog(QtWidgets.QDialog):
             if request.default else "No automatic verdict on hardware — judge the take.")
         verdict.setTextFormat(QtCore.Qt.RichText)
         self.notes = QtWidgets.QPlainTextEdit()
-        self.notes.setPlaceholderText("Notes (optional): what went wrong, anything unusual …")
+        self.notes.setObjectName("outcome_notes")
+        self.notes.setPlaceholderText("Notes (optional, click to type): what went wrong, anything unusual …")
         self.notes.setFixedHeight(80)
         self.notes.setTabChangesFocus(True)
+        self.notes.installEventFilter(self)
+        hint = QtWidgets.QLabel("S / F / D answer · in the notes: Alt+S / Alt+F / Alt+D, "
+                                "or Ctrl+Enter for the preselected answer")
+        hint.setObjectName("outcome_hint")
+        hint.setWordWrap(True)
+        hint.setStyleSheet(f"color: {style.TEXT_DIM}")
 
         row = QtWidgets.QHBoxLayout()
         self._buttons: dict[str, QtWidgets.QPushButton] = {}
@@ -54,31 +68,60 @@ class OutcomeDialog(QtWidgets.QDialog):
             b.clicked.connect(lambda _=False, o=outcome: self.choose(o))
             row.addWidget(b)
             self._buttons[outcome] = b
-        default = request.default or "failure"
-        self._buttons[default].setDefault(True)
-        self._buttons[default].setFocus()
+        self.default_outcome = request.default or "failure"
+        self._buttons[self.default_outcome].setDefault(True)
 
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(head)
         lay.addWidget(verdict)
         lay.addWidget(self.notes)
         lay.addLayout(row)
+        lay.addWidget(hint)
         self.outcome: str | None = None
 
-    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802
-        # Plain S / F / D answer the dialog; typed into the notes field they are just letters
-        # (the notes field consumes them before they get here).
-        letter = event.text().upper()
-        for outcome, key in OUTCOME_KEYS.items():
-            if letter == key and not event.modifiers() & ~QtCore.Qt.ShiftModifier:
+    def showEvent(self, event: QtGui.QShowEvent) -> None:  # noqa: N802
+        super().showEvent(event)
+        # Qt focuses the first widget of the tab chain (the notes) when the dialog appears; the
+        # single-letter answers only work with a button focused.
+        self._buttons[self.default_outcome].setFocus(QtCore.Qt.OtherFocusReason)
+
+    def _answer_for(self, event: QtGui.QKeyEvent, *, in_notes: bool) -> str | None:
+        """The outcome a key press answers, if any: S/F/D (with Alt inside the notes), Ctrl+Enter."""
+        mods = event.modifiers() & ~(QtCore.Qt.ShiftModifier | QtCore.Qt.KeypadModifier)
+        if event.key() in (QtCore.Qt.Key_Return, QtCore.Qt.Key_Enter) and mods == QtCore.Qt.ControlModifier:
+            return self.default_outcome
+        # key(), not text(): Alt+S carries no text on every platform.
+        letter = chr(event.key()) if QtCore.Qt.Key_A <= event.key() <= QtCore.Qt.Key_Z else ""
+        wanted = (QtCore.Qt.AltModifier,) if in_notes else (QtCore.Qt.NoModifier, QtCore.Qt.AltModifier)
+        if mods in wanted:
+            for outcome, key in OUTCOME_KEYS.items():
+                if letter == key:
+                    return outcome
+        return None
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802
+        if obj is self.notes and event.type() == QtCore.QEvent.KeyPress:
+            outcome = self._answer_for(event, in_notes=True)
+            if outcome is not None:
                 self.choose(outcome)
-                return
+                return True
+        return super().eventFilter(obj, event)
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802
+        # Plain S / F / D (or with Alt) answer the dialog when a button has the focus; typed into
+        # the notes field they are letters (the event filter above sees those first).
+        outcome = self._answer_for(event, in_notes=False)
+        if outcome is not None:
+            self.choose(outcome)
+            return
         super().keyPressEvent(event)
 
     def button(self, outcome: str) -> QtWidgets.QPushButton:
         return self._buttons[outcome]
 
     def choose(self, outcome: str) -> None:
+        if self.outcome is not None:
+            return  # one answer per take (a double key press must not resolve twice)
         self.outcome = outcome
         self.answered.emit(outcome, self.notes.toPlainText())
         self.accept()

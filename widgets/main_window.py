@@ -70,7 +70,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.recovery_dialog: RecoveryDialog | None = None
         self.error_box: QtWidgets.QMessageBox | None = None
         self._closing = False
-        self._annotate_pending: Path | None = None
+        # The Annotate tab shows the dataset Collect records into: it is (re)opened or rescanned
+        # when the tab is looked at and Collect's folder or episodes changed since (issue 12: it
+        # showed "No dataset" / a stale list after recording).
+        self._annotate_synced: tuple | None = None   # (folder, episode signature) the tab shows
+        self._annotate_timer = QtCore.QTimer(self)
+        self._annotate_timer.setSingleShot(True)    # datasetChanged + episodesChanged arrive together
+        self._annotate_timer.setInterval(0)
 
         self.device_bar = DeviceBar()
         self.device_bar.set_values(*(devices or (self.settings.get("devices/robot"), self.settings.get("devices/camera"),
@@ -106,7 +112,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if geometry is not None and not geometry.isEmpty():
             self.restoreGeometry(geometry)
         else:
-            self.resize(1480, 900)
+            self.resize(self.sizeHint())
         state = self.settings.get("window/state")
         if state is not None and not state.isEmpty():
             self.restoreState(state)
@@ -118,6 +124,18 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage("Pick devices and press Connect (Ctrl+K)", 8000)
 
     # ================================================================== construction
+    PREFERRED_SIZE = QtCore.QSize(1480, 900)
+
+    def sizeHint(self) -> QtCore.QSize:  # noqa: N802
+        """The first window: 1480 × 900 where the screen has room, else the screen's free area
+        (a laptop's 1280 × 800), never below what the tabs need. Qt's own hint is the tabs'
+        preferred sizes stacked (~1120 × 1220), taller than most screens."""
+        size = QtCore.QSize(self.PREFERRED_SIZE)
+        screen = self.screen() or QtGui.QGuiApplication.primaryScreen()
+        if screen is not None:
+            size = size.boundedTo(screen.availableGeometry().size())
+        return size.expandedTo(self.minimumSizeHint())
+
     def _make_optional_tab(self, title: str, module: str, cls: str):
         """A tab whose failure to load must not take the window down (collecting keeps working):
         on an error it becomes a dimmed label with the one-line cause."""
@@ -235,6 +253,8 @@ class MainWindow(QtWidgets.QMainWindow):
         c.datasetChanged.connect(self._on_dataset)
         c.episodesChanged.connect(lambda eps: self.dataset_status.setText(
             f"{Path(c.dataset_folder).name if c.dataset_folder else ''} · {len(eps)} episodes"))
+        c.episodesChanged.connect(lambda _eps: self._annotate_timer.start())
+        self._annotate_timer.timeout.connect(self._sync_annotate)
         c.recordingChanged.connect(self._update_actions)
         c.scriptedChanged.connect(self._update_actions)
         self.collect_tab.chooseDatasetRequested.connect(self.choose_dataset)
@@ -274,20 +294,28 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _on_dataset(self, folder: str) -> None:
         self.settings.set("dataset/folder", folder)
-        self._annotate_pending = Path(folder)
-        self._sync_annotate()
+        self._annotate_timer.start()
 
     def _sync_annotate(self, *_) -> None:
-        # The Annotate tab gets the dataset when it is first looked at: opening it may ask for the
-        # annotator's name, which a person who only collects should never be asked at start-up.
-        tab, folder = self.annotate_tab, self._annotate_pending
-        if tab is None or folder is None or self.tabs.currentWidget() is not tab:
+        # Only when the tab is looked at: opening it may ask for the annotator's name, which a
+        # person who only collects should never be asked at start-up.
+        tab, c = self.annotate_tab, self.controller
+        if tab is None or c.dataset_folder is None or self.tabs.currentWidget() is not tab:
             return
-        self._annotate_pending = None
+        folder = Path(c.dataset_folder)
+        episodes = tuple((e.path, e.n_frames, e.outcome, e.ok) for e in c.episodes)
+        shown = self._annotate_synced
+        if shown == (folder, episodes):
+            return
         try:
-            tab.set_dataset(folder)
+            if shown is None or shown[0] != folder or tab.dataset_folder() != folder:
+                tab.set_dataset(folder)
+            else:
+                tab.refresh()
         except Exception as exc:  # the Collect side must keep working whatever the other tab does
             self.show_error(f"Annotate tab: {exc}")
+            return   # tried again the next time the tab is looked at
+        self._annotate_synced = (folder, episodes)
 
     def _update_actions(self, *_) -> None:
         c = self.controller

@@ -2,6 +2,10 @@
 
     python main.py rollout --checkpoint assets/checkpoints/expert_pick_cube.pt --robot sim-xarm6 \\
         --task pick_cube --waypoints oracle --trials 20 --out runs/eval_pick
+    python main.py rollout --task pick_cube --out runs/eval_pick    # the same: bundled checkpoint, sim-xarm6
+
+Without --checkpoint (policy expert) the bundled checkpoint for the task and the robot's arm is used
+(assets/checkpoints/bundled.json); none fits → a one-line message naming what ships.
 
 Every trial is saved as an episode under OUT/episodes; OUT/report.json, trials.csv and report.png are
 rewritten after each trial. In the simulated lab the outcome comes from the task's success predicate;
@@ -20,7 +24,9 @@ from app.config import DEFAULT_RATE_HZ
 def register(subparsers) -> None:
     p = subparsers.add_parser("rollout", help="evaluate a policy checkpoint over N trials (success report)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=None, help="action-expert checkpoint (.pt)")
+    p.add_argument("--checkpoint", default=None,
+                   help="action-expert checkpoint (.pt); default: the bundled one for --task on --robot's arm "
+                        "(assets/checkpoints/bundled.json)")
     p.add_argument("--policy", choices=("expert", "spline-ik"), default="expert",
                    help="expert: the checkpoint; spline-ik: execute the waypoint spline directly (baseline)")
     p.add_argument("--robot", default="sim-xarm6", help="sim-xarm6 | sim-franka | franka:<ip> | xarm6:<ip>")
@@ -30,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--waypoints", default="oracle", metavar="{oracle,oracle-sparse,none,keyframes,predicted[:PATH]}",
                    help="guidance source: the sim task's oracle, only its gripper-change waypoints (oracle-sparse), none, the keyframes of --demo, or the keypoint "
                         "predictor's (checkpoint from --keypoints or after 'predicted:')")
-    p.add_argument("--keypoints", default=None, help="keypoint-predictor checkpoint for --waypoints predicted")
+    p.add_argument("--keypoints", default=None, help="keypoint-predictor checkpoint for --waypoints predicted "
+                                                     "(default: the bundled one for --task)")
     p.add_argument("--demo", default=None, help="episode file whose keyframes are the waypoints")
     p.add_argument("--waypoint-noise", type=float, default=0.0,
                    help="std (m) of Gaussian noise added to each waypoint position (default 0)")
@@ -60,12 +67,25 @@ def _ask_outcome(i: int, ended: str) -> tuple[str, str]:
             return ("success" if a[0] == "s" else "failure"), reason
 
 
+def _bundled_defaults(args) -> None:
+    """Fill --checkpoint / --keypoints with the bundled checkpoints for the task and arm, and say so."""
+    from policies.bundled import bundled_checkpoint
+
+    if args.policy == "expert" and not args.checkpoint:
+        args.checkpoint = str(bundled_checkpoint("expert", args.task, args.robot))
+        print(f"rollout: no --checkpoint, using the bundled {args.checkpoint}", file=sys.stderr)
+    if args.waypoints == "predicted" and not args.keypoints:
+        args.keypoints = str(bundled_checkpoint("keypoints", args.task, args.robot))
+        print(f"rollout: no --keypoints, using the bundled {args.keypoints}", file=sys.stderr)
+
+
 def run_rollout(args) -> int:
     from app.rollout import RolloutConfig, RolloutRunner
     from app.session import DeviceSession
     from robots.base import DeviceError
 
     try:
+        _bundled_defaults(args)
         cfg = RolloutConfig(task=args.task, checkpoint=args.checkpoint, policy=args.policy, waypoints=args.waypoints,
                             demo=args.demo, trials=args.trials, seed=args.seed, ddim_steps=args.ddim_steps,
                             max_seconds=args.max_seconds, waypoint_noise=args.waypoint_noise, out_dir=args.out,
