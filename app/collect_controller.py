@@ -37,8 +37,7 @@ from app.recording import RecordingService
 from app.session import DeviceSession
 from app.teleop import ControlLoop, Tick
 from recorder.dataset import Dataset, EpisodeInfo
-from recorder.episode import MARKER_SUFFIX, read_marker
-from recorder.recovery import Recovered, discard_partial, recover_file, writer_alive
+from recorder.recovery import Recovered, dead_partials, discard_partial, recover_file
 from recorder.schema import EpisodeError
 from robots.base import ArmState, DeviceError, RGBDFrame
 
@@ -97,16 +96,6 @@ class LiveStats:
     fault: str
     estopped: bool
     awaiting_outcome: bool = False  # the take has stopped; the outcome dialog is open
-
-
-def find_partials(folder: Path) -> list[Path]:
-    """Episodes left behind by a recorder that died (marker present, writer process gone)."""
-    out = []
-    for m in sorted(Path(folder).glob(f"*.h5{MARKER_SUFFIX}")):
-        path = m.with_name(m.name[: -len(MARKER_SUFFIX)])
-        if not writer_alive(read_marker(path)):
-            out.append(path)
-    return out
 
 
 class CollectController(QObject):
@@ -542,7 +531,7 @@ class CollectController(QObject):
             folder.mkdir(parents=True, exist_ok=True)
             if not folder.is_dir():
                 raise NotADirectoryError(f"{folder}: not a folder")
-            return find_partials(folder), Dataset(folder, recover=False).episodes
+            return dead_partials(folder), Dataset(folder, recover=False).episodes
 
         def done(res):
             partials, episodes = res

@@ -34,7 +34,7 @@ from recorder.episode import (
 from recorder.h5flags import clear_write_flags
 from recorder.schema import FRAME_FIELDS, OUTCOMES, EpisodeError, attr_str, validate
 
-__all__ = ["Recovered", "recover_partial", "recover_file", "writer_alive", "discard_partial",
+__all__ = ["Recovered", "dead_partials", "recover_partial", "recover_file", "writer_alive", "discard_partial",
            "remove_stale_temporaries"]
 
 
@@ -69,6 +69,21 @@ def _partials(folder: Path) -> list[Path]:
     # A partial whose marker was lost fails to open as "still being recorded" and the dataset
     # index hands it to recover_file (recorder/dataset.py).
     return sorted(m.with_name(m.name[: -len(MARKER_SUFFIX)]) for m in folder.glob(f"*.h5{MARKER_SUFFIX}"))
+
+
+def dead_partials(folder: str | os.PathLike) -> list[Path]:
+    """Partial episodes whose writer is gone and that may hold frames (for the app to ask about).
+
+    Takes killed before their first frame hold nothing to ask about: their shells are removed here."""
+    out = []
+    for path in _partials(Path(folder)):
+        if writer_alive(read_marker(path)):
+            continue
+        if path.exists():
+            out.append(path)
+        else:
+            recover_file(path)  # only the marker and the frame-free .creating shell: cleaned up
+    return out
 
 
 def recover_partial(folder: str | os.PathLike) -> list[Recovered]:

@@ -45,7 +45,8 @@ def test_settings_bad_value_falls_back_to_default(tmp_path):
 # ---------------------------------------------------------------------------------------------
 import numpy as np  # noqa: E402
 
-from app.collect_controller import CollectController, HoldSource, find_partials  # noqa: E402
+from app.collect_controller import CollectController, HoldSource  # noqa: E402
+from recorder.recovery import dead_partials  # noqa: E402
 from recorder.episode import EpisodeReader  # noqa: E402
 from robots.base import ArmState  # noqa: E402
 
@@ -141,7 +142,7 @@ def test_recovery_prompt_lists_crashed_partial_and_recover_fixes_it(qtbot, contr
     qtbot.wait(1500)  # > the writer's 1 s flush bound, so frames are on disk
     os.kill(child.pid, signal.SIGKILL)
     child.communicate()
-    assert find_partials(tmp_path) == [path]
+    assert dead_partials(tmp_path) == [path]
     with qtbot.waitSignal(controller.recoveryNeeded, timeout=10_000) as need:
         controller.set_dataset(tmp_path)
     assert need.args[0] == [path]
@@ -152,4 +153,4 @@ def test_recovery_prompt_lists_crashed_partial_and_recover_fixes_it(qtbot, contr
     r = EpisodeReader(path)
     assert r.n_frames > 0 and r.meta["outcome"] == "unknown"
     assert [e.name for e in controller.episodes if e.ok] == ["crashed.h5"]
-    assert find_partials(tmp_path) == []
+    assert dead_partials(tmp_path) == []

@@ -246,3 +246,22 @@ def test_h5_consistency_flags_checksum_matches_hdf5(tmp_path):
     f = h5py.File(p, "r+")
     assert superblock_flags(p) == 1 and not clear_write_flags(p)  # held open (flock): refused
     f.close()
+
+
+def test_app_is_not_asked_about_takes_killed_before_their_first_frame(tmp_path):
+    from recorder.recovery import dead_partials
+    shell = tmp_path / "shell.h5"
+    w = EpisodeWriter(shell, dict(robot="franka", task="t", fps=20), dict(K=np.eye(3), width=8, height=6, depth_scale=0.001))
+    w._stop(_STOP_TOKEN())
+    _as_if_dead(shell)
+    crashed = tmp_path / "crashed.h5"
+    w2 = _take(crashed)
+    w2._stop(_STOP_TOKEN())
+    _as_if_dead(crashed)
+    assert dead_partials(tmp_path) == [crashed]  # the shell is cleaned up, not asked about
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["crashed.h5", "crashed.h5.recording"]
+
+
+def _STOP_TOKEN():
+    from recorder.episode import _STOP
+    return _STOP
