@@ -39,6 +39,7 @@ from scipy.spatial.transform import Rotation
 
 from robots.base import (Arm, ArmLimits, ArmState, Camera, DeviceDisconnected, DeviceError, RGBDFrame,
                          TeleopState)
+from robots.lab_config import OUTSIDE_TOLERANCE
 from robots.safety import SafetyFilter, default_limits, normalize_pose, rotation_angle, validate_rate
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,6 @@ WATCHDOG_POLL = 0.005  # s; the watchdog's reaction time on top of the timeouts
 DEFAULT_MAX_LEAD = 0.05  # m
 DEFAULT_MAX_LEAD_ANGLE = 0.3  # rad
 GRIPPER_DEADBAND = 1e-3  # gripper commands closer than this to the last one are not re-sent
-# A measured TCP this far outside the box is a fault, not something to walk back automatically
-# (servo overshoot at the box faces is millimetres; more means the arm was moved or the box changed).
-OUTSIDE_TOLERANCE = 0.01  # m
 
 
 @runtime_checkable

@@ -24,6 +24,9 @@ from robots.safety import default_limits
 #   xArm Gripper: 0.172 m (UFactory's TCP for it; robots/sim/world.py XARM_TCP_OFFSET).
 DEFAULT_TCP_OFFSET = {"franka": (0.0, 0.0, 0.1034), "xarm6": (0.0, 0.0, 0.172)}
 MAX_TCP_OFFSET = 0.40  # m; longer tools are not something this app was checked with
+# A measured TCP this far outside the box is a fault, not something to walk back automatically
+# (servo overshoot at the box faces is millimetres; more means the arm was moved or the box changed).
+OUTSIDE_TOLERANCE = 0.01  # m
 
 
 def family(robot: str) -> str:
@@ -111,7 +114,7 @@ class LabConfig:
 def outside_message(xyz, ws: Workspace, who: str) -> str:
     """'' when the TCP ``xyz`` is inside ``ws``, else the one-line refusal shown at connect."""
     p = np.asarray(xyz, dtype=float)[:3]
-    if ws.contains(p, tol=1e-4):
+    if ws.contains(p, tol=OUTSIDE_TOLERANCE):
         return ""
     return (f"{who}: TCP at {np.round(p, 3).tolist()} is outside the lab workspace "
             f"{list(ws.lo)}..{list(ws.hi)}; press Home (or move the arm inside by hand) before commanding it")
