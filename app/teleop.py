@@ -120,6 +120,7 @@ class ControlLoop:
         self._hold = ""  # non-latching watchdog hold reason ("input_stalled", "loop_stalled")
         self._reanchor = True  # next tick restarts the target from the measured pose
         self._pending: list[str] = []  # events raised off the control thread, reported next tick
+        self._errors_valid_from = 0.0  # ArmState.error read before this (monotonic) predates a Recover
 
         self._last_fresh = 0.0  # newest input stamp seen by the control thread (monotonic)
         self._input_moving = False  # last fresh input asked for motion
@@ -193,13 +194,25 @@ class ControlLoop:
         if self._teleop and not self._source_connected():
             raise DeviceError(f"cannot recover: input device {getattr(self.source, 'name', '?')!r} "
                               "is still disconnected")
-        with self._cmd_lock:
+        # Hold (not the command lock): recovery takes seconds and the loop must keep ticking — state,
+        # frames, the GUI — while commanding nothing.
+        with self._state_lock:
+            self._hold = "recovering"
+        try:
             self.arm.recover()
             state = self.arm.state()
+        except BaseException:
+            with self._state_lock:
+                self._hold = "" if self._hold == "recovering" else self._hold
+            raise
         if state.error:
+            with self._state_lock:
+                self._hold = "" if self._hold == "recovering" else self._hold
             raise DeviceError(f"the arm still reports a fault after Recover: {state.error}")
         outside = self._outside(state.ee_pose)
         with self._state_lock:
+            # A tick that read the state before the recovery finished must not re-latch its old error.
+            self._errors_valid_from = state.stamp
             self._fault = outside
             self._hold = ""
             self._reanchor = True
@@ -348,7 +361,7 @@ class ControlLoop:
             self._latch_fault(f"arm_disconnected: {exc}")
         except Exception as exc:
             self._latch_fault(f"arm_error: {exc}")
-        if state is got and state is not None and state.error:
+        if state is got and state is not None and state.error and state.stamp >= self._errors_valid_from:
             self._latch_fault(f"arm_fault: {state.error}")
         frame = None
         if self.camera is not None:

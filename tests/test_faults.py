@@ -212,3 +212,39 @@ def test_robot_cli_status_recover_home(server, arm, capsys, tmp_path):
         assert "workspace must be 6" in capsys.readouterr().err
     finally:
         arm.connect()
+
+
+def test_estop_aborts_a_running_home_move_on_the_controller(server, arm):
+    import threading
+
+    from robots.base import DeviceError
+
+    here = arm.state().ee_pose
+    arm.move_to(np.r_[here[:3] + [-0.1, 0.15, -0.15], here[3:]], timeout=15)
+    start = arm.state().joint_pos.copy()
+    result = {}
+
+    def home():
+        try:
+            arm.home(timeout=20)
+            result["ok"] = True
+        except DeviceError as exc:
+            result["error"] = str(exc)
+
+    th = threading.Thread(target=home)
+    th.start()
+    assert _wait(lambda: np.max(np.abs(arm.state().joint_pos - start)) > 0.02, 5.0)  # under way
+    t0 = time.monotonic()
+    arm.estop()  # from another thread, while home() holds the driver's command lock
+    th.join(5.0)
+    assert not th.is_alive() and time.monotonic() - t0 < 3.0
+    assert "error" in result, result  # home() reports the abort instead of claiming success
+    time.sleep(0.4)  # franky-sim holds the last desired joints: it settles within a few hundred ms
+    q_stop = arm.state().joint_pos
+    time.sleep(0.5)
+    assert np.max(np.abs(arm.state().joint_pos - q_stop)) < 0.01  # stays stopped
+    assert np.max(np.abs(q_stop - np.asarray(HOME_Q))) > 0.02  # short of home
+    assert arm.state().error.startswith("e-stopped")
+    arm.recover()
+    arm.home()
+    assert np.max(np.abs(arm.state().joint_pos - np.asarray(HOME_Q))) < 0.02
