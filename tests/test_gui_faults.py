@@ -81,3 +81,30 @@ def test_fault_shows_red_light_and_reason_until_recover_and_home_works(qtbot, wi
     qtbot.waitUntil(lambda: not ctl.busy and ctl.loop is not None and ctl.loop.running, timeout=30_000)
     assert np.linalg.norm(arm.state().ee_pose[:3] - home[:3]) < 0.01
     assert bar.lights["robot"].state == "green"
+
+
+def test_lab_settings_dialog_saves_checked_values_and_refuses_a_bad_box(qtbot, tmp_path):
+    from PySide6 import QtWidgets
+
+    from app.lab_settings import load_lab_config
+    from widgets.lab_settings_dialog import LabSettingsDialog
+
+    apply_theme(QtWidgets.QApplication.instance())
+    settings = Settings(tmp_path / "s.ini")
+    dlg = LabSettingsDialog(settings, "xarm6:192.168.1.208")
+    qtbot.addWidget(dlg)
+    dlg.show()
+    assert dlg.family.currentText() == "xarm6" and dlg.tcp[2].value() == pytest.approx(0.172)
+    dlg.tcp[2].setValue(0.18)
+    dlg.hi[2].setValue(0.45)
+    shots = ROOT / "docs" / "screenshots"
+    assert dlg.grab().save(str(shots / "lab_settings.png"))
+    dlg.lo[0].setValue(0.7)  # lower corner beyond the upper one: refused, nothing stored
+    dlg.accept()
+    assert dlg.isVisible() and "below its upper corner" in dlg.error.text()
+    assert not settings.contains("lab/xarm6/workspace")
+    dlg.lo[0].setValue(0.2)
+    dlg.accept()
+    assert not dlg.isVisible()
+    cfg = load_lab_config("xarm6", settings)
+    assert cfg.tcp_offset == pytest.approx((0, 0, 0.18)) and cfg.workspace.hi[2] == pytest.approx(0.45)
