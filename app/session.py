@@ -119,7 +119,7 @@ class DeviceSession:
         if msg:
             self.warnings.append(msg)
         for w in self.warnings:
-            log.warning("%s", w)
+            log.info("%s", w)  # the CLI prints them, the GUI shows them in the status bar
 
     def close(self) -> None:
         """Close everything opened so far, newest first; never raises (failures are logged)."""

@@ -117,4 +117,4 @@ def outside_message(xyz, ws: Workspace, who: str) -> str:
     if ws.contains(p, tol=OUTSIDE_TOLERANCE):
         return ""
     return (f"{who}: TCP at {np.round(p, 3).tolist()} is outside the lab workspace "
-            f"{list(ws.lo)}..{list(ws.hi)}; press Home (or move the arm inside by hand) before commanding it")
+            f"{list(ws.lo)}..{list(ws.hi)}; Home it, move it inside by hand or widen the workspace")

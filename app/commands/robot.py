@@ -77,6 +77,6 @@ def run_robot(args) -> int:
                 session.arm.home()
                 print("homed")
             return _print_state(session)
-    except DeviceError as exc:
+    except (DeviceError, ValueError) as exc:  # ValueError: a driver refused a target (home outside the box)
         print(f"robot {args.action}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1 if args.action == "recover" else 2
