@@ -115,6 +115,7 @@ class CollectController(QObject):
     recoveryNeeded = Signal(list)  # [Path] crashed partial episodes in the dataset folder
     recoveryDone = Signal(list)  # [Recovered]
     estopChanged = Signal(bool)
+    faultChanged = Signal(str)  # latched control-loop fault ("" when cleared), e.g. "arm_fault: Reflex"
 
     def __init__(self, parent: QObject | None = None, *, operator: str = "", max_episode_s: float = 40.0):
         super().__init__(parent)
@@ -137,6 +138,7 @@ class CollectController(QObject):
         self._last_frame_at = 0.0
         self._events: deque[str] = deque(maxlen=32)
         self._estopped = False
+        self._fault = ""
         self._recording = False
         self._scripted = False
         self._pending: EpisodeResult | None = None
@@ -168,6 +170,11 @@ class CollectController(QObject):
     @property
     def estopped(self) -> bool:
         return self._estopped
+
+    @property
+    def fault(self) -> str:
+        """The latched fault the device bar shows ("" when none); cleared by Recover."""
+        return self._fault
 
     @property
     def loop(self) -> ControlLoop | None:
@@ -224,14 +231,16 @@ class CollectController(QObject):
             return False
 
     # ================================================================== devices
-    def connect_devices(self, robot: str, camera: str, input: str, rate_hz: float = 20.0) -> bool:
+    def connect_devices(self, robot: str, camera: str, input: str, rate_hz: float = 20.0, *,
+                        lab=None) -> bool:
+        """``lab``: the bench's TCP offset + workspace (robots.lab_config.LabConfig), defaults if None."""
         if self.session is not None:
             self.errorOccurred.emit("already connected; disconnect first")
             return False
         task, seed = self.task, self.next_seed
 
         def work():
-            session = DeviceSession(robot, camera, input, rate_hz, task=task, seed=seed)
+            session = DeviceSession(robot, camera, input, rate_hz, task=task, seed=seed, lab=lab)
             session.open()
             try:
                 recorder = self._make_recorder(session)
@@ -245,6 +254,8 @@ class CollectController(QObject):
             self.session, self.recorder = result
             self.connectedChanged.emit(True)
             self.message.emit(f"connected: robot {robot}, camera {camera}, input {input} at {rate_hz:g} Hz")
+            for w in self.session.warnings:
+                self.message.emit(w)
 
         return self._submit(f"connecting to {robot}", work, done)
 
@@ -264,6 +275,9 @@ class CollectController(QObject):
         def done(_):
             self.session = self.recorder = None
             self._latest = None
+            if self._fault:
+                self._fault = ""
+                self.faultChanged.emit("")
             self._set_recording(False)
             self._pending = None
             self.connectedChanged.emit(False)
@@ -330,10 +344,12 @@ class CollectController(QObject):
                 if loop is not None:
                     loop.estop()
                 elif session is not None and session.arm is not None:
-                    session.arm.stop()
+                    # No loop (a Home or Recover runs on the worker): stop the controller itself.
+                    arm = session.arm
+                    (getattr(arm, "estop", None) or arm.stop)()
             except Exception as exc:
                 msg = one_line(exc)
-                self._post(lambda: self.errorOccurred.emit(f"e-stop: arm.stop() failed: {msg}"))
+                self._post(lambda: self.errorOccurred.emit(f"e-stop: stopping the arm failed: {msg}"))
 
         threading.Thread(target=stop, name="estop", daemon=True).start()
         self.estopChanged.emit(True)
@@ -355,6 +371,60 @@ class CollectController(QObject):
 
         return self._submit("resetting the e-stop", work, done, busy=False)
 
+    # ================================================================== faults: recover, home
+    def _check_can_move(self, what: str, *, while_recording: bool = False) -> bool:
+        problem = ""
+        if self.session is None or self.session.arm is None:
+            problem = "no robot connected"
+        elif self._estopped:
+            problem = "the e-stop is latched; reset it first"
+        elif not while_recording and (self._recording or self._pending is not None):
+            problem = "an episode is being recorded; stop it first"
+        if problem:
+            self.errorOccurred.emit(f"cannot {what}: {problem}")
+        return not problem
+
+    def recover(self) -> bool:
+        """Clear a controller fault (reflex, error code, controller e-stop) and the loop's latch.
+
+        Runs on the worker: franky's recovery and xArm's clean_error/motion_enable/set_state take up
+        to seconds. The loop keeps ticking (commanding nothing while faulted) and restarts its target
+        from the measured pose once the fault is gone."""
+        if not self._check_can_move("recover", while_recording=True):
+            return False
+        session = self.session
+
+        def work():
+            loop = self._loop
+            if loop is not None and loop.running:
+                loop.recover()
+            else:
+                session.arm.recover()
+
+        def done(_):
+            self._fault = ""
+            self.faultChanged.emit("")
+            self.message.emit("arm recovered: the fault is cleared")
+
+        return self._submit("recovering the arm", work, done)
+
+    def home(self) -> bool:
+        """Blocking move to the arm's home configuration, on the worker with the control loop stopped
+        (a streaming loop would fight the move); the loop restarts from the home pose."""
+        if not self._check_can_move("home the arm"):
+            return False
+        session, recorder = self.session, self.recorder
+
+        def work():
+            self._stop_loop()
+            try:
+                session.arm.home()
+            finally:
+                if not self._closed:
+                    self._start_teleop_loop(session, recorder)
+
+        return self._submit("homing the arm", work, lambda _: self.message.emit("arm at home"))
+
     # ================================================================== recording
     def set_task(self, task: str, instruction: str = "") -> None:
         self.task = task.strip() or "pick_cube"
@@ -373,6 +443,8 @@ class CollectController(QObject):
             problem = "an episode is already being recorded"
         elif self._estopped:
             problem = "the e-stop is latched; reset it first"
+        elif self._loop is not None and self._loop.fault:
+            problem = f"the arm is faulted ({self._loop.fault}); Recover first"
         if problem:
             self.errorOccurred.emit(f"cannot {what}: {problem}")
         return not problem
@@ -610,6 +682,7 @@ class CollectController(QObject):
                 self._shown_frame = key
                 self._last_frame_at = time.monotonic()
                 self.frameReady.emit(frame)
+        self._update_fault()
         while self._events:
             ev = self._events.popleft()
             if ev in ("estop", "reset", "loop_resumed", "input_resumed"):
@@ -617,6 +690,18 @@ class CollectController(QObject):
             self.message.emit(f"control: {ev}")
         self.statsChanged.emit(self.stats())
         self.lightsChanged.emit(self.lights())
+
+    def _update_fault(self) -> None:
+        loop = self._loop
+        if self.session is None:
+            fault = ""
+        elif loop is not None:
+            fault = loop.fault
+        else:
+            fault = self._fault  # no loop right now (a Home, an outcome dialog): keep the last one
+        if fault != self._fault:
+            self._fault = fault
+            self.faultChanged.emit(fault)
 
     def _busy_with_devices(self) -> bool:
         return self._busy.startswith(("connecting", "disconnecting"))

@@ -24,3 +24,30 @@ def add_device_args(parser: argparse.ArgumentParser, *, default_input: str = DEF
                    help="spacemouse | keyboard | scripted | none (default %(default)s)")
     g.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ,
                    help=f"control rate in Hz, up to {MAX_RATE_HZ:g} (default %(default)s)")
+
+
+def add_lab_args(parser: argparse.ArgumentParser) -> None:
+    """Per-lab TCP offset and workspace (robots/lab_config.py): overrides of the stored lab settings."""
+    g = parser.add_argument_group("lab settings (default: the stored ones, see `main.py robot settings`)")
+    g.add_argument("--tcp-offset", default=None, metavar="X,Y,Z",
+                   help="flange → fingertip centre in metres, e.g. 0,0,0.1034 (Franka Hand), 0,0,0.172 (xArm Gripper)")
+    g.add_argument("--workspace", default=None, metavar="X0,Y0,Z0,X1,Y1,Z1",
+                   help="box the fingertips must stay in, robot base frame, metres")
+    g.add_argument("--lab-settings", default=None, metavar="INI",
+                   help="settings file holding the lab settings (default: the user's app settings)")
+
+
+def lab_config_from_args(args, robot: str | None = None):
+    """The LabConfig for ``robot`` (default ``args.robot``): stored settings + command-line overrides.
+    Raises ValueError with one line on a bad value."""
+    from app.lab_settings import default_settings, load_lab_config
+
+    settings = None
+    if getattr(args, "lab_settings", None):
+        from app.settings import Settings
+
+        settings = Settings(args.lab_settings)
+    elif not getattr(args, "no_stored_settings", False):
+        settings = default_settings()
+    return load_lab_config(robot or args.robot, settings, tcp_offset=getattr(args, "tcp_offset", None),
+                           workspace=getattr(args, "workspace", None))

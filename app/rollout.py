@@ -1,6 +1,7 @@
 """Rollout sessions: policy checkpoint × task × waypoint source × N trials, with live success tracking.
 
-Each trial: reset (sim: the task's seeded layout; hardware: the operator confirms the scene is reset),
+Each trial: reset (sim: the task's seeded layout, which also homes the arm; hardware: the arm homes
+(``home_between``, on by default there) and then the operator confirms the scene is reset),
 run the policy at the control rate through the teleop loop's safety filter (app.teleop.ControlLoop via
 app.episodes.record_episode, so every trial is saved as an episode), end it on success, timeout, a
 policy stop (NaN / out-of-workspace), a safety stop or a cancel, and take the outcome from the sim
@@ -54,6 +55,8 @@ class RolloutConfig:
     out_dir: str = "runs/eval"
     device: str = "cpu"
     keypoints: str | None = None  # keypoint checkpoint for waypoints "predicted" (or "predicted:PATH")
+    # Home the arm before each trial: None = on hardware only (the sim reset homes it already).
+    home_between: bool | None = None
 
     def __post_init__(self) -> None:
         if self.waypoints.startswith("predicted:"):
@@ -78,7 +81,7 @@ class RolloutConfig:
 class LiveState:
     """What a view shows; ``snapshot()`` returns a copy so readers never race the runner."""
 
-    phase: str = "idle"  # idle | loading | resetting | running | awaiting_reset | awaiting_outcome | done | cancelled | error
+    phase: str = "idle"  # idle | loading | homing | resetting | running | awaiting_reset | awaiting_outcome | done | cancelled | error
     trial: int = -1  # index of the trial in progress
     n_trials: int = 0
     trial_t: float = 0.0  # seconds into the current trial
@@ -272,6 +275,10 @@ class RolloutRunner:
             if self._cancel.is_set():
                 break
             seed = cfg.seed + i
+            if self.homes_between:
+                self._home(i)
+            if self._cancel.is_set():
+                break
             if self.hardware:
                 self._set(phase="awaiting_reset", trial=i, message=f"trial {i + 1}: reset the scene, then confirm")
                 if not self._wait_reset(i):
@@ -290,6 +297,22 @@ class RolloutRunner:
         msg = f"{s.successes}/{s.trials} successes" if s else "no trials"
         self._set(phase="cancelled" if cancelled else "done", message=msg)
         return trials
+
+    @property
+    def homes_between(self) -> bool:
+        home = self.config.home_between
+        return self.hardware if home is None else bool(home)
+
+    def _home(self, i: int) -> None:
+        """Explicit step before a trial: no control loop runs between trials (record_episode starts
+        and stops one per trial), so the blocking home move has the arm to itself. A fault that stops
+        it (reflex, e-stop) ends the run with the reason, like a failed trial start would."""
+        self._set(phase="homing", trial=i, message=f"trial {i + 1}: homing the arm")
+        try:
+            self.session.arm.home()
+        except DeviceError as exc:
+            self._set(phase="error", message=f"trial {i + 1}: homing failed: {str(exc).splitlines()[0]}")
+            raise
 
     def _wait_reset(self, i: int) -> bool:
         if self._ask_reset is not None:

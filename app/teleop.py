@@ -14,8 +14,15 @@ A separate watchdog thread (polling every few ms, independent of the control rat
 when the input device reports itself lost, when a moving input stream goes stale for longer than
 ``stall_timeout``, or when the control thread itself stops completing ticks (a blocking driver or
 listener). Losing the device or the arm latches a fault; a stale stream only holds until fresh input
-arrives. ``estop()`` may be called from any thread; it latches until ``reset_estop()``. While latched
-the loop keeps reading state and emitting ticks but commands nothing.
+arrives. ``estop()`` may be called from any thread; it stops the controller too (``Arm.estop``:
+xArm emergency_stop, franky Robot.stop) and latches until ``reset_estop()``. While latched the loop
+keeps reading state and emitting ticks but commands nothing.
+
+Controller faults latch as well: a non-empty ``ArmState.error`` (reflex, xArm error code, the
+controller still e-stopped after the reset) becomes the fault ``arm_fault: <reason>``, and an arm
+found more than ``OUTSIDE_TOLERANCE`` outside the workspace when the target restarts from the
+measured pose becomes ``outside_workspace: …`` (the filter would otherwise drive it back in on its
+own). ``recover()`` runs ``Arm.recover`` and clears the fault only when the arm then reports none.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from scipy.spatial.transform import Rotation
 
 from robots.base import (Arm, ArmLimits, ArmState, Camera, DeviceDisconnected, DeviceError, RGBDFrame,
                          TeleopState)
+from robots.lab_config import OUTSIDE_TOLERANCE
 from robots.safety import SafetyFilter, default_limits, normalize_pose, rotation_angle, validate_rate
 
 log = logging.getLogger(__name__)
@@ -76,7 +84,8 @@ Listener = Callable[[Tick], None]
 class ControlLoop:
     def __init__(self, arm: Arm, source, camera: Camera | None = None, rate_hz: float = 20.0,
                  limits: ArmLimits | None = None, *, stall_timeout: float = DEFAULT_STALL_TIMEOUT,
-                 max_lead: float = DEFAULT_MAX_LEAD, max_lead_angle: float = DEFAULT_MAX_LEAD_ANGLE):
+                 max_lead: float = DEFAULT_MAX_LEAD, max_lead_angle: float = DEFAULT_MAX_LEAD_ANGLE,
+                 tcp_offset=None):
         self.rate_hz = validate_rate(rate_hz)
         self.period = 1.0 / self.rate_hz
         if not stall_timeout > self.period:
@@ -94,7 +103,8 @@ class ControlLoop:
         self.source = source
         self.camera = camera
         self.limits = limits or getattr(arm, "limits", None) or default_limits(arm.name)
-        self.filter = SafetyFilter(self.limits, self.rate_hz)
+        # tcp_offset: only for poses that are not the TCP already (robots/base.py: arms report TCP).
+        self.filter = SafetyFilter(self.limits, self.rate_hz, tcp_offset=tcp_offset)
         self.stall_timeout = float(stall_timeout)
         self.max_lead, self.max_lead_angle = float(max_lead), float(max_lead_angle)
 
@@ -110,6 +120,7 @@ class ControlLoop:
         self._hold = ""  # non-latching watchdog hold reason ("input_stalled", "loop_stalled")
         self._reanchor = True  # next tick restarts the target from the measured pose
         self._pending: list[str] = []  # events raised off the control thread, reported next tick
+        self._errors_valid_from = 0.0  # ArmState.error read before this (monotonic) predates a Recover
 
         self._last_fresh = 0.0  # newest input stamp seen by the control thread (monotonic)
         self._input_moving = False  # last fresh input asked for motion
@@ -167,11 +178,47 @@ class ControlLoop:
         self._stop_arm("loop_stopped")
 
     def estop(self) -> None:
-        """Latch an emergency stop (any thread): the arm stops now and stays uncommanded."""
+        """Latch an emergency stop (any thread): the arm stops now, on the controller, and stays
+        uncommanded."""
         with self._state_lock:
             self._estop = True
             self._pending.append("estop")
-        self._stop_arm("estop")
+        self._stop_arm("estop", controller=True)
+
+    def recover(self) -> None:
+        """Clear a latched arm fault (any thread but the control thread): ``Arm.recover()``, then the
+        fault is cleared only if the arm reports no error and its TCP lies in the workspace;
+        otherwise DeviceError with the reason. Refused while the e-stop is latched."""
+        if self._estop:
+            raise DeviceError("reset the E-stop first, then Recover")
+        if self._teleop and not self._source_connected():
+            raise DeviceError(f"cannot recover: input device {getattr(self.source, 'name', '?')!r} "
+                              "is still disconnected")
+        # Hold (not the command lock): recovery takes seconds and the loop must keep ticking — state,
+        # frames, the GUI — while commanding nothing.
+        with self._state_lock:
+            self._hold = "recovering"
+        try:
+            self.arm.recover()
+            state = self.arm.state()
+        except BaseException:
+            with self._state_lock:
+                self._hold = "" if self._hold == "recovering" else self._hold
+            raise
+        if state.error:
+            with self._state_lock:
+                self._hold = "" if self._hold == "recovering" else self._hold
+            raise DeviceError(f"the arm still reports a fault after Recover: {state.error}")
+        outside = self._outside(state.ee_pose)
+        with self._state_lock:
+            # A tick that read the state before the recovery finished must not re-latch its old error.
+            self._errors_valid_from = state.stamp
+            self._fault = outside
+            self._hold = ""
+            self._reanchor = True
+            self._pending.append("recovered" if not outside else outside)
+        if outside:
+            raise DeviceError(outside.split(": ", 1)[1])
 
     def reset_estop(self) -> None:
         """Clear the e-stop and latched faults; motion resumes from the arm's measured pose."""
@@ -194,12 +241,13 @@ class ControlLoop:
 
     # ---------------------------------------------------------------- stopping
 
-    def _stop_arm(self, reason: str) -> None:
+    def _stop_arm(self, reason: str, controller: bool = False) -> None:
         # A stop must never wait behind a device call that hangs: try the lock briefly, then stop anyway.
         got = self._cmd_lock.acquire(timeout=0.01)
         try:
             self.stop_calls.append((time.monotonic(), reason))
-            self.arm.stop()
+            estop = getattr(self.arm, "estop", None) if controller else None
+            (estop or self.arm.stop)()
         except Exception as exc:  # the arm may be the thing that failed; the stop is best effort
             log.warning("arm.stop() after %s failed: %s", reason, exc)
         finally:
@@ -223,6 +271,18 @@ class ControlLoop:
             self._hold = reason
             self._pending.append(reason)
         self._stop_arm(reason)
+
+    def _outside(self, pose) -> str:
+        """'outside_workspace: …' when the measured TCP is beyond the box by more than the tolerance."""
+        try:
+            tip = self.filter.tip_position(pose)
+        except ValueError:
+            return ""
+        ws = self.limits.workspace
+        if ws.contains(tip, tol=OUTSIDE_TOLERANCE):
+            return ""
+        return (f"outside_workspace: TCP at {np.round(tip, 3).tolist()} is outside the workspace "
+                f"{list(ws.lo)}..{list(ws.hi)}; Home the arm or move it inside")
 
     def _source_connected(self) -> bool:
         try:
@@ -290,6 +350,7 @@ class ControlLoop:
             except Exception as exc:
                 read_error = exc
         state = last_state
+        got = None
         try:
             got = self.arm.state()
             if not (np.all(np.isfinite(got.ee_pose)) and np.linalg.norm(got.ee_pose[3:]) > 1e-6):
@@ -300,6 +361,8 @@ class ControlLoop:
             self._latch_fault(f"arm_disconnected: {exc}")
         except Exception as exc:
             self._latch_fault(f"arm_error: {exc}")
+        if state is got and state is not None and state.error and state.stamp >= self._errors_valid_from:
+            self._latch_fault(f"arm_fault: {state.error}")
         frame = None
         if self.camera is not None:
             try:
@@ -314,9 +377,16 @@ class ControlLoop:
                 self._hold = ""
                 self._reanchor = True
                 events.append("loop_resumed")
+            outside = self._outside(state.ee_pose) if state is not None and (
+                self._reanchor or self._target is None) else ""
+            if outside and not self._fault:
+                self._fault = outside
+                events.append(outside)
             if self._reanchor and state is not None and not (self._estop or self._fault):
                 self._target = normalize_pose(state.ee_pose)
                 self._reanchor = False
+        if outside:
+            log.warning("control loop fault: %s", outside)
         if self._target is None and state is not None:
             self._target = normalize_pose(state.ee_pose)
 

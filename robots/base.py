@@ -6,6 +6,13 @@ these protocols, so the same code path runs on the simulator, in tests and on re
 Conventions (DESIGN.md): SI units, poses in the robot base frame, position xyz in metres,
 quaternions xyzw (scipy order), gripper opening normalised 0 = closed … 1 = open, timestamps in
 seconds on ``time.monotonic()``.
+
+End-effector pose = the TCP, i.e. the fingertip centre: ``ArmState.ee_pose`` and every target given
+to ``servo``/``move_to`` are the flange pose composed with the arm's ``tcp_offset`` (flange → TCP,
+the per-lab setting of robots/lab_config.py). The drivers make the controller use that frame
+(xArm ``set_tcp_offset``, franky ``set_ee``; the simulated xArm's TCP site sits at the model's
+fingertips), so the workspace box and the table floor of the safety filter bound the fingertips,
+not the flange.
 """
 from __future__ import annotations
 
@@ -64,7 +71,11 @@ class ArmState:
     joint_pos: np.ndarray  # (DoF,) rad
     gripper: float  # normalised opening 0 closed … 1 open
     moving: bool = False
-    error: str = ""  # last controller error, "" if none
+    # Controller fault that stops motion until ``Arm.recover()`` ("" if none): a reflex, an xArm error
+    # code, the controller's own e-stop. The control loop latches it (app/teleop.py); warnings that do
+    # not stop the arm go to ``warning``.
+    error: str = ""
+    warning: str = ""
     # Simulated arms only: the whole simulator state at this snapshot (qpos of arm and objects,
     # mocap poses), recorded so each tick's camera image can be re-rendered offline.
     sim_state: dict | None = None
@@ -140,8 +151,12 @@ class Arm(Protocol):
     def stop(self) -> None:
         """Stop motion now (hold position)."""
 
+    def estop(self) -> None:
+        """Emergency stop on the controller (xArm ``emergency_stop``, franky ``Robot.stop``), not only
+        the stream: the arm reports ``ArmState.error`` until ``recover()``."""
+
     def recover(self) -> None:
-        """Clear a controller error / reflex so motion can resume."""
+        """Clear a controller error / reflex / e-stop so motion can resume (blocking, seconds)."""
 
     def home(self) -> None:
         """Blocking move to the home configuration."""

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError
+from robots.lab_config import DEFAULT_TCP_OFFSET
 from robots.safety import check_target, default_limits
 
 # FR3 ready pose of franky-sim (and a common lab ready pose): hand above the table, pointing down.
@@ -78,6 +79,13 @@ def affine_from_pose(pose: np.ndarray):
     return franky.Affine(pose[:3], pose[3:7] / np.linalg.norm(pose[3:7]))
 
 
+
+
+def _matrix(affine) -> np.ndarray:
+    """franky.Affine (or a column-major 16-vector) → 4x4."""
+    if hasattr(affine, "matrix"):
+        return np.asarray(affine.matrix, dtype=float).reshape(4, 4)
+    return np.asarray(affine, dtype=float).reshape(4, 4, order="F")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -242,6 +250,7 @@ class FrankaArm:
         grasp: GraspParams = GraspParams(),
         home_q: tuple[float, ...] = HOME_Q,
         servo_mode: str = "velocity",
+        tcp_offset: tuple[float, float, float] | None = DEFAULT_TCP_OFFSET["franka"],
     ):
         if servo_mode not in ("velocity", "pose"):
             raise ValueError(f"servo_mode must be 'velocity' or 'pose', got {servo_mode!r}")
@@ -252,6 +261,9 @@ class FrankaArm:
         self.gains = gains
         self.home_q = tuple(home_q)
         self.servo_mode = servo_mode
+        # Flange → TCP (m). None keeps the end-effector frame configured in Desk (franky-sim's lab
+        # uses that: its scripted tasks were written for the hand's own TCP).
+        self.tcp_offset = None if tcp_offset is None else tuple(float(v) for v in tcp_offset)
         self.gripper = FrankaGripper(host, grasp)
         self._robot = None
         self._lock = threading.RLock()
@@ -259,6 +271,7 @@ class FrankaArm:
         self._prev_target_t = 0.0
         self._streaming = False
         self._lost = ""  # why the connection dropped, so later calls say the same one line
+        self._estopped = ""  # set by estop(), cleared by recover(): reported as ArmState.error
 
     # -- lifecycle ------------------------------------------------------------------------
     def connect(self) -> None:
@@ -278,11 +291,31 @@ class FrankaArm:
         robot.relative_dynamics_factor = self.dynamics_factor
         self._robot = robot
         self._lost = ""
+        self._estopped = ""
         try:
+            if self.tcp_offset is not None:
+                self._apply_tcp_offset(robot)
             self.gripper.connect()
         except DeviceError:
             self._robot = None
             raise
+
+    def _apply_tcp_offset(self, robot) -> None:
+        """Make O_T_EE the fingertip centre: F_T_EE = F_T_NE · NE_T_EE with its origin at
+        ``tcp_offset`` (flange frame) and the orientation of the nominal EE frame kept, so poses keep
+        the same axes as before (the hand's −45° about z) and only the point moves."""
+        try:
+            f_t_ne = _matrix(robot.state.F_T_NE)
+            ne_t_ee = np.eye(4)
+            ne_t_ee[:3, 3] = f_t_ne[:3, :3].T @ (np.asarray(self.tcp_offset) - f_t_ne[:3, 3])
+            robot.set_ee(ne_t_ee.flatten(order="F").tolist())
+        except Exception as exc:
+            raise DeviceError(f"Franka at {self.host}: cannot set the TCP offset {list(self.tcp_offset)} "
+                              f"({_one_line(exc)})") from None
+
+    def flange_to_tcp(self) -> np.ndarray:
+        """F_T_EE the controller uses now (4x4), to check the TCP offset took effect."""
+        return _matrix(self._require().state.F_T_EE)
 
     def disconnect(self) -> None:
         if self._robot is not None:
@@ -313,10 +346,13 @@ class FrankaArm:
         except Exception as exc:
             raise self._translate(exc) from None
         error = ""
-        if errors not in ("", "[]"):
+        if errors not in ("", "[]", "Errors([])", "None"):
             error = f"{mode.name}: {errors}"
-        elif mode.name == "Reflex":
-            error = "Reflex"
+        elif mode.name in ("Reflex", "UserStopped", "AutomaticErrorRecovery"):
+            # UserStopped: the external activation device (the lab's hardware e-stop) is pressed.
+            error = mode.name
+        elif self._estopped:
+            error = self._estopped
         try:
             grip = self.gripper.width()
         except DeviceError:
@@ -405,7 +441,24 @@ class FrankaArm:
             except Exception as exc:
                 raise self._translate(exc) from None
 
+    def estop(self) -> None:
+        """franky ``Robot.stop()``: libfranka's StopMove aborts whatever motion runs (the stream, a
+        home move in another thread) on the controller. Reported as a fault until ``recover()``."""
+        self._estopped = "e-stopped: motion aborted on the controller; Recover to re-enable"
+        robot = self._robot
+        if robot is None:
+            return
+        try:
+            robot.stop()  # deliberately without self._lock: a blocking move_to/home holds it
+        except Exception as exc:
+            raise self._translate(exc) from None
+        finally:
+            self._streaming = False
+            self._prev_target = None
+
     def recover(self) -> None:
+        """``recover_from_errors`` (libfranka automatic error recovery) and forget the e-stop;
+        raises DeviceError when the controller still reports an error afterwards."""
         with self._lock:
             robot = self._require()
             try:
@@ -414,6 +467,11 @@ class FrankaArm:
                 raise self._translate(exc) from None
             self._prev_target = None
             self._streaming = False
+            self._estopped = ""
+        left = self.state().error
+        if left:
+            raise DeviceError(f"Franka at {self.host}: still faulted after recovery ({left}); "
+                              "check the arm (hardware e-stop released? joints in limits?)")
 
     # -- internals ------------------------------------------------------------------------
     def _require(self):

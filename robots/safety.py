@@ -10,6 +10,12 @@ one, it returns the target that may be sent this tick plus the events explaining
     clamped_speed      translation step longer than max_linear_speed / rate -> shortened
     clamped_rotation   rotation step larger than max_angular_speed / rate -> slerped part way
 
+The box bounds the TCP (fingertip). Arms report and take TCP poses (robots/base.py), so by default
+the filtered pose IS the fingertip. A caller whose poses are of another frame (e.g. a flange stream)
+passes ``tcp_offset``, the fingertip in that frame: the filter then runs on the fingertip pose
+(pose ∘ offset) and hands back the commanded frame, so a flange above the table with its fingertips
+below it is clamped, not passed.
+
 Order matters: the jump test looks at the raw request (it detects bad input, not unsafe motion);
 the workspace projection comes before the step clamp so that the step is taken toward a point inside
 the box. Both endpoints then lie in the (convex) box, so every output stays inside it whenever the
@@ -99,8 +105,12 @@ def rotation_angle(q_a: np.ndarray, q_b: np.ndarray) -> float:
 class SafetyFilter:
     """Per-tick target filter enforcing ``limits`` at ``rate_hz`` (see the module docstring)."""
 
-    def __init__(self, limits: ArmLimits, rate_hz: float):
+    def __init__(self, limits: ArmLimits, rate_hz: float, tcp_offset=None):
         self.limits = limits
+        off = np.zeros(3) if tcp_offset is None else np.asarray(tcp_offset, dtype=float).reshape(3)
+        if not np.all(np.isfinite(off)):
+            raise ValueError(f"tcp_offset must be 3 finite numbers, got {tcp_offset!r}")
+        self.tcp_offset = off if np.any(off != 0.0) else None
         self.rate_hz = validate_rate(rate_hz)
         self.lo = np.asarray(limits.workspace.lo, dtype=float)
         self.hi = np.asarray(limits.workspace.hi, dtype=float)
@@ -116,7 +126,29 @@ class SafetyFilter:
             req = normalize_pose(requested)
         except ValueError:
             return cur, ["rejected_nan"]
-        # Keep the quaternion in the same hemisphere as the last one so recorded actions never flip
+        if self.tcp_offset is None:
+            return self._filter(cur, req)
+        out, events = self._filter(self._tip(cur), self._tip(req))
+        if events == ["rejected_jump"]:
+            return cur, events  # held exactly, not re-derived through the offset (no round-off creep)
+        return self._from_tip(out), events
+
+    def _tip(self, pose: np.ndarray) -> np.ndarray:
+        out = pose.copy()
+        out[:3] = pose[:3] + Rotation.from_quat(pose[3:]).apply(self.tcp_offset)
+        return out
+
+    def _from_tip(self, tip: np.ndarray) -> np.ndarray:
+        out = tip.copy()
+        out[:3] = tip[:3] - Rotation.from_quat(tip[3:]).apply(self.tcp_offset)
+        return out
+
+    def tip_position(self, pose: np.ndarray) -> np.ndarray:
+        """Fingertip xyz of a pose as this filter sees it (the pose itself without a tcp_offset)."""
+        p = normalize_pose(pose)
+        return p[:3] if self.tcp_offset is None else self._tip(p)[:3]
+
+    def _filter(self, cur: np.ndarray, req: np.ndarray) -> tuple[np.ndarray, list[str]]:        # Keep the quaternion in the same hemisphere as the last one so recorded actions never flip
         # sign (q and -q are the same rotation, but a learnt policy sees a discontinuity).
         if float(np.dot(req[3:], cur[3:])) < 0.0:
             req[3:] = -req[3:]

@@ -22,9 +22,11 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError
+from robots.lab_config import DEFAULT_TCP_OFFSET
 from robots.safety import check_target, default_limits
 
 GRIPPER_MAX_PULSE = 850.0  # xArm Gripper: 0 closed … 850 open
+XARM_STATE_STOPPED = 4  # XArmAPI.state: 1 moving, 2 sleeping, 3 suspended, 4 stopped (e-stop, error)
 HOME_POSE = np.array([0.30, 0.0, 0.30, 1.0, 0.0, 0.0, 0.0])  # m + xyzw: TCP above the table, pointing down
 
 # One source of truth for each robot's limits: the safety filter's table (robots/safety.py).
@@ -110,6 +112,7 @@ class XArm6:
         move_speed_mm_s: float = 100.0,
         move_acc_mm_s2: float = 1000.0,
         api_factory: Callable[..., object] | None = None,
+        tcp_offset: tuple[float, float, float] | None = DEFAULT_TCP_OFFSET["xarm6"],
     ):
         if not 0 < max_step_m < 0.010:
             raise ValueError(f"max_step_m must be below 10 mm for servo mode, got {max_step_m}")
@@ -122,6 +125,10 @@ class XArm6:
         self.move_speed_mm_s = move_speed_mm_s
         self.move_acc_mm_s2 = move_acc_mm_s2
         self._api_factory = api_factory
+        # Flange → TCP (m), written to the controller at connect (set_tcp_offset) so that
+        # get_position / set_servo_cartesian / set_position all speak fingertip poses. None keeps
+        # whatever the controller has (xArm Studio's setting).
+        self.tcp_offset = None if tcp_offset is None else tuple(float(v) for v in tcp_offset)
         self.gripper = XArmGripper(self)
         self._api = None
         self._lock = threading.RLock()
@@ -133,6 +140,7 @@ class XArm6:
         self._error_code = 0
         self._warn_code = 0
         self._stream_error = ""
+        self._estopped = ""  # set by estop(), cleared by recover()
         self.calls_per_tick_max = 0  # diagnostics: most SDK servo calls one target needed
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -149,11 +157,23 @@ class XArm6:
         self._api = api
         api.register_error_warn_changed_callback(self._on_error_warn)
         self._error_code, self._warn_code = int(api.error_code), int(api.warn_code)
+        self._estopped = ""
+        if self.tcp_offset is not None:
+            self._apply_tcp_offset(api)
         self._enter_servo_mode()
         self.gripper.setup()
         self._running = True
         self._thread = threading.Thread(target=self._stream_loop, name=f"xarm6-servo-{self.host}", daemon=True)
         self._thread.start()
+
+    def _apply_tcp_offset(self, api) -> None:
+        """set_tcp_offset in position mode (the SDK waits for the arm to be still first)."""
+        self._check(api.motion_enable(True), "motion_enable")
+        self._check(api.set_mode(0), "set_mode(0)")
+        self._check(api.set_state(0), "set_state(0)")
+        mm = [float(v) * 1000.0 for v in self.tcp_offset]
+        self._check(api.set_tcp_offset([*mm, 0.0, 0.0, 0.0], is_radian=True, wait=True),
+                    f"set_tcp_offset({[round(v, 1) for v in mm]} mm)")
 
     def disconnect(self) -> None:
         self._running = False
@@ -190,7 +210,8 @@ class XArm6:
         moving = self._target is not None and self._cmd is not None and not np.allclose(self._target, self._cmd)
         return ArmState(stamp=time.monotonic(), ee_pose=pose_from_sdk(pos),
                         joint_pos=np.asarray(angles, dtype=float)[: self.dof], gripper=grip,
-                        moving=moving, error=self._error_text())
+                        moving=moving, error=self._error_text(api),
+                        warning=f"warning {self._warn_code}" if self._warn_code else "")
 
     # -- motion ---------------------------------------------------------------------------
     def servo(self, target: np.ndarray) -> None:
@@ -198,8 +219,8 @@ class XArm6:
         self._require()
         if self._stream_error:
             raise DeviceError(self._stream_error)
-        if self._error_code:
-            raise DeviceError(f"xArm6 at {self.host}: controller error {self._error_code}; recover() first")
+        if self._error_code or self._estopped:
+            raise DeviceError(f"xArm6 at {self.host}: {self._error_text(None)}; recover() first")
         with self._lock:
             self._target = pose
         self._wake.set()
@@ -226,22 +247,33 @@ class XArm6:
             self._target = None
 
     def recover(self) -> None:
+        """UFactory's recovery sequence: clean_error, clean_warn, motion_enable(True), then the mode
+        and set_state(0) (clean_error leaves the arm disabled and stopped; after emergency_stop the
+        state is 4 until set_state(0)). Raises DeviceError if an error code survives it."""
         api = self._require()
         with self._lock:
             self._target = None
-            api.clean_error()
-            api.clean_warn()
+            self._check(api.clean_error(), "clean_error")
+            self._check(api.clean_warn(), "clean_warn")
             self._check(api.motion_enable(True), "motion_enable")
             self._stream_error = ""
+            self._estopped = ""
             self._error_code, self._warn_code = int(api.error_code), int(api.warn_code)
+            if self._error_code:
+                raise DeviceError(f"xArm6 at {self.host}: controller error {self._error_code} persists after "
+                                  "clean_error; see the xArm error code table (a collision, a joint limit?)")
             self._enter_servo_mode()
 
     def estop(self) -> None:
-        """Controller emergency stop (not part of the Arm protocol; for the E-stop key)."""
+        """Controller emergency stop (``XArmAPI.emergency_stop``: state 4, motion aborted). Not under
+        the command lock: it must not wait behind a blocking move_to/home."""
+        self._target = None
+        self._estopped = "e-stopped on the controller (state 4); Recover to re-enable"
         api = self._require()
-        with self._lock:
-            self._target = None
+        try:
             api.emergency_stop()
+        except Exception as exc:
+            raise DeviceError(f"xArm6 at {self.host}: emergency_stop failed ({_one_line(exc)})") from None
 
     # -- internals ------------------------------------------------------------------------
     def _enter_servo_mode(self) -> None:
@@ -300,12 +332,18 @@ class XArm6:
             with self._lock:
                 self._target = None  # the controller stopped; do not resume on our own
 
-    def _error_text(self) -> str:
+    def _error_text(self, api) -> str:
+        """The fault that stops the arm, '' if none (warnings are not faults)."""
         if self._error_code:
-            return f"error {self._error_code}"
+            return f"controller error {self._error_code}"
+        if self._estopped:
+            return self._estopped
         if self._stream_error:
             return self._stream_error
-        return f"warning {self._warn_code}" if self._warn_code else ""
+        state = getattr(api, "state", None) if api is not None else None
+        if state == XARM_STATE_STOPPED:
+            return "controller stopped (state 4, e.g. the pendant's stop); Recover to re-enable"
+        return ""
 
     def _require(self):
         api = self._api

@@ -157,7 +157,11 @@ def test_keyboard_record_keys_and_esc_estop_stop_the_arm(qtbot, make_window, tmp
     assert not win.act_record.isEnabled() and win.device_bar.reset_button.isEnabled()
     qtbot.mouseClick(win.device_bar.reset_button, QtCore.Qt.LeftButton)
     qtbot.waitUntil(lambda: not ctl.estopped and not loop.estopped, timeout=5_000)
-    assert win.act_record.isEnabled()
+    # E-STOP also stopped the (simulated) controller: after the reset the arm needs Recover.
+    qtbot.waitUntil(lambda: ctl.fault.startswith("arm_fault"), timeout=5_000)
+    assert not win.act_record.isEnabled()
+    qtbot.mouseClick(win.device_bar.recover_button, QtCore.Qt.LeftButton)
+    qtbot.waitUntil(lambda: not ctl.fault and win.act_record.isEnabled(), timeout=10_000)
 
 
 def test_bad_uri_shows_one_line_error_and_connects_nothing(qtbot, make_window):

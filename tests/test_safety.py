@@ -189,3 +189,53 @@ def test_bad_configuration_is_a_clear_error():
     with pytest.raises(ValueError, match="7 values"):
         normalize_pose(np.zeros(6))
     assert math.isclose(np.linalg.norm(normalize_pose([0, 0, 0, 0, 0, 3, 4])[3:]), 1.0)
+
+
+# ------------------------------------------------------------------ the fingertip, not the flange
+FRANKA_HAND_TCP = (0.0, 0.0, 0.1034)  # flange → fingertip centre
+
+
+def test_fingertip_below_table_is_refused_while_the_flange_is_above():
+    """A stream of FLANGE poses (tool pointing down): with the TCP offset the filter bounds the
+    fingertips, so a flange 8 cm above the table — fingertips 2.3 cm below it — is clamped."""
+    limits = default_limits("franka")
+    plain = SafetyFilter(limits, 20.0)
+    tip_aware = SafetyFilter(limits, 20.0, tcp_offset=FRANKA_HAND_TCP)
+    down = Rotation.from_euler("x", np.pi).as_quat()
+    cur = np.r_[0.5, 0.0, 0.12, down]  # flange; fingertips at z 0.0166
+    req = np.r_[0.5, 0.0, 0.08, down]  # flange above the table, fingertips at z -0.023
+    out_plain, ev_plain = plain.filter(cur, req)
+    assert ev_plain == ["clamped_speed"] or out_plain[2] < cur[2]  # the flange box lets it go down
+    out, events = tip_aware.filter(cur, req)
+    tip = tip_aware.tip_position(out)
+    assert tip[2] >= limits.workspace.lo[2] - 1e-9, tip
+    assert out[2] >= limits.workspace.lo[2] + 0.1034 - 1e-9  # flange kept a TCP length above the floor
+    # Walking down for many ticks never takes the fingertips through the floor.
+    for _ in range(40):
+        out, events = tip_aware.filter(out, req)
+        assert tip_aware.tip_position(out)[2] >= limits.workspace.lo[2] - 1e-9
+    assert "clamped_workspace" in events
+    assert abs(tip_aware.tip_position(out)[2] - limits.workspace.lo[2]) < 1e-9  # resting on the floor
+
+
+@settings(max_examples=80, deadline=None)
+@given(u=unit3, q=quat4, twists=st.lists(twist, min_size=1, max_size=30),
+       off=st.lists(st.floats(-0.05, 0.05), min_size=2, max_size=2), length=st.floats(0.05, 0.2))
+def test_fingertips_stay_in_the_box_for_any_orientation(u, q, twists, off, length):
+    limits = default_limits("xarm6")
+    filt = SafetyFilter(limits, 20.0, tcp_offset=(off[0], off[1], length))
+    tip_start = start_pose(limits, u, q)
+    target = filt._from_tip(tip_start)  # a flange pose whose fingertips start inside
+    for tw in twists:
+        req = target.copy()
+        req[:3] += np.array(tw[:3]) * 3 * limits.max_linear_speed / 20.0
+        req[3:] = (Rotation.from_rotvec(np.array(tw[3:]) * 0.05) * Rotation.from_quat(target[3:])).as_quat()
+        target, _ = filt.filter(target, req)
+        assert limits.workspace.contains(filt.tip_position(target), tol=1e-7)
+
+
+def test_jump_is_held_exactly_with_a_tcp_offset():
+    filt = SafetyFilter(default_limits("franka"), 20.0, tcp_offset=FRANKA_HAND_TCP)
+    cur = np.r_[0.5, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0]
+    out, events = filt.filter(cur, cur + np.r_[0.5, 0, 0, 0, 0, 0, 0])
+    assert events == ["rejected_jump"] and np.array_equal(out, cur)

@@ -585,3 +585,88 @@ class _ConstantTarget:
 
     def next_target(self, state, frame, t):
         return self.pose, 1.0, {}
+
+
+# ------------------------------------------------------------------ controller faults (robots/base.py ArmState.error)
+class FaultyArm(KinematicArm):
+    """KinematicArm whose controller can report an error, with a controller-level e-stop."""
+
+    def __init__(self):
+        super().__init__()
+        self.error = ""
+        self.estops: list[float] = []
+        self.recovers = 0
+        self.clears_on_recover = True
+
+    def state(self):
+        st = super().state()
+        st.error = self.error
+        return st
+
+    def estop(self):
+        self.estops.append(time.monotonic())
+        self.error = "e-stopped on the controller"
+
+    def recover(self):
+        self.recovers += 1
+        if self.clears_on_recover:
+            self.error = ""
+
+
+def test_controller_error_latches_and_only_recover_clears_it():
+    from robots.base import DeviceError
+
+    arm = FaultyArm()
+    loop = ControlLoop(arm, Expert(), rate_hz=50.0)
+    ticks: list[Tick] = []
+    loop.add_listener(ticks.append)
+    loop.start()
+    try:
+        time.sleep(0.2)
+        arm.error = "Reflex: [cartesian_reflex]"
+        time.sleep(0.1)
+        assert loop.fault == "arm_fault: Reflex: [cartesian_reflex]"
+        t_fault = time.monotonic()
+        time.sleep(0.2)
+        assert not [ts for ts, _ in arm.servos if ts > t_fault + 0.03]  # nothing commanded while faulted
+        arm.clears_on_recover = False
+        with pytest.raises(DeviceError, match="still reports a fault"):
+            loop.recover()
+        assert loop.fault.startswith("arm_fault")
+        arm.clears_on_recover = True
+        loop.recover()
+        assert loop.fault == "" and arm.recovers == 2
+        time.sleep(0.15)
+        assert ticks[-1].commanding and ticks[-1].fault == ""
+    finally:
+        loop.stop()
+
+
+def test_estop_stops_the_controller_and_reset_leaves_the_arm_faulted_until_recover():
+    arm = FaultyArm()
+    loop = ControlLoop(arm, StreamDevice(), rate_hz=50.0)
+    loop.start()
+    try:
+        time.sleep(0.15)
+        loop.estop()
+        assert arm.estops, "the controller's own stop was not used"
+        loop.reset_estop()
+        time.sleep(0.1)
+        assert loop.fault.startswith("arm_fault: e-stopped")
+        n = len(arm.servos)
+        time.sleep(0.1)
+        assert len(arm.servos) == n
+        loop.recover()
+        time.sleep(0.1)
+        assert len(arm.servos) > n
+    finally:
+        loop.stop()
+
+
+def test_arm_outside_workspace_at_start_is_a_fault_not_a_walk_back():
+    arm = KinematicArm()
+    arm.pose = np.array([0.5, 0.0, 0.85, 1.0, 0.0, 0.0, 0.0])  # 15 cm above the franka box's ceiling
+    loop = ControlLoop(arm, Expert(), rate_hz=50.0)
+    ticks = run_for(loop, 0.3)
+    assert loop.fault.startswith("outside_workspace") and "0.85" in loop.fault
+    assert not arm.servos and not any(t.commanding for t in ticks)

@@ -42,6 +42,8 @@ class RecordingXArmAPI:
         self.gripper_pos = 850.0
         self.callbacks = []
         self.fail_servo_with = 0
+        self.tcp_offset = [0.0] * 6
+        self.sticky_error = False  # an error clean_error cannot clear (the cause is still there)
 
     def _rec(self, name, *args, **kwargs):
         inspect.signature(getattr(XArmAPI, name)).bind(self, *args, **kwargs)
@@ -111,9 +113,19 @@ class RecordingXArmAPI:
         self.pose = [x, y, z, roll, pitch, yaw]
         return 0
 
+    @property
+    def state(self):  # XArmAPI.state: 1 moving, 2 sleeping, 3 suspended, 4 stopped
+        return self.state_
+
+    def set_tcp_offset(self, offset, is_radian=None, wait=True, **kwargs):
+        self._rec("set_tcp_offset", list(offset), is_radian=is_radian, wait=wait)
+        self.tcp_offset = list(offset)
+        return 0
+
     def clean_error(self):
         self._rec("clean_error")
-        self.error_code = 0
+        if not self.sticky_error:
+            self.error_code = 0
         return 0
 
     def clean_warn(self):
@@ -123,6 +135,7 @@ class RecordingXArmAPI:
 
     def emergency_stop(self):
         self._rec("emergency_stop")
+        self.state_ = 4  # the SDK's emergency_stop is set_state(4) until the controller reports it
 
     def set_gripper_mode(self, mode, **kwargs):
         self._rec("set_gripper_mode", mode)
@@ -243,7 +256,7 @@ def test_controller_error_stops_streaming_and_recover_clears_it(rig):
     n = len(api.servo_points())
     time.sleep(0.05)
     assert len(api.servo_points()) <= n + 1, "driver kept streaming into a controller error"
-    assert arm.state().error == "error 31"
+    assert arm.state().error == "controller error 31"
     with pytest.raises(DeviceError, match="error 31") as err:
         arm.servo(np.r_[0.30, 0.10, 0.30, DOWN])
     assert "\n" not in str(err.value)
@@ -315,3 +328,80 @@ def test_step_bound_is_enforced_at_construction():
     with pytest.raises(ValueError, match="10 mm"):
         XArm6("x", max_step_m=0.012)
     assert DEFAULT_LIMITS.workspace.contains(HOME_POSE[:3])
+
+
+# ------------------------------------------------------------------ faults, e-stop, TCP offset
+
+
+def test_tcp_offset_is_written_in_mm_before_servo_mode(rig):
+    arm, api = rig
+    calls = [c for c in api.calls if c[1] == "set_tcp_offset"]
+    assert len(calls) == 1 and calls[0][2][0] == pytest.approx([0, 0, 172.0, 0, 0, 0])
+    assert calls[0][3]["is_radian"] is True and calls[0][3]["wait"] is True
+    names = api.names()
+    i = names.index("set_tcp_offset")
+    assert [c[3]["mode"] for c in api.calls[:i] if c[1] == "set_mode"] == [0]  # set in position mode
+    assert "set_servo_cartesian" not in names[:i] and api.mode == 1
+
+
+def test_custom_tcp_offset_and_none_keeps_the_controllers():
+    apis = []
+
+    def factory(*a, **k):
+        apis.append(RecordingXArmAPI(*a, **k))
+        return apis[-1]
+
+    arm = XArm6("192.168.1.208", api_factory=factory, tcp_offset=(0.0, 0.01, 0.2))
+    arm.connect()
+    arm.disconnect()
+    assert apis[0].tcp_offset == pytest.approx([0, 10.0, 200.0, 0, 0, 0])
+    arm = XArm6("192.168.1.208", api_factory=factory, tcp_offset=None)
+    arm.connect()
+    arm.disconnect()
+    assert "set_tcp_offset" not in apis[1].names()
+
+
+def test_estop_calls_emergency_stop_and_needs_the_recovery_sequence(rig):
+    arm, api = rig
+    arm.servo(np.r_[0.30, 0.10, 0.30, DOWN])
+    assert _wait_until(lambda: len(api.servo_points()) > 2)
+    arm.estop()
+    assert api.names().count("emergency_stop") == 1 and api.state_ == 4
+    n = len(api.servo_points())
+    time.sleep(0.05)
+    assert len(api.servo_points()) <= n + 1  # the stream stopped with the controller
+    assert arm.state().error.startswith("e-stopped on the controller")
+    with pytest.raises(DeviceError, match="recover"):
+        arm.servo(np.r_[0.30, 0.10, 0.30, DOWN])
+    k = len(api.calls)
+    arm.recover()
+    seq = [(c[1], c[3].get("mode", c[3].get("state"))) for c in api.calls[k:]
+           if c[1] in ("clean_error", "clean_warn", "motion_enable", "set_mode", "set_state")]
+    assert seq[:3] == [("clean_error", None), ("clean_warn", None), ("motion_enable", None)]
+    assert seq[-2:] == [("set_mode", 1), ("set_state", 0)]
+    assert api.state_ == 0 and arm.state().error == ""
+    arm.servo(np.r_[0.30, 0.12, 0.30, DOWN])
+    assert _wait_until(lambda: np.allclose(arm.state().ee_pose[:3], [0.30, 0.12, 0.30], atol=1e-6))
+
+
+def test_controller_stopped_elsewhere_is_a_fault_and_warnings_are_not(rig):
+    arm, api = rig
+    api.warn_code = 11
+    for cb in api.callbacks:
+        cb({"error_code": 0, "warn_code": 11})
+    st = arm.state()
+    assert st.error == "" and st.warning == "warning 11"
+    api.state_ = 4  # e.g. the pendant's stop button
+    assert "state 4" in arm.state().error
+    arm.recover()
+    assert arm.state().error == "" and api.warn_code == 0
+
+
+def test_recover_reports_an_error_that_survives_clean_error(rig):
+    arm, api = rig
+    api.sticky_error = True
+    api.raise_error(22)
+    with pytest.raises(DeviceError, match="error 22 persists") as err:
+        arm.recover()
+    assert "\n" not in str(err.value)
+    assert arm.state().error == "controller error 22"

@@ -1,9 +1,13 @@
 """Device bar: pick robot / camera / input by URI, connect, status lights, live readouts, E-STOP.
 
 A view only: it emits ``connectRequested(robot, camera, input, rate)`` / ``disconnectRequested`` /
-``estopRequested`` / ``resetEstopRequested`` and shows what the controller reports.
+``estopRequested`` / ``resetEstopRequested`` / ``recoverRequested`` / ``homeRequested`` and shows what
+the controller reports. A latched fault turns the robot light red and shows its reason beside the
+lights (full text in the tooltip) until Recover clears it.
 """
 from __future__ import annotations
+
+import html
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -62,6 +66,8 @@ class DeviceBar(QtWidgets.QFrame):
     disconnectRequested = QtCore.Signal()
     estopRequested = QtCore.Signal()
     resetEstopRequested = QtCore.Signal()
+    recoverRequested = QtCore.Signal()
+    homeRequested = QtCore.Signal()
     invalidUri = QtCore.Signal(str)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
@@ -107,6 +113,39 @@ class DeviceBar(QtWidgets.QFrame):
         self.reset_button.setEnabled(False)
         self.reset_button.clicked.connect(self.resetEstopRequested)
 
+        # Fault banner: a second row, shown only while a fault is latched, so the reason is readable in
+        # full without widening the bar.
+        self.fault_banner = QtWidgets.QFrame()
+        self.fault_banner.setObjectName("fault_banner")
+        self.fault_banner.setStyleSheet(f"QFrame#fault_banner {{ background: {style.ERROR}; border-radius: 4px; }}"
+                                        "QFrame#fault_banner QLabel { color: white; }")
+        self.fault_label = QtWidgets.QLabel("")
+        self.fault_label.setObjectName("fault_label")
+        self.fault_label.setWordWrap(True)
+        self.fault_label.setTextInteractionFlags(QtCore.Qt.TextSelectableByMouse)
+        self.recover_button = QtWidgets.QPushButton("Recover  (Ctrl+Shift+R)")
+        self.recover_button.setObjectName("recover_button")
+        self.recover_button.setToolTip("Clear the controller fault (reflex, error code, controller e-stop) "
+                                       "so the arm can move again")
+        self.recover_button.setStyleSheet("QPushButton { background: white; color: #8e0000; font-weight: bold; "
+                                          "padding: 4px 12px; border-radius: 4px; }")
+        self.recover_button.setEnabled(False)
+        self.recover_button.clicked.connect(self.recoverRequested)
+        banner = QtWidgets.QHBoxLayout(self.fault_banner)
+        banner.setContentsMargins(10, 4, 6, 4)
+        icon = QtWidgets.QLabel("\u26a0")
+        icon.setStyleSheet("font-size: 18px")
+        banner.addWidget(icon)
+        banner.addWidget(self.fault_label, 1)
+        banner.addWidget(self.recover_button)
+        self.fault_banner.hide()
+        self.home_button = QtWidgets.QPushButton("Home")
+        self.home_button.setObjectName("home_button")
+        self.home_button.setToolTip("Move the arm to its home configuration (Ctrl+Shift+H)")
+        self.home_button.setEnabled(False)
+        self.home_button.clicked.connect(self.homeRequested)
+        self._fault = ""
+
         # Two rows with the E-STOP beside both: the devices on top, what they report below. In one
         # row the bar needed 1618 px and pushed the E-STOP off a 1600 px screen (issue 12); the
         # window must fit 1280 × 800 with the E-STOP in view.
@@ -130,14 +169,21 @@ class DeviceBar(QtWidgets.QFrame):
         for lab in (self.rate_label, self.dropped_label, self.lag_label):
             readouts.addWidget(lab)
         readouts.addStretch(1)
+        readouts.addWidget(self.home_button)
         rows = QtWidgets.QVBoxLayout()
         rows.setSpacing(4)
         rows.addLayout(devices)
         rows.addLayout(readouts)
 
-        lay = QtWidgets.QHBoxLayout(self)
-        lay.setContentsMargins(8, 6, 8, 6)
+        # The fault banner is a row of its own under the bar, shown only while a fault is latched.
+        outer = QtWidgets.QVBoxLayout(self)
+        outer.setContentsMargins(8, 6, 8, 6)
+        outer.setSpacing(4)
+        lay = QtWidgets.QHBoxLayout()
+        lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(10)
+        outer.addLayout(lay)
+        outer.addWidget(self.fault_banner)
         lay.addLayout(rows, 1)
         lay.addWidget(self.reset_button)
         lay.addWidget(self.estop_button)
@@ -177,10 +223,38 @@ class DeviceBar(QtWidgets.QFrame):
         self.connect_button.setText("Disconnect" if connected else "Connect")
         for w in (self.robot, self.camera, self.input, self.rate):
             w.setEnabled(not connected)
+        self.home_button.setEnabled(connected)
+        self.recover_button.setEnabled(connected)
+        if not connected:
+            self.set_fault("")
+
+    def set_fault(self, reason: str) -> None:
+        """Show a latched fault (red light + reason) or clear it (``""``)."""
+        self._fault = reason = (reason or "").strip()
+        if reason:
+            kind, _, detail = reason.partition(": ")
+            detail = html.escape(detail)
+            text = {"arm_fault": "Arm fault", "arm_error": "Arm error", "arm_disconnected": "Arm lost",
+                    "outside_workspace": "Outside workspace", "input_lost": "Input lost",
+                    "source_error": "Source error"}.get(kind, kind)
+            self.fault_label.setText(f"<b>{text}</b>" + (f": {detail}" if detail else "")
+                                     + ("" if "Recover" in detail else " — remove the cause, then Recover."))
+            self.fault_label.setToolTip(f"{reason}\n\nPress Recover once the cause is removed.")
+            self.lights["robot"].set_state("red")
+        else:
+            self.fault_label.setText("")
+            self.fault_label.setToolTip("")
+        self.fault_banner.setVisible(bool(reason))
+
+    @property
+    def fault(self) -> str:
+        return self._fault
 
     def set_lights(self, lights: dict) -> None:
         for k, v in lights.items():
             if k in self.lights:
+                if k == "robot" and self._fault:
+                    v = "red"  # a latched fault stays red until Recover, whatever the tick says
                 self.lights[k].set_state(v)
 
     def set_stats(self, stats) -> None:

@@ -35,9 +35,10 @@ class RolloutWorker(QtCore.QObject):
     finished = QtCore.Signal(str)  # "" when the run ended normally, else the error line
 
     def __init__(self, config: RolloutConfig, robot: str = "sim-xarm6", camera: str = "sim", rate_hz: float = 20.0,
-                 session=None, policy=None, parent=None):
+                 session=None, policy=None, parent=None, lab=None):
         super().__init__(parent)
         self.config = config
+        self.lab = lab  # the bench's TCP offset + workspace (robots.lab_config.LabConfig); defaults if None
         self.robot, self.camera, self.rate_hz = robot, camera, rate_hz
         self._session = session
         self._policy = policy
@@ -58,7 +59,7 @@ class RolloutWorker(QtCore.QObject):
             session = self._session
             if session is None:
                 own = session = DeviceSession(self.robot, self.camera, "none", self.rate_hz, task=self.config.task,
-                                              seed=self.config.seed).open()
+                                              seed=self.config.seed, lab=self.lab).open()
             if self._cancelled.is_set():
                 return
             self.runner = RolloutRunner(session, self.config, policy=self._policy, on_update=self.updated.emit)
@@ -254,7 +255,16 @@ class EvaluateTab(QtWidgets.QWidget):
         self._save_settings()
         self.table.setRowCount(0)
         self._shown_trials = -1
-        self.worker = RolloutWorker(cfg, robot=self.robot.text().strip(), session=session, policy=policy, parent=self)
+        robot = self.robot.text().strip()
+        lab = None
+        if self.settings is not None:
+            from app.lab_settings import load_lab_config
+
+            try:
+                lab = load_lab_config(robot, self.settings)
+            except ValueError:
+                lab = None  # an unknown robot string fails with its own message when the session opens
+        self.worker = RolloutWorker(cfg, robot=robot, session=session, policy=policy, parent=self, lab=lab)
         self.worker.finished.connect(self._on_finished)
         self.status.setText("starting…")
         self._set_running(True)

@@ -4,7 +4,8 @@ Evaluate tabs.
 Behaviour lives in ``app.collect_controller.CollectController``; this window wires its signals to
 views and dialogs, forwards keys to a keyboard teleop input, and persists settings.
 Shortcuts (also listed in the menus): Esc E-STOP (application-wide), F5 record start/stop,
-F6 scripted episode, F7 new layout, Ctrl+K connect/disconnect, Ctrl+O open dataset.
+F6 scripted episode, F7 new layout, Ctrl+K connect/disconnect, Ctrl+O open dataset,
+Ctrl+Shift+R recover the arm, Ctrl+Shift+H home the arm.
 F5 rather than R for recording: R is "up" for the keyboard teleop input.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from app.collect_controller import CollectController, OutcomeRequest, task_catalog
+from app.lab_settings import load_lab_config
 from app.settings import Settings
 from widgets import style
 from widgets.collect_tab import CollectTab
@@ -67,6 +69,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controller = controller or CollectController(self, operator=self.settings.get("collect/operator"))
         self.controller.next_seed = self.settings.get("collect/next_seed")
         self.outcome_dialog: OutcomeDialog | None = None
+        self.lab_settings_dialog = None
         self.recovery_dialog: RecoveryDialog | None = None
         self.error_box: QtWidgets.QMessageBox | None = None
         self._closing = False
@@ -197,6 +200,12 @@ class MainWindow(QtWidgets.QMainWindow):
                                       object_name="action_estop")
         self.act_estop.setShortcutContext(QtCore.Qt.ApplicationShortcut)
         self.act_reset_estop = self._action("&Reset E-stop", "Ctrl+Shift+E", c.reset_estop)
+        self.act_recover = self._action("Re&cover arm", "Ctrl+Shift+R", c.recover, object_name="action_recover",
+                                        tip="clear the controller fault (reflex, error, controller e-stop)")
+        self.act_home = self._action("&Home arm", "Ctrl+Shift+H", c.home, object_name="action_home",
+                                     tip="move the arm to its home configuration (the control loop pauses)")
+        self.act_lab_settings = self._action("&Lab settings…", None, self.show_lab_settings,
+                                             tip="TCP offset and workspace box of this bench, per robot")
         self.act_record = self._action("&Start / stop recording", "F5", self.collect_tab.record_button.click,
                                        tip="record an episode (or the input device's record button)")
         self.act_scripted = self._action("Run &scripted episode", "F6", c.run_scripted_episode,
@@ -212,7 +221,8 @@ class MainWindow(QtWidgets.QMainWindow):
         for a in (self.act_open, self.act_refresh, None, self.act_quit):
             m.addSeparator() if a is None else m.addAction(a)
         m = mb.addMenu("&Devices")
-        for a in (self.act_connect, None, self.act_estop, self.act_reset_estop):
+        for a in (self.act_connect, None, self.act_estop, self.act_reset_estop, None, self.act_recover,
+                  self.act_home, None, self.act_lab_settings):
             m.addSeparator() if a is None else m.addAction(a)
         m = mb.addMenu("&Record")
         for a in (self.act_record, self.act_scripted, self.act_reset_scene):
@@ -240,6 +250,9 @@ class MainWindow(QtWidgets.QMainWindow):
         bar.disconnectRequested.connect(c.disconnect_devices)
         bar.estopRequested.connect(c.estop)
         bar.resetEstopRequested.connect(c.reset_estop)
+        bar.recoverRequested.connect(c.recover)
+        bar.homeRequested.connect(c.home)
+        c.faultChanged.connect(self._on_fault)
         bar.invalidUri.connect(self.show_error)
         c.busyChanged.connect(self._on_busy)
         c.connectedChanged.connect(self._on_connected)
@@ -264,7 +277,12 @@ class MainWindow(QtWidgets.QMainWindow):
     # ================================================================== slots
     def _on_connect_requested(self, robot: str, camera: str, inp: str, rate: float) -> None:
         self._save_devices(robot, camera, inp, rate)
-        self.controller.connect_devices(robot, camera, inp, rate)
+        try:
+            lab = load_lab_config(robot, self.settings)
+        except ValueError as exc:
+            self.show_error(f"lab settings: {exc}")
+            return
+        self.controller.connect_devices(robot, camera, inp, rate, lab=lab)
 
     def _save_devices(self, robot: str, camera: str, inp: str, rate: float) -> None:
         for key, value in (("devices/robot", robot), ("devices/camera", camera), ("devices/input", inp),
@@ -272,7 +290,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.settings.set(key, value)
 
     def _on_busy(self, busy: bool, what: str) -> None:
-        if what.startswith(("connecting", "disconnecting")) or not busy:
+        if what.startswith(("connecting", "disconnecting", "homing", "recovering")) or not busy:
             self.device_bar.set_busy(busy, what)
         if busy:
             self.statusBar().showMessage(what[:1].upper() + what[1:] + " …")
@@ -287,6 +305,22 @@ class MainWindow(QtWidgets.QMainWindow):
                                          "arrows, Space = gripper, Enter = record", 10000)
         self.act_connect.setText("Dis&connect" if connected else "&Connect")
         self._update_actions()
+
+    def _on_fault(self, reason: str) -> None:
+        self.device_bar.set_fault(reason)
+        if reason:
+            self.statusBar().showMessage(f"Robot fault: {reason} — remove the cause, then Recover (Ctrl+Shift+R)", 15000)
+        self._update_actions()
+
+    def show_lab_settings(self) -> None:
+        from widgets.lab_settings_dialog import LabSettingsDialog
+
+        dlg = LabSettingsDialog(self.settings, self.device_bar.values()[0], self)
+        dlg.setAttribute(QtCore.Qt.WA_DeleteOnClose, True)
+        dlg.accepted.connect(lambda: self.statusBar().showMessage(
+            "lab settings saved; they apply at the next Connect", 8000))
+        self.lab_settings_dialog = dlg
+        dlg.open()
 
     def _on_estop(self, on: bool) -> None:
         self.device_bar.set_estopped(on)
@@ -320,10 +354,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def _update_actions(self, *_) -> None:
         c = self.controller
         idle = c.connected and not c.busy and not c.estopped
-        self.act_record.setEnabled(c.connected and (c.recording or idle))
-        self.act_scripted.setEnabled(idle and c.is_sim and not c.recording)
+        self.act_record.setEnabled(c.connected and (c.recording or (idle and not c.fault)))
+        self.act_scripted.setEnabled(idle and c.is_sim and not c.recording and not c.fault)
         self.act_reset_scene.setEnabled(idle and c.is_sim and not c.recording)
         self.act_reset_estop.setEnabled(c.estopped)
+        self.act_recover.setEnabled(c.connected and not c.estopped)
+        self.act_home.setEnabled(idle and not c.recording)
+        self.device_bar.home_button.setEnabled(idle and not c.recording)
+        self.device_bar.recover_button.setEnabled(c.connected and not c.estopped)
         self.act_open.setEnabled(not c.recording)
 
     def show_error(self, message: str) -> None:

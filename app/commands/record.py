@@ -12,7 +12,7 @@ import sys
 
 from tqdm import tqdm
 
-from app.config import add_device_args
+from app.config import add_device_args, add_lab_args, lab_config_from_args
 from app.episodes import EpisodeResult, run_episode
 from app.recording import RecordingService
 from app.session import DeviceSession
@@ -23,6 +23,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("record", help="record episodes with a teleop input",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_device_args(p, default_input="scripted")
+    add_lab_args(p)
     _common(p)
     p.add_argument("--episodes", type=int, default=1, help="number of episodes (default %(default)s)")
     p.set_defaults(func=run_record)
@@ -87,8 +88,15 @@ def _record_many(session: DeviceSession, args, n: int, use_expert: bool) -> int:
 
 def run_record(args) -> int:
     try:
+        lab = lab_config_from_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         with DeviceSession(args.robot, args.camera, args.input, args.rate, task=args.task,
-                           seed=args.seed) as session:
+                           seed=args.seed, lab=lab) as session:
+            for w in session.warnings:
+                print(f"warning: {w}", file=sys.stderr)
             return _record_many(session, args, args.episodes, use_expert=False)
     except DeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ import argparse
 import sys
 import threading
 
-from app.config import DEFAULT_RATE_HZ
+from app.config import DEFAULT_RATE_HZ, add_lab_args, lab_config_from_args
 
 
 def register(subparsers) -> None:
@@ -47,6 +47,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-seconds", type=float, default=15.0, help="trial timeout (default %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device for the policy (cpu | cuda)")
     p.add_argument("--out", required=True, help="run folder for the report and the trial episodes")
+    p.add_argument("--home", action=argparse.BooleanOptionalAction, default=None,
+                   help="home the arm before every trial (default: on hardware yes; the sim's reset homes it)")
+    add_lab_args(p)
     p.set_defaults(func=run_rollout)
 
 
@@ -89,14 +92,18 @@ def run_rollout(args) -> int:
         cfg = RolloutConfig(task=args.task, checkpoint=args.checkpoint, policy=args.policy, waypoints=args.waypoints,
                             demo=args.demo, trials=args.trials, seed=args.seed, ddim_steps=args.ddim_steps,
                             max_seconds=args.max_seconds, waypoint_noise=args.waypoint_noise, out_dir=args.out,
-                            device=args.device, keypoints=args.keypoints)
+                            device=args.device, keypoints=args.keypoints, home_between=args.home)
+        lab = lab_config_from_args(args)
     except ValueError as exc:
         print(f"rollout: {exc}", file=sys.stderr)
         return 2
     printed = [0]
     lock = threading.Lock()
     try:
-        with DeviceSession(args.robot, args.camera, "none", args.rate, task=args.task, seed=args.seed) as session:
+        with DeviceSession(args.robot, args.camera, "none", args.rate, task=args.task, seed=args.seed,
+                           lab=lab) as session:
+            for w in session.warnings:
+                print(f"warning: {w}", file=sys.stderr)
             runner = RolloutRunner(session, cfg, ask_reset=_ask_reset, ask_outcome=_ask_outcome)
 
             def on_update() -> None:

@@ -14,6 +14,13 @@ Stdout protocol, one JSON object per line, so a parent can watch the sim without
      "cube": [x, y, z] | null}                               every 1 / report_hz seconds
 ``ee_speed_min``/``max`` are over the 1 kHz sim steps since the previous report, measured at the
 hand body, so a parent can tell whether motion stalled between control ticks.
+
+Fault injection (tests): franky-sim itself never raises a reflex ("Error state is not simulated"), so
+a line ``reflex`` on the server's stdin (``ServerProcess.inject_reflex()``) makes it behave as the
+FR3 controller does after a Cartesian reflex: the running motion is aborted with libfranka's
+``kReflexAborted`` Move status, the state reports robot mode Reflex with ``cartesian_reflex`` in
+``current_errors`` / ``last_motion_errors``, new Move commands are rejected, and only libfranka's
+automatic error recovery (franky ``recover_from_errors``) clears it.
 """
 from __future__ import annotations
 
@@ -81,6 +88,71 @@ class _Monitor:
         return out
 
 
+CARTESIAN_REFLEX = 7  # index of cartesian_reflex in libfranka's 41-entry Errors array
+
+
+class _ReflexInjector:
+    """Makes franky-sim's robot server report a reflex until automatic error recovery (see docstring).
+
+    ``request()`` may come from any thread; the abort itself runs on the sim thread (post-step), where
+    the server sends its own Move responses."""
+
+    def __init__(self, robot_server):
+        from franky_sim.franka_robot_protocol import AutomaticErrorRecoveryCommand, MoveCommand, MoveStatus
+
+        self._rs = robot_server
+        self.pending = False
+        self.active = False
+        self._errors = tuple(i == CARTESIAN_REFLEX for i in range(41))
+        injector = self
+        plain_state = robot_server._get_state_bytes
+
+        def state_bytes():
+            if not injector.active:
+                return plain_state()
+            from franky_sim.franka_robot_protocol import RobotMode
+
+            # On the wire libfranka reads current_errors from ``errors`` and last_motion_errors from
+            # ``reflex_reason``; the other two fields are set as well for readers of the dataclass.
+            e = injector._errors
+            st = injector._rs.robot_state.replace(robot_mode=RobotMode.kReflex, errors=e, reflex_reason=e,
+                                                  current_errors=e, last_motion_errors=e)
+            return st.pack_state()
+
+        robot_server._get_state_bytes = state_bytes  # instance attribute wins over the class method
+        move_handle, recovery_handle = MoveCommand.handle, AutomaticErrorRecoveryCommand.handle
+
+        def move(cmd, server):
+            if injector.active:  # the real controller refuses motions until the reflex is recovered
+                cmd.reply(MoveStatus.kCommandNotPossibleRejected)
+                return
+            move_handle(cmd, server)
+
+        def recover(cmd, server):
+            injector.active = False
+            recovery_handle(cmd, server)
+
+        MoveCommand.handle, AutomaticErrorRecoveryCommand.handle = move, recover
+        self._move_status = MoveStatus
+
+    def request(self) -> None:
+        self.pending = True
+
+    def __call__(self, sim) -> None:
+        if not self.pending:
+            return
+        from franky_sim.franka_robot_protocol import BaseCommand, RobotCommand
+
+        self.pending = False
+        self.active = True
+        rs = self._rs
+        motion = rs.current_motion_id
+        rs.stop_motion(send_preemption_signal=False)
+        if motion:
+            BaseCommand.send_response(rs._tcp_socket, RobotCommand.kMove, motion, self._move_status.kReflexAborted)
+            rs.reset_current_motion_id()
+
+
 def free_loopback_host(prefix: str = "127.0.1.", first: int = 10, count: int = 200) -> str:
     """A loopback address whose ports 1337/1338 are free (franky's ports are fixed, so parallel
     servers — other tests, the sim lab — need distinct addresses, not distinct ports)."""
@@ -116,8 +188,8 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "robots.sim.franky_server", "--host", self.host,
                "--report-hz", str(self.report_hz)] + (["--cube"] if self.cube else [])
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        self._proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, bufsize=1)
+        self._proc = subprocess.Popen(cmd, cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, bufsize=1)
         ready = threading.Event()
 
         def read(stream=self._proc.stdout) -> None:
@@ -158,6 +230,11 @@ class ServerProcess:
             time.sleep(0.005)
         return self.stats[n] if len(self.stats) > n else None
 
+    def inject_reflex(self) -> None:
+        """The controller aborts the running motion with a Cartesian reflex (see module docstring)."""
+        self._proc.stdin.write("reflex\n")
+        self._proc.stdin.flush()
+
     def kill(self) -> None:
         """Hard stop, as if the controller vanished."""
         if self._proc is not None and self._proc.poll() is None:
@@ -174,7 +251,7 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(5)
-        for stream in (self._proc.stdout, self._proc.stderr):
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
             if stream is not None:
                 stream.close()
         self._proc = None
@@ -212,6 +289,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     monitor = _Monitor(sim, args.cube)
     sim.register_post_step_callback(monitor)
+    injector = _ReflexInjector(srv.robot_servers[0])
+    sim.register_post_step_callback(injector)
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            if line.strip() == "reflex":
+                injector.request()
+
+    threading.Thread(target=read_commands, name="fault-commands", daemon=True).start()
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -203,7 +203,9 @@ class SimLab:
                 from robots.franka import FrankaArm
 
                 # 127.0.0.2 unless another sim-franka lab already serves it (see process.py).
-                self._arm = FrankaArm(self.info["franka_host"])
+                # tcp_offset None: the simulated hand keeps franky-sim's own TCP (the fingertips the
+                # scripted tasks were written for); a lab setting cannot move modelled fingers.
+                self._arm = FrankaArm(self.info["franka_host"], tcp_offset=None)
             else:
                 from robots.sim.xarm_arm import SimXArm6
 

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from robots.base import ArmLimits, ArmState, DeviceError
+from robots.lab_config import DEFAULT_TCP_OFFSET
 from robots.safety import check_target, default_limits
 
 SETTLE_TOL = 0.002  # m: a blocking move is done when the TCP is this close and the servo idle
@@ -53,6 +54,11 @@ class SimXArm6:
         self.limits = limits or default_limits("xarm6")
         self.gripper = SimXArm6Gripper(lab)
         self._connected = False
+        # The TCP site of the model (robots/sim/world.py XARM_TCP_OFFSET): modelled fingers do not
+        # move with a lab setting, so this is fixed.
+        self.tcp_offset = DEFAULT_TCP_OFFSET["xarm6"]
+        # Mirrors the real controller after emergency_stop(): stopped (state 4) until recovered.
+        self._estopped = ""
 
     # -- lifecycle ----------------------------------------------------------------------------
     def connect(self) -> None:
@@ -73,8 +79,8 @@ class SimXArm6:
     def state(self) -> ArmState:
         s = self._lab.call("arm_state")
         return ArmState(stamp=time.monotonic(), ee_pose=np.asarray(s["ee_pose"]), joint_pos=np.asarray(s["joint_pos"]),
-                        gripper=float(s["gripper"]), moving=bool(s["moving"]), error=str(s["error"]),
-                        sim_state=s.get("sim_state"))
+                        gripper=float(s["gripper"]), moving=bool(s["moving"]),
+                        error=self._estopped or str(s["error"]), sim_state=s.get("sim_state"))
 
     def sim_time(self) -> float:
         return float(self._lab.call("arm_state")["sim_time"])
@@ -97,14 +103,22 @@ class SimXArm6:
     def stop(self) -> None:
         self._lab.call("stop")
 
-    def recover(self) -> None:
-        # The simulated controller raises no reflexes; holding the current pose clears any motion.
+    def estop(self) -> None:
+        self._estopped = "e-stopped on the controller (state 4); Recover to re-enable"
         self._lab.call("stop")
+
+    def recover(self) -> None:
+        # The simulated controller raises no reflexes; recovery re-enables it after an e-stop and
+        # holding the current pose clears any motion.
+        self._lab.call("stop")
+        self._estopped = ""
 
     # -- internals ------------------------------------------------------------------------------
     def _require(self) -> None:
         if not self._connected:
             raise DeviceError("sim-xarm6 is not connected (call connect())")
+        if self._estopped:
+            raise DeviceError(f"sim-xarm6: {self._estopped}")
 
     def _wait_idle(self, timeout: float, what: str, pose: np.ndarray | None) -> None:
         """Block until the servo finished the move; in lock-step mode advance the sim ourselves."""
