@@ -143,7 +143,8 @@ class _Video:
         import av
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its whole config per file at its default level
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), "w")
+        # faststart: the index at the front, as lerobot writes its files (seeks without reading to the end)
+        self._container = av.open(str(self.path), "w", options={"movflags": "faststart"})
         opts = SVTAV1 if self.vcodec == "libsvtav1" else H264
         options = {k: str(v) for k, v in opts.items() if k != "fast_decode"}
         if self.vcodec == "libsvtav1":

@@ -95,7 +95,54 @@ def main(out: str, expected: str) -> None:
         fail("delta_timestamps action window differs from the source")
     print(f"delta_timestamps: action {tuple(item['action'].shape)}, rgb {tuple(item['observation.images.rgb'].shape)} match")
     print(f"stats keys: {sorted(ds.meta.stats)}")
+    compare_with_lerobot_writer(Path(out))
     print("LEROBOT CHECK OK")
+
+
+def compare_with_lerobot_writer(out: Path) -> None:
+    """Write a dataset with the same features through lerobot's own writer (LeRobotDataset.create,
+    add_frame, save_episode) and compare file layout, info.json keys and parquet schemas."""
+    import tempfile
+
+    import pyarrow.parquet as pq
+    from lerobot.datasets import LeRobotDataset
+
+    info = json.loads((out / "meta/info.json").read_text())
+    feats = {k: {kk: (tuple(vv) if kk == "shape" else vv) for kk, vv in v.items() if kk != "info"}
+             for k, v in info["features"].items()
+             if k in ("observation.state", "observation.ee_pose", "action", "observation.images.rgb")}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "ref"
+        ref = LeRobotDataset.create("actstudio/reference", fps=info["fps"], features=feats, root=root,
+                                    robot_type=info["robot_type"], use_videos=True)
+        h, w, _ = feats["observation.images.rgb"]["shape"]
+        for ep in range(2):
+            for i in range(5):
+                ref.add_frame({k: np.zeros(v["shape"], np.float32) for k, v in feats.items() if v["dtype"] == "float32"}
+                              | {"observation.images.rgb": np.full((h, w, 3), 10 * i, np.uint8), "task": "t"})
+            ref.save_episode()
+        ref.finalize()
+        layout = lambda r: sorted(str(p.relative_to(r)) for p in r.rglob("*") if p.is_file())
+        if layout(root) != layout(out):
+            fail(f"file layout {layout(out)} != lerobot's {layout(root)}")
+        rinfo = json.loads((root / "meta/info.json").read_text())
+        if set(rinfo) != set(info):
+            fail(f"info.json keys {sorted(info)} != lerobot's {sorted(rinfo)}")
+        for k in feats:
+            if rinfo["features"][k].get("info", {}).keys() != info["features"][k].get("info", {}).keys():
+                fail(f"{k} info keys differ from lerobot's")
+            if {x: y for x, y in rinfo["features"][k].items() if x != "info"} != feats[k] | {"shape": list(feats[k]["shape"])}:
+                fail(f"{k} feature {info['features'][k]} != lerobot's {rinfo['features'][k]}")
+        for rel in ("meta/episodes/chunk-000/file-000.parquet", "data/chunk-000/file-000.parquet", "meta/tasks.parquet"):
+            mine, theirs = pq.read_schema(out / rel), pq.read_schema(root / rel)
+            mine_t = {f.name: str(f.type) for f in mine if not f.name.startswith("language_")}
+            theirs_t = {f.name: str(f.type) for f in theirs}
+            if mine_t != theirs_t:
+                diff = sorted(set(mine_t.items()) ^ set(theirs_t.items()))
+                fail(f"{rel}: schema differs from lerobot's writer: {diff}")
+        if pq.read_table(out / "meta/tasks.parquet").to_pandas().index.name != "task":
+            fail("meta/tasks.parquet is not indexed by task")
+        print("same file layout, info.json keys, feature entries and parquet schemas as lerobot's own writer")
 
 
 if __name__ == "__main__":
