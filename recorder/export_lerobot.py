@@ -62,6 +62,7 @@ QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
 EE_NAMES = ["x", "y", "z", "qx", "qy", "qz", "qw"]
 ACTION_NAMES = EE_NAMES + ["gripper"]
 STATS_IMAGE_FRAMES = 100  # frames sampled per episode for image stats (lerobot samples too)
+STATS_IMAGE_SIDE = 150  # ... and shrinks them to about this size (auto_downsample_height_width)
 # LeRobot's RGB encoder defaults (lerobot/configs/video.py VideoEncoderConfig).
 SVTAV1 = {"g": 2, "crf": 30, "preset": 12, "fast_decode": 0}
 H264 = {"g": 2, "crf": 23, "preset": "veryfast"}
@@ -92,11 +93,26 @@ def _stats(x: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel stats of sampled (n, H, W, 3) uint8 frames in [0, 1], shaped (3, 1, 1)."""
-    px = frames.reshape(-1, 3).astype(np.float64) / 255.0
-    s = {k: v.reshape(3, 1, 1) for k, v in _stats(px).items() if k != "count"}
-    s["count"] = np.array([len(frames)])
+def pixel_histogram(frames: np.ndarray) -> np.ndarray:
+    """(3, 256) counts of each grey level per channel of (n, H, W, 3) uint8 frames."""
+    flat = frames.reshape(-1, 3)
+    return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(3)])
+
+
+def _image_stats(hist: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
+    """Per-channel stats in [0, 1], shaped (3, 1, 1) like lerobot's image stats, from a
+    ``pixel_histogram`` (exact for uint8, and episodes add up without keeping frames)."""
+    levels = np.arange(256) / 255.0
+    total = hist.sum(1, keepdims=True)
+    mean = (hist * levels).sum(1) / total[:, 0]
+    std = np.sqrt(np.maximum((hist * levels ** 2).sum(1) / total[:, 0] - mean ** 2, 0))
+    cdf = np.cumsum(hist, 1) / total
+    present = hist > 0
+    s = {"min": levels[present.argmax(1)], "max": levels[255 - present[:, ::-1].argmax(1)], "mean": mean, "std": std}
+    for q in QUANTILES:
+        s[f"q{int(q * 100):02d}"] = levels[(cdf >= q).argmax(1)]
+    s = {k: v.reshape(3, 1, 1) for k, v in s.items()}
+    s["count"] = np.array([n_frames])
     return s
 
 
@@ -300,7 +316,8 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
     tasks: dict[str, int] = {}
     ep_rows: list[dict] = []
     all_vec: dict[str, list[np.ndarray]] = {k: [] for k in features if features[k]["dtype"] not in ("video", "language")}
-    all_img: list[np.ndarray] = []
+    img_hist = np.zeros((3, 256), dtype=np.int64)
+    img_frames = 0
     d_chunk = d_file = v_chunk = v_file = 0
     data = video = None
     total_frames = sum(h[1] for h in heads)
@@ -346,16 +363,17 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
                                        codec, fps, cam[1], cam[0])
                     start = video.frames
                     pick = set(np.linspace(0, n - 1, min(n, STATS_IMAGE_FRAMES)).round().astype(int).tolist())
-                    sampled = []
+                    step = max(1, max(cam) // STATS_IMAGE_SIDE)  # lerobot also shrinks images for stats
+                    hist = np.zeros((3, 256), dtype=np.int64)
                     for i in range(n):
                         rgb = r.rgb(i)
                         video.add(rgb, keyframe=(i == 0))
                         if i in pick:
-                            sampled.append(rgb)
+                            hist += pixel_histogram(rgb[::step, ::step])
                         bar.update(1)
-                    sampled = np.stack(sampled)
-                    stats[RGB_KEY] = _image_stats(sampled)
-                    all_img.append(sampled)
+                    stats[RGB_KEY] = _image_stats(hist, len(pick))
+                    img_hist += hist
+                    img_frames += len(pick)
                     ep.update({f"videos/{RGB_KEY}/chunk_index": v_chunk, f"videos/{RGB_KEY}/file_index": v_file,
                                f"videos/{RGB_KEY}/from_timestamp": start / fps,
                                f"videos/{RGB_KEY}/to_timestamp": (start + n) / fps})
@@ -396,8 +414,8 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
         pq.write_table(ep_table, tmp / EPISODES_PATH.format(chunk_index=0, file_index=0), compression="snappy")
         _write_tasks(meta / "tasks.parquet", tasks)
         stats_all = {k: _stats(np.concatenate(v)) for k, v in all_vec.items()}
-        if all_img:
-            stats_all[RGB_KEY] = _image_stats(np.concatenate(all_img))
+        if img_frames:
+            stats_all[RGB_KEY] = _image_stats(img_hist, img_frames)
         (meta / "stats.json").write_text(json.dumps({k: {n: v.tolist() for n, v in s.items()} for k, s in stats_all.items()}, indent=4))
         info = {
             "codebase_version": CODEBASE_VERSION, "fps": fps, "features": features,

@@ -208,3 +208,17 @@ def test_export_loads_in_lerobot_0_6_1(episodes, tmp_path):
     log = proc.stdout + proc.stderr
     print(log)
     assert proc.returncode == 0 and "LEROBOT CHECK OK" in proc.stdout, log[-3000:]
+
+
+def test_image_stats_from_histograms_equal_numpy_on_the_pixels():
+    rng = np.random.default_rng(3)
+    frames = rng.integers(0, 256, (4, 12, 10, 3)).astype(np.uint8)
+    frames[..., 1] //= 3  # channels differ
+    s = xl._image_stats(xl.pixel_histogram(frames[:2]) + xl.pixel_histogram(frames[2:]), 4)
+    px = frames.reshape(-1, 3) / 255.0
+    for name, want in (("min", px.min(0)), ("max", px.max(0)), ("mean", px.mean(0)), ("std", px.std(0)),
+                       ("q10", np.quantile(px, 0.1, axis=0, method="inverted_cdf")),
+                       ("q50", np.quantile(px, 0.5, axis=0, method="inverted_cdf"))):
+        assert s[name].shape == (3, 1, 1)
+        np.testing.assert_allclose(s[name].ravel(), want, atol=1e-12, err_msg=name)
+    assert s["count"].tolist() == [4]
