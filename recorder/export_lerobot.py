@@ -28,9 +28,14 @@ next one), plus an empty ``language_events`` column; both declared in info.json 
 "language". A gap between two segments therefore reads as the earlier subtask still active.
 
 RGB: libsvtav1 (AV1, yuv420p, GOP 2, CRF 30, preset 12 — LeRobot's own encoder defaults, decoded by
-both its torchcodec and PyAV backends), h264 where the PyAV build lacks SVT-AV1. Depth is not
-exported: LeRobot's depth videos (12-bit HEVC of log-quantised depth, ``DepthEncoderConfig``) are
-not yet written here.
+both its torchcodec and PyAV backends), h264 where the PyAV build lacks SVT-AV1.
+
+Depth (``depth=True``, ``--depth``): ``observation.images.depth`` as LeRobot 0.6.1 stores depth
+(lerobot/configs/video.py DepthEncoderConfig, lerobot/datasets/depth_utils.py): millimetres
+log-quantised to 12 bits (depth_min 0.01 m, depth_max 10 m, shift 3.5 m), lossless HEVC gray12le,
+``info.is_depth_map`` true; ``LeRobotDataset`` dequantises it to mm on read. The quantisation step
+grows with depth (about 1.4 mm at 0.65 m, 4 mm at 2 m); holes (0) read back as 10 mm. Off by
+default: not every decoder build has 12-bit HEVC, and depth doubles the export time.
 
 Crash safety: everything is written into ``OUT.tmp-<pid>`` and renamed to OUT at the end, so a
 failed or interrupted export leaves no half-written dataset under OUT.
@@ -56,6 +61,7 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 RGB_KEY = "observation.images.rgb"
+DEPTH_KEY = "observation.images.depth"
 LANGUAGE_PERSISTENT = "language_persistent"
 LANGUAGE_EVENTS = "language_events"
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
@@ -66,6 +72,9 @@ STATS_IMAGE_SIDE = 150  # ... and shrinks them to about this size (auto_downsamp
 # LeRobot's RGB encoder defaults (lerobot/configs/video.py VideoEncoderConfig).
 SVTAV1 = {"g": 2, "crf": 30, "preset": 12, "fast_decode": 0}
 H264 = {"g": 2, "crf": 23, "preset": "veryfast"}
+# LeRobot's depth encoder defaults (DepthEncoderConfig): lossless 12-bit HEVC of log-quantised depth.
+DEPTH_HEVC = {"g": 2, "crf": 30, "preset": None, "fast_decode": 0, "extra_options": {"x265-params": "lossless=1"}}
+DEPTH_MIN_M, DEPTH_MAX_M, DEPTH_SHIFT_M, DEPTH_QMAX = 0.01, 10.0, 3.5, 4095
 
 
 def pick_vcodec(requested: str | None = None) -> str:
@@ -93,25 +102,27 @@ def _stats(x: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def pixel_histogram(frames: np.ndarray) -> np.ndarray:
-    """(3, 256) counts of each grey level per channel of (n, H, W, 3) uint8 frames."""
-    flat = frames.reshape(-1, 3)
-    return np.stack([np.bincount(flat[:, c], minlength=256) for c in range(3)])
+def pixel_histogram(frames: np.ndarray, levels: int = 256) -> np.ndarray:
+    """(channels, levels) counts of each value per channel of (..., H, W, C) or (..., H, W) frames."""
+    flat = frames.reshape(-1, frames.shape[-1]) if frames.ndim >= 3 and frames.shape[-1] in (3, 4) else frames.reshape(-1, 1)
+    return np.stack([np.bincount(flat[:, c], minlength=levels)[:levels] for c in range(flat.shape[1])])
 
 
-def _image_stats(hist: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
-    """Per-channel stats in [0, 1], shaped (3, 1, 1) like lerobot's image stats, from a
-    ``pixel_histogram`` (exact for uint8, and episodes add up without keeping frames)."""
-    levels = np.arange(256) / 255.0
+def _image_stats(hist: np.ndarray, n_frames: int, scale: float = 255.0) -> dict[str, np.ndarray]:
+    """Per-channel stats shaped (C, 1, 1) like lerobot's image stats, from a ``pixel_histogram``
+    (exact for integer pixels; episodes add up without keeping frames). RGB is divided by 255 (to
+    [0, 1]), depth kept in mm (``scale=1``), as lerobot does."""
+    levels = np.arange(hist.shape[1]) / scale
     total = hist.sum(1, keepdims=True)
     mean = (hist * levels).sum(1) / total[:, 0]
     std = np.sqrt(np.maximum((hist * levels ** 2).sum(1) / total[:, 0] - mean ** 2, 0))
     cdf = np.cumsum(hist, 1) / total
     present = hist > 0
-    s = {"min": levels[present.argmax(1)], "max": levels[255 - present[:, ::-1].argmax(1)], "mean": mean, "std": std}
+    last = hist.shape[1] - 1
+    s = {"min": levels[present.argmax(1)], "max": levels[last - present[:, ::-1].argmax(1)], "mean": mean, "std": std}
     for q in QUANTILES:
         s[f"q{int(q * 100):02d}"] = levels[(cdf >= q).argmax(1)]
-    s = {k: v.reshape(3, 1, 1) for k, v in s.items()}
+    s = {k: v.reshape(-1, 1, 1) for k, v in s.items()}
     s["count"] = np.array([n_frames])
     return s
 
@@ -143,11 +154,77 @@ def subtask_rows(segments, fps: int) -> list[dict]:
     return rows
 
 
+def quantize_depth_mm(depth_mm: np.ndarray) -> np.ndarray:
+    """LeRobot's 12-bit log depth code (lerobot/datasets/depth_utils.py quantize_depth, input in mm,
+    default depth_min/depth_max/shift), float32 like it, so its dequantize_depth inverts ours.
+    0 (no reading) maps to code 0, which reads back as depth_min (10 mm)."""
+    d = depth_mm.astype(np.float32)
+    lo, hi, shift = np.float32(DEPTH_MIN_M * 1000), np.float32(DEPTH_MAX_M * 1000), np.float32(DEPTH_SHIFT_M * 1000)
+    log_min, log_max = np.log(float(lo + shift)), np.log(float(hi + shift))
+    norm = (np.log(d + shift) - log_min) / (log_max - log_min)
+    return np.rint(norm * DEPTH_QMAX).clip(0, DEPTH_QMAX).astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """A camera video feature: its encoder and what info.json records about it."""
+    key: str
+    vcodec: str
+    depth: bool = False
+
+    @property
+    def settings(self) -> dict:
+        if self.depth:
+            return DEPTH_HEVC
+        return SVTAV1 if self.vcodec == "libsvtav1" else H264
+
+    @property
+    def pix_fmt(self) -> str:
+        return "gray12le" if self.depth else "yuv420p"
+
+    def codec_options(self) -> dict[str, str]:
+        """PyAV options as lerobot's VideoEncoderConfig.get_codec_options builds them."""
+        st = self.settings
+        opts = {"g": str(st["g"]), "crf": str(st["crf"])}
+        if st.get("preset") is not None:
+            opts["preset"] = str(st["preset"])
+        if self.vcodec == "libsvtav1":
+            opts["svtav1-params"] = f"fast-decode={st['fast_decode']}"
+        if self.depth:
+            opts["x265-params"] = st["extra_options"]["x265-params"] + ":log-level=error"
+        return opts
+
+    def frame(self, image: np.ndarray):
+        import av
+        if self.depth:
+            return av.VideoFrame.from_ndarray(quantize_depth_mm(image), format="gray12le")
+        return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+
+    def info(self, path: Path) -> dict:
+        """info.json ``features[key]["info"]`` as lerobot's writer records it (get_video_info + encoder)."""
+        import av
+        info = {"is_depth_map": True, "depth_unit": "mm"} if self.depth else {}
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            info.update({"video.height": s.height, "video.width": s.width, "video.codec": s.codec.canonical_name,
+                         "video.pix_fmt": s.pix_fmt, "video.fps": int(s.base_rate),
+                         "video.channels": 1 if self.depth else 3, "has_audio": bool(c.streams.audio)})
+        info.update({f"video.{k}": v for k, v in self.settings.items()})
+        info["video.video_backend"] = "pyav"
+        info.setdefault("video.extra_options", {})
+        if self.depth:
+            info.update({"video.depth_min": DEPTH_MIN_M, "video.depth_max": DEPTH_MAX_M,
+                         "video.shift": DEPTH_SHIFT_M, "video.use_log": True})
+        else:
+            info["is_depth_map"] = False
+        return info
+
+
 @dataclass
 class _Video:
     """One mp4 of a camera key: episodes encoded back to back, pts counting frames in this file."""
     path: Path
-    vcodec: str
+    stream: _Stream
     fps: int
     width: int
     height: int
@@ -161,19 +238,15 @@ class _Video:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # faststart: the index at the front, as lerobot writes its files (seeks without reading to the end)
         self._container = av.open(str(self.path), "w", options={"movflags": "faststart"})
-        opts = SVTAV1 if self.vcodec == "libsvtav1" else H264
-        options = {k: str(v) for k, v in opts.items() if k != "fast_decode"}
-        if self.vcodec == "libsvtav1":
-            options["svtav1-params"] = f"fast-decode={opts['fast_decode']}"
-        self._stream = self._container.add_stream(self.vcodec, self.fps, options=options)
-        self._stream.pix_fmt = "yuv420p"
+        self._stream = self._container.add_stream(self.stream.vcodec, self.fps, options=self.stream.codec_options())
+        self._stream.pix_fmt = self.stream.pix_fmt
         self._stream.width, self._stream.height = self.width, self.height
 
-    def add(self, rgb: np.ndarray, keyframe: bool = False) -> None:
+    def add(self, image: np.ndarray, keyframe: bool = False) -> None:
         import av
         if self._container is None:
             self.open()
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = self.stream.frame(image)
         frame.pts = self.frames
         if keyframe:  # each episode starts on a keyframe, like lerobot's per-episode files concatenated
             frame.pict_type = av.video.frame.PictureType.I
@@ -193,18 +266,41 @@ class _Video:
     def size_mb(self) -> float:
         return self.path.stat().st_size / 2**20 if self.path.exists() else 0.0
 
-    def info(self) -> dict:
-        """info.json ``features[key]["info"]`` as lerobot get_video_info writes it."""
-        import av
-        with av.open(str(self.path)) as c:
-            s = c.streams.video[0]
-            info = {"video.height": s.height, "video.width": s.width, "video.codec": s.codec.canonical_name,
-                    "video.pix_fmt": s.pix_fmt, "video.fps": int(s.base_rate), "video.channels": 3,
-                    "has_audio": bool(c.streams.audio)}
-        opts = SVTAV1 if self.vcodec == "libsvtav1" else H264
-        info.update({f"video.{k}": v for k, v in opts.items()})
-        info.update({"video.video_backend": "pyav", "video.extra_options": {}, "is_depth_map": False})
-        return info
+
+@dataclass
+class _Camera:
+    """Everything one video key needs across episodes: current file, rollover, pixel histogram."""
+    stream: _Stream
+    root: Path
+    fps: int
+    hw: tuple[int, int]
+    chunk: int = 0
+    file: int = 0
+    video: _Video | None = None
+    hist: np.ndarray | None = None
+    sampled: int = 0
+
+    def current(self) -> _Video:
+        if self.video is None:
+            path = self.root / VIDEO_PATH.format(video_key=self.stream.key, chunk_index=self.chunk, file_index=self.file)
+            self.video = _Video(path, self.stream, self.fps, self.hw[1], self.hw[0])
+        return self.video
+
+    def episode_meta(self, start: int, n: int) -> dict:
+        k = self.stream.key
+        return {f"videos/{k}/chunk_index": self.chunk, f"videos/{k}/file_index": self.file,
+                f"videos/{k}/from_timestamp": start / self.fps, f"videos/{k}/to_timestamp": (start + n) / self.fps}
+
+    def roll_over(self) -> None:
+        if self.video is not None and self.video.size_mb >= VIDEO_FILE_MB:
+            self.video.close()
+            self.video = None
+            self.chunk, self.file = _next_file(self.chunk, self.file)
+
+    def close(self) -> None:
+        if self.video is not None:
+            self.video.close()
+            self.video = None
 
 
 @dataclass
@@ -248,8 +344,11 @@ def _episode_task(meta: dict) -> str:
 
 def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                    min_quality: float = MIN_QUALITY, annotator: str | None = None, vcodec: str | None = None,
-                   only_success: bool = False, progress: bool = True) -> LeRobotExport:
-    """Write ``episodes`` as a LeRobotDataset v3.0 folder at ``out`` (must not exist); return counts."""
+                   only_success: bool = False, depth: bool = False, progress: bool = True) -> LeRobotExport:
+    """Write ``episodes`` as a LeRobotDataset v3.0 folder at ``out`` (must not exist); return counts.
+
+    ``depth`` adds ``observation.images.depth`` as LeRobot depth video (12-bit log-quantised,
+    lossless HEVC; ``LeRobotDataset`` returns it in mm)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -269,6 +368,8 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
             fps = float(r.meta.get("fps") or 0)
             cam = (r.camera.height, r.camera.width) if r.camera is not None else None
             heads.append((p, r.n_frames, fps, r.joint_pos.shape[1], cam, _episode_task(r.meta), r.meta.get("robot")))
+            if depth and cam is None:
+                raise ExportError(f"{p.name}: recorded without a camera; cannot export depth")
     if not heads:
         raise ExportError("no episodes to export" + (" (none successful)" if only_success else ""))
     fps_f = heads[0][2]
@@ -293,8 +394,16 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
         "observation.ee_pose": {"dtype": "float32", "shape": [7], "names": EE_NAMES},
         "action": {"dtype": "float32", "shape": [8], "names": ACTION_NAMES},
     }
+    streams = []
     if cam is not None:
         features[RGB_KEY] = {"dtype": "video", "shape": [cam[0], cam[1], 3], "names": ["height", "width", "channels"]}
+        streams.append(_Stream(RGB_KEY, codec))
+    if depth:
+        import av
+        if "libx265" not in av.codecs_available:
+            raise ExportError("this PyAV build has no libx265 (HEVC), which LeRobot depth video needs")
+        features[DEPTH_KEY] = {"dtype": "video", "shape": [cam[0], cam[1], 1], "names": ["height", "width", "channels"]}
+        streams.append(_Stream(DEPTH_KEY, "libx265", depth=True))
     for k in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
         features[k] = {"dtype": "float32" if k == "timestamp" else "int64", "shape": [1], "names": None}
     persistent_t, events_t = _language_types()
@@ -316,10 +425,9 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
     tasks: dict[str, int] = {}
     ep_rows: list[dict] = []
     all_vec: dict[str, list[np.ndarray]] = {k: [] for k in features if features[k]["dtype"] not in ("video", "language")}
-    img_hist = np.zeros((3, 256), dtype=np.int64)
-    img_frames = 0
-    d_chunk = d_file = v_chunk = v_file = 0
-    data = video = None
+    cams = [_Camera(st, tmp, fps, cam) for st in streams]
+    d_chunk = d_file = 0
+    data = None
     total_frames = sum(h[1] for h in heads)
     try:
         bar = tqdm(total=total_frames, unit="frame", desc="lerobot export", disable=not progress)
@@ -357,26 +465,30 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
                       "dataset_from_index": result.frames, "dataset_to_index": result.frames + n}
                 data.write(pa.Table.from_arrays(arrays, schema=schema))
                 stats = {k: _stats(cols[k]) for k in all_vec}
-                if cam is not None:
-                    if video is None:
-                        video = _Video(tmp / VIDEO_PATH.format(video_key=RGB_KEY, chunk_index=v_chunk, file_index=v_file),
-                                       codec, fps, cam[1], cam[0])
-                    start = video.frames
+                if cams:
                     pick = set(np.linspace(0, n - 1, min(n, STATS_IMAGE_FRAMES)).round().astype(int).tolist())
                     step = max(1, max(cam) // STATS_IMAGE_SIDE)  # lerobot also shrinks images for stats
-                    hist = np.zeros((3, 256), dtype=np.int64)
+                    hists = {c.stream.key: None for c in cams}
+                    starts = {c.stream.key: c.current().frames for c in cams}
+                    mm = r.camera.depth_scale * 1000.0
                     for i in range(n):
-                        rgb = r.rgb(i)
-                        video.add(rgb, keyframe=(i == 0))
-                        if i in pick:
-                            hist += pixel_histogram(rgb[::step, ::step])
+                        for c in cams:
+                            if c.stream.depth:
+                                raw = r.depth(i)
+                                image = raw if mm == 1.0 else np.rint(raw * mm).clip(0, 65535).astype(np.uint16)
+                            else:
+                                image = r.rgb(i)
+                            c.current().add(image, keyframe=(i == 0))
+                            if i in pick:
+                                h = pixel_histogram(image[::step, ::step], 65536 if c.stream.depth else 256)
+                                hists[c.stream.key] = h if hists[c.stream.key] is None else hists[c.stream.key] + h
                         bar.update(1)
-                    stats[RGB_KEY] = _image_stats(hist, len(pick))
-                    img_hist += hist
-                    img_frames += len(pick)
-                    ep.update({f"videos/{RGB_KEY}/chunk_index": v_chunk, f"videos/{RGB_KEY}/file_index": v_file,
-                               f"videos/{RGB_KEY}/from_timestamp": start / fps,
-                               f"videos/{RGB_KEY}/to_timestamp": (start + n) / fps})
+                    for c in cams:
+                        h = hists[c.stream.key]
+                        stats[c.stream.key] = _image_stats(h, len(pick), 1.0 if c.stream.depth else 255.0)
+                        c.hist = h if c.hist is None else c.hist + h
+                        c.sampled += len(pick)
+                        ep.update(c.episode_meta(starts[c.stream.key], n))
                 else:
                     bar.update(n)
             for k in all_vec:
@@ -393,20 +505,14 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
                 data.close()
                 data = None
                 d_chunk, d_file = _next_file(d_chunk, d_file)
-            if video is not None and video.size_mb >= VIDEO_FILE_MB:
-                video.close()
-                video = None
-                v_chunk, v_file = _next_file(v_chunk, v_file)
+            for c in cams:
+                c.roll_over()
         bar.close()
         if data is not None:
             data.close()
-        video_info = None
-        if video is not None:
-            video.close()
-        if cam is not None:
-            first = _Video(tmp / VIDEO_PATH.format(video_key=RGB_KEY, chunk_index=0, file_index=0), codec, fps, cam[1], cam[0])
-            video_info = first.info()
-            features[RGB_KEY]["info"] = video_info
+        for c in cams:
+            c.close()
+            features[c.stream.key]["info"] = c.stream.info(tmp / VIDEO_PATH.format(video_key=c.stream.key, chunk_index=0, file_index=0))
 
         meta = tmp / "meta"
         ep_table = pa.Table.from_pylist(ep_rows)
@@ -414,8 +520,8 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
         pq.write_table(ep_table, tmp / EPISODES_PATH.format(chunk_index=0, file_index=0), compression="snappy")
         _write_tasks(meta / "tasks.parquet", tasks)
         stats_all = {k: _stats(np.concatenate(v)) for k, v in all_vec.items()}
-        if img_frames:
-            stats_all[RGB_KEY] = _image_stats(img_hist, img_frames)
+        for c in cams:
+            stats_all[c.stream.key] = _image_stats(c.hist, c.sampled, 1.0 if c.stream.depth else 255.0)
         (meta / "stats.json").write_text(json.dumps({k: {n: v.tolist() for n, v in s.items()} for k, s in stats_all.items()}, indent=4))
         info = {
             "codebase_version": CODEBASE_VERSION, "fps": fps, "features": features,
@@ -427,9 +533,9 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
         (meta / "info.json").write_text(json.dumps(info, indent=4))
         os.replace(tmp, out)
     except BaseException:
-        if video is not None:
+        for c in cams:
             try:
-                video.close()
+                c.close()
             except Exception:
                 pass
         if data is not None:

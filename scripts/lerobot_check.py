@@ -6,7 +6,8 @@ Runs in the separate lerobot venv (scripts/setup-lerobot-venv.sh), never in .ven
 
 EXPECTED.npz (written by tests/test_export_lerobot.py from the HDF5 episodes, since this venv has no
 h5py) holds per frame ``state``, ``ee_pose``, ``action``, ``episode``, ``frame``, ``pixel`` (the
-uniform grey level the test painted into each frame), and ``subtasks`` (a JSON list per episode of
+uniform grey level the test painted into each frame), optionally ``depth_mm`` (the uniform
+recorded depth of each frame), and ``subtasks`` (a JSON list per episode of
 [start_s, text]). Prints a log and ``LEROBOT CHECK OK`` last; exits 1 on the first mismatch.
 """
 from __future__ import annotations
@@ -68,6 +69,13 @@ def main(out: str, expected: str) -> None:
             level = float(img.mean()) * 255
             if abs(level - float(exp["pixel"][i])) > 3:
                 fail(f"frame {i}: decoded grey level {level:.1f}, painted {exp['pixel'][i]} (wrong frame?)")
+            if "observation.images.depth" in item:
+                dep = item["observation.images.depth"]
+                if tuple(dep.shape) != (1, *exp["hw"].tolist()):
+                    fail(f"frame {i}: depth shape {tuple(dep.shape)}")
+                err = float((dep - float(exp["depth_mm"][i])).abs().max())
+                if err > 2.0:  # 12-bit log quantisation: ~1.3 mm steps at 0.5 m
+                    fail(f"frame {i}: depth off by {err:.2f} mm from the recorded {exp['depth_mm'][i]} mm")
             t = float(item["timestamp"])
             want = [tuple(r) for r in subtasks[int(exp["episode"][i])]]
             rows = item.get("language_persistent") or []
@@ -79,10 +87,14 @@ def main(out: str, expected: str) -> None:
             if (act["content"] if act else None) != (want_active[-1] if want_active else None):
                 fail(f"frame {i}: active subtask {act} at t={t}")
             if i == idx[1]:
+                dep = item.get("observation.images.depth")
                 print(f"[{backend}] item {i}: task {item['task']!r}, t={t:.3f}, state[:3]={item['observation.state'][:3].tolist()}, "
                       f"image {tuple(img.shape)} grey {level:.1f} (painted {int(exp['pixel'][i])}), "
-                      f"active subtask {act['content'] if act else None!r}")
-        print(f"[{backend}] {len(idx)} items match the HDF5 source (state, ee_pose, action, indices, decoded frame, subtasks)")
+                      + (f"depth {tuple(dep.shape)} {float(dep.mean()):.1f} mm (recorded {int(exp['depth_mm'][i])}), "
+                         if dep is not None else "")
+                      + f"active subtask {act['content'] if act else None!r}")
+        print(f"[{backend}] {len(idx)} items match the HDF5 source (state, ee_pose, action, indices, decoded frame"
+              f"{', depth' if 'observation.images.depth' in m.features else ''}, subtasks)")
     # temporal windows, as a policy's training loader asks for them
     fps = ds.meta.fps
     ds = LeRobotDataset("actstudio/export-check", root=out, video_backend="pyav",
@@ -110,7 +122,11 @@ def compare_with_lerobot_writer(out: Path) -> None:
     info = json.loads((out / "meta/info.json").read_text())
     feats = {k: {kk: (tuple(vv) if kk == "shape" else vv) for kk, vv in v.items() if kk != "info"}
              for k, v in info["features"].items()
-             if k in ("observation.state", "observation.ee_pose", "action", "observation.images.rgb")}
+             if k in ("observation.state", "observation.ee_pose", "action", "observation.images.rgb",
+                      "observation.images.depth")}
+    depth = "observation.images.depth" in feats
+    if depth:
+        feats["observation.images.depth"]["info"] = {"is_depth_map": True}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "ref"
         ref = LeRobotDataset.create("actstudio/reference", fps=info["fps"], features=feats, root=root,
@@ -119,7 +135,8 @@ def compare_with_lerobot_writer(out: Path) -> None:
         for ep in range(2):
             for i in range(5):
                 ref.add_frame({k: np.zeros(v["shape"], np.float32) for k, v in feats.items() if v["dtype"] == "float32"}
-                              | {"observation.images.rgb": np.full((h, w, 3), 10 * i, np.uint8), "task": "t"})
+                              | {"observation.images.rgb": np.full((h, w, 3), 10 * i, np.uint8), "task": "t"}
+                              | ({"observation.images.depth": np.full((h, w, 1), 600 + i, np.uint16)} if depth else {}))
             ref.save_episode()
         ref.finalize()
         layout = lambda r: sorted(str(p.relative_to(r)) for p in r.rglob("*") if p.is_file())
@@ -129,9 +146,16 @@ def compare_with_lerobot_writer(out: Path) -> None:
         if set(rinfo) != set(info):
             fail(f"info.json keys {sorted(info)} != lerobot's {sorted(rinfo)}")
         for k in feats:
-            if rinfo["features"][k].get("info", {}).keys() != info["features"][k].get("info", {}).keys():
-                fail(f"{k} info keys differ from lerobot's")
-            if {x: y for x, y in rinfo["features"][k].items() if x != "info"} != feats[k] | {"shape": list(feats[k]["shape"])}:
+            mine_i, theirs_i = info["features"][k].get("info", {}), rinfo["features"][k].get("info", {})
+            if mine_i.keys() != theirs_i.keys():
+                fail(f"{k} info keys differ from lerobot's: {sorted(set(mine_i) ^ set(theirs_i))}")
+            if k == "observation.images.depth":
+                same = ("is_depth_map", "depth_unit", "video.codec", "video.pix_fmt", "video.channels", "video.depth_min",
+                        "video.depth_max", "video.shift", "video.use_log", "video.extra_options")
+                diff = {x: (mine_i[x], theirs_i[x]) for x in same if mine_i[x] != theirs_i[x]}
+                if diff:
+                    fail(f"depth info differs from lerobot's: {diff}")
+            if {x: y for x, y in rinfo["features"][k].items() if x != "info"} != {x: y for x, y in feats[k].items() if x != "info"} | {"shape": list(feats[k]["shape"])}:
                 fail(f"{k} feature {info['features'][k]} != lerobot's {rinfo['features'][k]}")
         for rel in ("meta/episodes/chunk-000/file-000.parquet", "data/chunk-000/file-000.parquet", "meta/tasks.parquet"):
             mine, theirs = pq.read_schema(out / rel), pq.read_schema(root / rel)

@@ -62,7 +62,7 @@ def episodes(tmp_path_factory):
 
 def expected_arrays(paths, fps=20):
     """What the export must hold, read from the HDF5 episodes."""
-    cols = {k: [] for k in ("state", "ee_pose", "action", "episode", "frame", "pixel")}
+    cols = {k: [] for k in ("state", "ee_pose", "action", "episode", "frame", "pixel", "depth_mm")}
     subtasks = []
     for e, p in enumerate(paths):
         with EpisodeReader(p) as r:
@@ -73,6 +73,7 @@ def expected_arrays(paths, fps=20):
             cols["episode"].append(np.full(n, e))
             cols["frame"].append(np.arange(n))
             cols["pixel"].append(np.array([r.rgb(i)[0, 0, 0] for i in range(n)]))
+            cols["depth_mm"].append(np.array([r.depth(i)[0, 0] * r.camera.depth_scale * 1000 for i in range(n)]))
         kept = [(round(float(np.float32(a / fps)), 6), text) for a, b, _, text, q in SEGMENTS if q >= 2] if e == 0 else []
         subtasks.append(kept)
     out = {k: np.concatenate(v) for k, v in cols.items()}
@@ -152,8 +153,9 @@ def test_export_layout_counts_and_contents_match_the_episodes(episodes, tmp_path
 def test_export_command_refuses_bad_input_and_keeps_what_exists(episodes, tmp_path, capsys):
     d, paths = episodes
     out = tmp_path / "ds"
-    assert cli_main(["export", "lerobot", str(d), "-o", str(out)]) == 0
+    assert cli_main(["export", "lerobot", str(d), "-o", str(out), "--depth"]) == 0
     assert "2 episodes (54 frames, 3 subtasks, 2 tasks) from 2 episodes" in capsys.readouterr().out
+    assert (out / f"videos/{xl.DEPTH_KEY}/chunk-000/file-000.mp4").exists()
     before = (out / "meta/info.json").read_text()
     assert cli_main(["export", "lerobot", str(d), "-o", str(out)]) == 1  # never overwrites
     msg = capsys.readouterr().out.strip()
@@ -200,7 +202,7 @@ def test_export_loads_in_lerobot_0_6_1(episodes, tmp_path):
     assert version.stdout.strip() == "0.6.1"
     d, paths = episodes
     out = tmp_path / "ds"
-    export_lerobot(paths, out, progress=False)
+    export_lerobot(paths, out, depth=True, progress=False)
     np.savez(tmp_path / "expected.npz", **expected_arrays(paths))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run([str(py), str(ROOT / "scripts/lerobot_check.py"), str(out), str(tmp_path / "expected.npz")],
@@ -208,6 +210,33 @@ def test_export_loads_in_lerobot_0_6_1(episodes, tmp_path):
     log = proc.stdout + proc.stderr
     print(log)
     assert proc.returncode == 0 and "LEROBOT CHECK OK" in proc.stdout, log[-3000:]
+
+
+def test_depth_export_is_lerobot_depth_video_within_a_quantisation_step(episodes, tmp_path):
+    d, paths = episodes
+    out = tmp_path / "ds"
+    export_lerobot(paths, out, depth=True, progress=False)
+    exp = expected_arrays(paths)
+    info = json.loads((out / "meta/info.json").read_text())
+    f = info["features"][xl.DEPTH_KEY]
+    assert f["dtype"] == "video" and f["shape"] == [H, W, 1]
+    assert f["info"]["is_depth_map"] is True and f["info"]["depth_unit"] == "mm"
+    assert (f["info"]["video.codec"], f["info"]["video.pix_fmt"], f["info"]["video.channels"]) == ("hevc", "gray12le", 1)
+    assert f["info"]["video.extra_options"] == {"x265-params": "lossless=1"} and f["info"]["video.use_log"] is True
+    eps = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert eps[1][f"videos/{xl.DEPTH_KEY}/from_timestamp"] == pytest.approx(1.5)
+    with av.open(str(out / f"videos/{xl.DEPTH_KEY}/chunk-000/file-000.mp4")) as c:
+        codes = np.stack([fr.to_ndarray(format="gray12le") for fr in c.decode(video=0)])
+    assert codes.shape == (54, H, W)
+    # lossless: exactly the codes of the recorded depth; their inverse is within half a step of it
+    np.testing.assert_array_equal(codes[:, 0, 0], xl.quantize_depth_mm(exp["depth_mm"]))
+    lo, hi, sh = 10.0, 10000.0, 3500.0
+    back = np.exp(codes[:, 0, 0] / 4095 * (np.log(hi + sh) - np.log(lo + sh)) + np.log(lo + sh)) - sh
+    step = (exp["depth_mm"] + sh) * (np.log(hi + sh) - np.log(lo + sh)) / 4095
+    assert np.all(np.abs(back - exp["depth_mm"]) <= step / 2 + 1e-3)
+    stats = json.loads((out / "meta/stats.json").read_text())[xl.DEPTH_KEY]
+    assert np.array(stats["min"]).shape == (1, 1, 1)
+    assert stats["min"][0][0][0] == 500 and stats["max"][0][0][0] == 529  # mm, as recorded
 
 
 def test_image_stats_from_histograms_equal_numpy_on_the_pixels():

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--only-success", action="store_true", help="robomimic, lerobot: successful episodes only")
     p.add_argument("--vcodec", default=None,
                    help="lerobot: video codec (default libsvtav1, LeRobot's own; libx264 if this PyAV lacks it)")
+    p.add_argument("--depth", action="store_true",
+                   help="lerobot: add observation.images.depth as LeRobot depth video (12-bit log depth, lossless HEVC)")
     p.set_defaults(func=run)
 
 
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.kind == "lerobot":
             from recorder.export_lerobot import export_lerobot
             res = export_lerobot(episodes, args.out, min_quality=args.min_quality, annotator=args.annotator,
-                                 vcodec=args.vcodec, only_success=args.only_success)
+                                 vcodec=args.vcodec, only_success=args.only_success, depth=args.depth)
             n = res.episodes
             what = f"episodes ({res.frames} frames, {res.subtasks} subtasks, {len(res.tasks)} tasks)"
         else:
