@@ -139,7 +139,10 @@ def compare_with_lerobot_writer(out: Path) -> None:
                               | ({"observation.images.depth": np.full((h, w, 1), 600 + i, np.uint16)} if depth else {}))
             ref.save_episode()
         ref.finalize()
-        layout = lambda r: sorted(str(p.relative_to(r)) for p in r.rglob("*") if p.is_file())
+        import re
+        # the same kinds of file in the same places (how many files a dataset has depends on its size)
+        layout = lambda r: sorted({re.sub(r"chunk-\d{3}/file-\d{3}", "chunk-XXX/file-XXX", str(p.relative_to(r)))
+                                   for p in r.rglob("*") if p.is_file()})
         if layout(root) != layout(out):
             fail(f"file layout {layout(out)} != lerobot's {layout(root)}")
         rinfo = json.loads((root / "meta/info.json").read_text())

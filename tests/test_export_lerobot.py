@@ -190,6 +190,37 @@ def _lerobot_python() -> Path | None:
     return py if py.exists() else None
 
 
+def _run_check(py: Path, out: Path, paths, tmp_path: Path) -> str:
+    np.savez(tmp_path / "expected.npz", **expected_arrays(paths))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    proc = subprocess.run([str(py), str(ROOT / "scripts/lerobot_check.py"), str(out), str(tmp_path / "expected.npz")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    log = proc.stdout + proc.stderr
+    print(log)
+    assert proc.returncode == 0 and "LEROBOT CHECK OK" in proc.stdout, log[-3000:]
+    return proc.stdout
+
+
+def test_files_roll_over_at_the_size_limits_and_chunks_fill_up(episodes, tmp_path, monkeypatch):
+    """Past data_files_size_in_mb / video_files_size_in_mb the next episode starts a new file, as
+    lerobot's writer does; every episode row says where its frames are."""
+    d, paths = episodes
+    monkeypatch.setattr(xl, "DATA_FILE_MB", 1e-6)
+    monkeypatch.setattr(xl, "VIDEO_FILE_MB", 1e-6)
+    out = tmp_path / "ds"
+    export_lerobot(paths, out, progress=False)
+    eps = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    assert [(e["data/file_index"], e[f"videos/{RGB_KEY}/file_index"]) for e in eps] == [(0, 0), (1, 1)]
+    assert eps[1][f"videos/{RGB_KEY}/from_timestamp"] == 0.0 and eps[1][f"videos/{RGB_KEY}/to_timestamp"] == pytest.approx(1.2)
+    assert pq.read_table(out / "data/chunk-000/file-001.parquet").column("index").to_pylist() == list(range(30, 54))
+    with av.open(str(out / f"videos/{RGB_KEY}/chunk-000/file-001.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 24
+    assert xl._next_file(0, 998) == (0, 999) and xl._next_file(0, 999) == (1, 0)
+    py = _lerobot_python()
+    if py is not None:
+        _run_check(py, out, paths, tmp_path)
+
+
 def test_export_loads_in_lerobot_0_6_1(episodes, tmp_path):
     """The real LeRobotDataset reads the export: items, decoded frames and subtasks match the HDF5."""
     py = _lerobot_python()
@@ -203,13 +234,7 @@ def test_export_loads_in_lerobot_0_6_1(episodes, tmp_path):
     d, paths = episodes
     out = tmp_path / "ds"
     export_lerobot(paths, out, depth=True, progress=False)
-    np.savez(tmp_path / "expected.npz", **expected_arrays(paths))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    proc = subprocess.run([str(py), str(ROOT / "scripts/lerobot_check.py"), str(out), str(tmp_path / "expected.npz")],
-                          capture_output=True, text=True, timeout=300, env=env)
-    log = proc.stdout + proc.stderr
-    print(log)
-    assert proc.returncode == 0 and "LEROBOT CHECK OK" in proc.stdout, log[-3000:]
+    _run_check(py, out, paths, tmp_path)
 
 
 def test_depth_export_is_lerobot_depth_video_within_a_quantisation_step(episodes, tmp_path):
