@@ -31,6 +31,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--codecs", default="libsvtav1,libx264")
+    ap.add_argument("--depth", action="store_true", help="also a libsvtav1 row with depth (12-bit HEVC)")
     args = ap.parse_args()
     import av
 
@@ -49,17 +50,23 @@ def main() -> None:
         h5_mb = ep.stat().st_size / 2**20
         print(f"episode: {n} frames 640x480 RGB-D @ {FPS} fps; HDF5 (RGB-D, default compression) "
               f"{h5_mb / minutes:.0f} MB/min")
-        print(f"{'codec':<10} {'export s':>9} {'frames/s':>9} {'video MB/min':>13} {'PSNR dB':>8}")
-        for codec in args.codecs.split(","):
-            out = tmp / f"ds_{codec}"
+        print(f"{'codec':<18} {'export s':>9} {'frames/s':>9} {'RGB MB/min':>13} {'PSNR dB':>8}")
+        runs = [(c, False) for c in args.codecs.split(",")] + ([("libsvtav1", True)] if args.depth else [])
+        for codec, depth in runs:
+            out = tmp / f"ds_{codec}_{depth}"
             t0 = time.perf_counter()
-            export_lerobot([ep], out, vcodec=codec, progress=False)
+            export_lerobot([ep], out, vcodec=codec, depth=depth, progress=False)
             dt = time.perf_counter() - t0
             mp4 = out / f"videos/{RGB_KEY}/chunk-000/file-000.mp4"
             with av.open(str(mp4)) as c:
                 dec = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
             p = np.mean([psnr(dec[i], frames[i % len(frames)][0]) for i in range(0, n, max(1, n // 30))])
-            print(f"{codec:<10} {dt:>9.1f} {n / dt:>9.0f} {mp4.stat().st_size / 2**20 / minutes:>13.1f} {p:>8.1f}")
+            name = codec + (" + depth" if depth else "")
+            extra = ""
+            if depth:
+                dmp4 = out / "videos/observation.images.depth/chunk-000/file-000.mp4"
+                extra = f"   depth video {dmp4.stat().st_size / 2**20 / minutes:.1f} MB/min"
+            print(f"{name:<18} {dt:>9.1f} {n / dt:>9.0f} {mp4.stat().st_size / 2**20 / minutes:>13.1f} {p:>8.1f}{extra}")
 
 
 if __name__ == "__main__":
