@@ -47,9 +47,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -340,6 +341,17 @@ class LeRobotExport:
     vcodec: str | None = None
 
 
+class _Head(NamedTuple):
+    """What the dataset's layout needs from one episode, read before anything is written."""
+    path: Path
+    n_frames: int
+    fps: float
+    dof: int
+    camera_hw: tuple[int, int] | None
+    task: str
+    robot: str | None
+
+
 def _episode_task(meta: dict) -> str:
     return str(meta.get("instruction") or "").strip() or str(meta.get("task") or "").strip() or "task"
 
@@ -367,26 +379,28 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
         with EpisodeReader(p) as r:
             if only_success and r.outcome != "success":
                 continue
-            fps = float(r.meta.get("fps") or 0)
             cam = (r.camera.height, r.camera.width) if r.camera is not None else None
-            heads.append((p, r.n_frames, fps, r.joint_pos.shape[1], cam, _episode_task(r.meta), r.meta.get("robot")))
+            heads.append(_Head(p, r.n_frames, float(r.meta.get("fps") or 0), r.joint_pos.shape[1], cam,
+                               _episode_task(r.meta), r.meta.get("robot")))
             if depth and cam is None:
                 raise ExportError(f"{p.name}: recorded without a camera; cannot export depth")
     if not heads:
         raise ExportError("no episodes to export" + (" (none successful)" if only_success else ""))
-    fps_f = heads[0][2]
-    fps = int(round(fps_f))
-    for p, _, f, dof, cam, _, _ in heads:
-        if fps <= 0 or abs(f - fps) > 1e-6:
-            raise ExportError(f"{p.name}: fps {f:g}; LeRobot needs one integer fps for all episodes ({fps_f:g} first)")
-        if dof != heads[0][3]:
-            raise ExportError(f"{p.name}: {dof} joints, the first episode has {heads[0][3]}; export one robot at a time")
-        if cam != heads[0][4]:
-            raise ExportError(f"{p.name}: camera {cam}, the first episode has {heads[0][4]}; one image size per dataset")
-    dof, cam, robot = heads[0][3], heads[0][4], heads[0][6]
+    first = heads[0]
+    fps = int(round(first.fps))
+    for h in heads:
+        if fps <= 0 or abs(h.fps - fps) > 1e-6:
+            raise ExportError(f"{h.path.name}: fps {h.fps:g}; LeRobot needs one integer fps for all episodes "
+                              f"({first.fps:g} first)")
+        if h.dof != first.dof:
+            raise ExportError(f"{h.path.name}: {h.dof} joints, the first episode has {first.dof}; export one robot at a time")
+        if h.camera_hw != first.camera_hw:
+            raise ExportError(f"{h.path.name}: camera {h.camera_hw}, the first episode has {first.camera_hw}; "
+                              "one image size per dataset")
+    dof, cam, robot = first.dof, first.camera_hw, first.robot
     if cam is not None and (cam[0] % 2 or cam[1] % 2):
-        raise ExportError(f"{heads[0][0].name}: image {cam[1]}x{cam[0]} has an odd side; yuv420p video needs even sides")
-    segs = {p: verified_segments(p, min_quality, annotator) for p, *_ in heads}
+        raise ExportError(f"{first.path.name}: image {cam[1]}x{cam[0]} has an odd side; yuv420p video needs even sides")
+    segs = {h.path: verified_segments(h.path, min_quality, annotator) for h in heads}
     with_language = any(segs.values())
     codec = pick_vcodec(vcodec) if cam is not None else None
 
@@ -430,10 +444,11 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
     cams = [_Camera(st, tmp, fps, cam) for st in streams]
     d_chunk = d_file = 0
     data = None
-    total_frames = sum(h[1] for h in heads)
+    total_frames = sum(h.n_frames for h in heads)
     try:
         bar = tqdm(total=total_frames, unit="frame", desc="lerobot export", disable=not progress)
-        for ep_index, (p, n, _, _, _, task, _) in enumerate(heads):
+        for ep_index, head in enumerate(heads):
+            p, task = head.path, head.task
             task_index = tasks.setdefault(task, len(tasks))
             with EpisodeReader(p) as r:
                 n = r.n_frames
@@ -538,7 +553,7 @@ def export_lerobot(episodes: Sequence[str | os.PathLike], out: str | os.PathLike
         for c in cams:
             try:
                 c.close()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - the folder is deleted next; the first error is what counts
                 pass
         if data is not None:
             data.close()

@@ -3,21 +3,19 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import av
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from synthetic_pick_place import pick_place
 
 from app.cli import main as cli_main
+from recorder import export_lerobot as xl
 from recorder.annotations import AnnotationDoc, Segment, save_annotations
 from recorder.episode import EpisodeReader, EpisodeWriter
-from recorder.export import ExportError
-from recorder import export_lerobot as xl
 from recorder.export_lerobot import RGB_KEY, export_lerobot
-from synthetic_pick_place import pick_place
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 48, 64
