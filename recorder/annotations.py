@@ -550,53 +550,31 @@ def _encode(current: dict, docs: Sequence[AnnotationDoc], replace_all: bool) -> 
 
 
 def krippendorff_alpha(data: np.ndarray | Sequence[Sequence[float | None]], level: str = "interval") -> float:
-    """Krippendorff's α from the coincidence-matrix definition (Krippendorff 2011).
+    """Krippendorff's α (Krippendorff 2011), computed by the ``krippendorff`` package.
 
     ``data`` is coders × units; missing values are None/NaN. Units with fewer than two values are
-    not pairable and are dropped. ``level``: nominal | ordinal | interval.
+    not pairable and are dropped. ``level``: nominal | ordinal | interval. Where α's expected
+    disagreement is zero (every pairable value identical) it is 1.0 here (perfect, trivial
+    agreement) where the package says NaN or refuses a one-value domain.
     """
+    import krippendorff
+
     arr = np.array([[np.nan if v is None else float(v) for v in row] for row in data], dtype=float)
     if arr.ndim != 2:
         raise ValueError("reliability data must be coders × units")
-    values = np.unique(arr[np.isfinite(arr)])
-    if values.size == 0:
+    if not np.isfinite(arr).any():
         raise ValueError("no values to compare")
-    idx = {v: i for i, v in enumerate(values)}
-    v = len(values)
-    o = np.zeros((v, v))  # coincidence matrix
-    for unit in arr.T:
-        present = unit[np.isfinite(unit)]
-        m = len(present)
-        if m < 2:
-            continue
-        counts = np.zeros(v)
-        for x in present:
-            counts[idx[x]] += 1
-        # pairs (c, k) of values from different coders within the unit, weighted 1/(m_u - 1)
-        o += (np.outer(counts, counts) - np.diag(counts)) / (m - 1)
-    n_c = o.sum(axis=1)
-    n = n_c.sum()
-    if n <= 1:
-        raise ValueError("no unit has two or more values; α is undefined")
-    if level == "nominal":
-        delta = 1.0 - np.eye(v)
-    elif level == "interval":
-        delta = (values[:, None] - values[None, :]) ** 2
-    elif level == "ordinal":
-        cum = np.cumsum(n_c)
-        delta = np.zeros((v, v))
-        for c in range(v):
-            for k in range(v):
-                lo, hi = min(c, k), max(c, k)
-                # sum of n_g for g between c and k, minus half of the two end counts
-                delta[c, k] = (cum[hi] - (cum[lo - 1] if lo > 0 else 0) - (n_c[c] + n_c[k]) / 2) ** 2
-    else:
+    if level not in ("nominal", "ordinal", "interval"):
         raise ValueError(f"level must be nominal, ordinal or interval, got {level!r}")
-    d_o = (o * delta).sum()
-    d_e = (np.outer(n_c, n_c) * delta).sum() / (n - 1)
-    if d_e == 0:
-        return 1.0  # every value identical: perfect (and trivial) agreement
-    return float(1.0 - d_o / d_e)
+    pairable = np.isfinite(arr).sum(axis=0) >= 2
+    if not pairable.any():
+        raise ValueError("no unit has two or more values; α is undefined")
+    arr = arr[:, pairable]  # unpairable units change nothing, but would widen the package's value domain
+    if np.unique(arr[np.isfinite(arr)]).size < 2:
+        return 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        alpha = krippendorff.alpha(reliability_data=arr, level_of_measurement=level)
+    return 1.0 if np.isnan(alpha) else float(alpha)
 
 
 def match_boundaries(pred: Sequence[int], true: Sequence[int], tol: int) -> int:

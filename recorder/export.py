@@ -7,7 +7,8 @@
     ``captions.jsonl`` with "Robot <action> <object>, action is <action>".
 (c) robomimic HDF5 (``data/demo_i/{obs,actions,rewards,dones}``, ``data`` attrs ``total`` and
     ``env_args``) — loadable by ``robomimic.utils.dataset.SequenceDataset`` (tests/test_export.py).
-    Chosen over LeRobot, whose dataset stack pulls in a large dependency tree.
+(d) LeRobotDataset v3.0 folders: recorder/export_lerobot.py (written with pyarrow + PyAV; lerobot
+    itself, Python 3.12 + torch < 2.12, is only needed to load them).
 """
 from __future__ import annotations
 

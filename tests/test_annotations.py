@@ -113,6 +113,56 @@ def test_krippendorff_alpha_matches_krippendorff_2011_worked_example():
     assert krippendorff_alpha(data, "interval") == pytest.approx(0.849, abs=5e-4)
 
 
+def _alpha_by_hand(data, level):
+    """The hand-written coincidence-matrix α that krippendorff_alpha used before the package."""
+    arr = np.array([[np.nan if v is None else float(v) for v in row] for row in data], dtype=float)
+    values = np.unique(arr[np.isfinite(arr)])
+    idx = {v: i for i, v in enumerate(values)}
+    v = len(values)
+    o = np.zeros((v, v))
+    for unit in arr.T:
+        present = unit[np.isfinite(unit)]
+        if len(present) < 2:
+            continue
+        counts = np.zeros(v)
+        for x in present:
+            counts[idx[x]] += 1
+        o += (np.outer(counts, counts) - np.diag(counts)) / (len(present) - 1)
+    n_c = o.sum(axis=1)
+    n = n_c.sum()
+    if level == "nominal":
+        delta = 1.0 - np.eye(v)
+    elif level == "interval":
+        delta = (values[:, None] - values[None, :]) ** 2
+    else:
+        cum = np.cumsum(n_c)
+        delta = np.zeros((v, v))
+        for c in range(v):
+            for k in range(v):
+                lo, hi = min(c, k), max(c, k)
+                delta[c, k] = (cum[hi] - (cum[lo - 1] if lo > 0 else 0) - (n_c[c] + n_c[k]) / 2) ** 2
+    d_e = (np.outer(n_c, n_c) * delta).sum() / (n - 1)
+    return 1.0 if d_e == 0 else float(1.0 - (o * delta).sum() / d_e)
+
+
+@pytest.mark.parametrize("level", ["nominal", "ordinal", "interval"])
+def test_krippendorff_package_agrees_with_the_hand_written_alpha(level):
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(300):
+        coders, units = rng.integers(2, 6), rng.integers(1, 25)
+        data = rng.integers(0, rng.integers(1, 6), (coders, units)).astype(float) * rng.choice([1, 0.5, 3])
+        data[rng.random((coders, units)) < rng.uniform(0, 0.5)] = np.nan
+        if not (np.isfinite(data).sum(0) >= 2).any():
+            with pytest.raises(ValueError, match="no unit has two or more values"):
+                krippendorff_alpha(data, level)
+            continue
+        assert krippendorff_alpha(data, level) == pytest.approx(_alpha_by_hand(data, level), abs=1e-9)
+        checked += 1
+    assert checked > 200
+    assert krippendorff_alpha([[2, 2, None], [2, 2, 3]], level) == 1.0 == _alpha_by_hand([[2, 2, None], [2, 2, 3]], level)
+
+
 def test_alpha_extremes():
     assert krippendorff_alpha([[0, 1, 2, 3], [0, 1, 2, 3]]) == pytest.approx(1.0)
     assert krippendorff_alpha([[0, 3, 0, 3], [3, 0, 3, 0]]) < 0
