@@ -402,71 +402,63 @@ def sweep_exports(workdir: Path, n: int = 8, span: float = 3.0, log=print) -> li
 # ------------------------------------------------------------------------------------------------ real CLI
 
 
-def sweep_real_record(workdir: Path, robot: str, points: int = 12, step: float = 0.03, log=print) -> list[Row]:
-    """Kill `main.py record --input scripted` at points over its life, densest through the save.
+def _marker_phase(folder: Path) -> tuple[Path | None, str | None]:
+    from recorder.episode import read_marker
+    markers = list(folder.glob("*.h5.recording")) if folder.exists() else []
+    if not markers:
+        return None, None
+    ep = markers[0].with_name(markers[0].name[: -len(".recording")])
+    return ep, (read_marker(ep) or {}).get("phase")
 
-    The CLI prints nothing per phase, so its timeline comes from the files a calibration run leaves:
-    when the marker appears, when the episode file takes its name, when the save copy appears and
-    when the marker goes."""
-    from recorder.episode import finalizing_path
+
+def sweep_real_record(workdir: Path, robot: str, step: float = 0.04, span: float = 1.2, log=print) -> list[Row]:
+    """Kill `main.py record --input scripted` at points relative to the phases its marker shows
+    (created -> recording -> finalizing, polled every ms), densest through the save. The sim's start
+    time varies too much under load for kill times counted from the process start."""
+    from recorder.dataset import Dataset
+    from recorder.episode import EpisodeReader
     cmd = [sys.executable, "main.py", "record", "--robot", robot, "--input", "scripted", "--task", "pick_cube",
            "--episodes", "1", "--max-seconds", "20", "--seed", "3"]
-
-    def launch(out: Path):
-        env = {**os.environ, "PYTHONPATH": str(REPO), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-        return subprocess.Popen(cmd + ["--out", str(out)], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    out = workdir / "real_cal"
-    t0 = time.monotonic()
-    proc = launch(out)
-    seen: dict[str, float] = {}
-    while proc.poll() is None:
-        markers = list(out.glob("*.recording")) if out.exists() else []
-        now = time.monotonic() - t0
-        if markers:
-            seen.setdefault("marker", now)
-            ep = Path(str(markers[0])[: -len(".recording")])
-            if ep.exists():
-                seen.setdefault("named", now)
-            if finalizing_path(ep).exists():
-                seen.setdefault("finalizing", now)
-        elif "marker" in seen:
-            seen.setdefault("saved", now)
-        time.sleep(0.002)
-    log(f"calibration ({robot}): " + ", ".join(f"{k} {v:.2f} s" for k, v in seen.items()))
-    if "saved" not in seen:
-        raise RuntimeError(f"record did not save an episode: {seen}")
-    fin = seen.get("finalizing", seen["saved"] - 0.2)
-    at = list(np.linspace(seen["marker"] - 0.3, fin - 0.5, max(2, points - 8)))
-    at += list(np.arange(fin - 0.1, seen["saved"] + 2 * step, step))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    points = [("created", 0.0), ("recording", 0.0), ("recording", 0.5), ("recording", 2.0), ("recording", 4.0)]
+    points += [("finalizing", float(t)) for t in np.arange(0.0, span, step)]
     rows = []
-    for k, t_kill in enumerate(sorted(at)):
+    for k, (phase, offset) in enumerate(points):
         folder = workdir / f"real_{k:02d}"
-        t0 = time.monotonic()
-        proc = launch(folder)
-        time.sleep(max(0.0, t0 + t_kill - time.monotonic()))
+        proc = subprocess.Popen(cmd + ["--out", str(folder)], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t_event = None
+        while proc.poll() is None and t_event is None:
+            ep, seen = _marker_phase(folder)
+            if seen == phase:
+                t_event = time.monotonic()
+            else:
+                time.sleep(0.001)
+        if t_event is None:
+            rows.append(Row(0.0, f"{phase}+{1e3 * offset:.0f}ms", "(ended before)", "", "", True, "phase not seen"))
+            log(format_row(rows[-1]))
+            shutil.rmtree(folder, ignore_errors=True)
+            continue
+        time.sleep(max(0.0, t_event + offset - time.monotonic()))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        eps = sorted(folder.glob("*.h5")) + [Path(str(m)[: -len(".recording")]) for m in folder.glob("*.recording")]
-        path = eps[0] if eps else None
-        disk = disk_state(path) if path else "nothing"
-        if path is None:
-            rows.append(Row(1e3 * t_kill, "", disk, "nothing", "", True))
-        else:
-            from recorder.dataset import Dataset
-            from recorder.episode import EpisodeReader
-            ds = Dataset(folder, use_cache=False)
-            status = {r.path.name: r.status for r in ds.recovered}.get(path.name, "complete")
-            left = sorted(p.name for p in folder.iterdir() if p.name != path.name and not p.name.startswith("."))
-            ok, frames = not left, ""
-            if path.exists():
-                try:
-                    with EpisodeReader(path) as ep:
-                        frames = f"{ep.n_frames} ({ep.outcome}{', recovered' if ep.meta.get('recovered') else ''})"
-                except Exception as exc:
-                    ok, frames = False, f"unreadable: {exc}"
-            rows.append(Row(1e3 * t_kill, "", disk, status, frames, ok, f"left {left}" if left else ""))
+        disk = disk_state(ep)
+        ds = Dataset(folder, use_cache=False)
+        status = {r.path.name: r.status for r in ds.recovered}.get(ep.name, "complete" if ep.exists() else "nothing")
+        left = sorted(p.name for p in folder.iterdir() if p.name != ep.name and not p.name.startswith("."))
+        ok, frames = not left, "0"
+        if ep.exists():
+            try:
+                with EpisodeReader(ep) as r:
+                    frames = f"{r.n_frames} ({r.outcome}{', recovered' if r.meta.get('recovered') else ''})"
+                    # Once the save began every frame is kept: the recorder counted them in the marker's file.
+                    ok = ok and r.meta.get("state") == "complete"
+            except Exception as exc:
+                ok, frames = False, f"unreadable: {exc}"
+        elif phase == "finalizing":
+            ok = False  # the save had begun: there must be an episode
+        rows.append(Row(1e3 * offset, f"{phase}+{1e3 * offset:.0f}ms", disk, status, frames, ok,
+                        f"left {left}" if left else ""))
         log(format_row(rows[-1]))
         shutil.rmtree(folder, ignore_errors=True)
     return rows
@@ -497,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         groups = []
         if args.real:
             print(f"\n## `main.py record --robot {args.robot} --input scripted`, killed\n{HEADER}")
-            groups.append(sweep_real_record(work, args.robot))
+            groups.append(sweep_real_record(work, args.robot, step=max(args.step_ms, 40.0) / 1e3))
         else:
             print(f"\n## episode lifecycle (640x480 RGB-D, {TAKE_FRAMES} frames at 20 Hz, finalize + proposals)\n{HEADER}")
             groups.append(sweep_episode(work / "episode", args.step_ms / 1e3))
