@@ -258,6 +258,11 @@ class SimLab:
     def tasks() -> list[str]:
         return list(TASKS)
 
+    def show_calibration_board(self, visible: bool = True) -> None:
+        """Draw the ChArUco plate on the gripper (robots/sim/world.py) in the camera images, or hide it.
+        Frames rendered after this call show the change."""
+        self.call("calibration_board", bool(visible))
+
     def advance(self, dt: float) -> float:
         """Lock-step mode only: simulate ``dt`` seconds now; returns the sim time."""
         return float(self.call("advance", float(dt), timeout=CALL_TIMEOUT + 20 * float(dt)))

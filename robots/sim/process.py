@@ -33,6 +33,7 @@ from robots.sim.world import (
     SCENE_CAMERA,
     WIDTH,
     WRIST_CAMERA,
+    BOARD_GROUP,
     XARM_INFO,
     build_xarm_model,
     decorate_franka_scene,
@@ -70,6 +71,7 @@ class LabServer:
         self._srv = None
         self.servo = None
         self.button_pressed = False
+        self.show_board = False  # the calibration board on the gripper is drawn (render thread reads it)
         self.task = T.get_task("pick_cube")
         self.seed = 0
         self.steps = 0
@@ -238,6 +240,7 @@ class LabServer:
             mujoco.mj_camlight(self.model, scratch)
             t0 = time.perf_counter()
             for cam, r in renderers.items():
+                r.show_group(BOARD_GROUP, self.show_board)
                 rgb, depth, T_bc = r.render_u16(scratch)
                 self._buffers[cam].write(index, stamp, rgb, depth, T_bc)
             self.render_ms.append(1000 * (time.perf_counter() - t0))
@@ -386,6 +389,9 @@ class LabServer:
             return self.info()
         if op == "stats":
             return self.stats()
+        if op == "calibration_board":
+            self.show_board = bool(args[0])
+            return self.show_board
         if op == "ping":
             return True
         raise ValueError(f"unknown sim request {op!r}")
