@@ -425,3 +425,53 @@ def sim_pose_centre(robot: str) -> np.ndarray:
     # The plate faces the tool's +x tilted up; a 25 deg yaw points it at the camera (robots/sim/world.py).
     rot = Rotation.from_euler("z", 25, degrees=True) * TOOL_DOWN
     return np.concatenate([[0.45, 0.0, 0.18], rot.as_quat()])
+
+
+# ------------------------------------------------------------------------------------- storing
+
+
+def camera_key(camera: Camera, robot: str = "") -> str:
+    """The store key of a camera: its serial; simulated cameras get a name per robot and view."""
+    serial = str(getattr(camera, "serial", "") or "")
+    if serial:
+        return serial
+    name = str(getattr(camera, "name", "camera"))
+    if name.startswith("sim:"):
+        return f"sim-{robot.removeprefix('sim-') or 'lab'}-{name.removeprefix('sim:')}"
+    return name
+
+
+def save_result(result: CalibrationResult, key: str, *, robot: str = "", directory=None):
+    """Write ``result`` to the per-camera store (robots/calibration_store.py); returns the path."""
+    from robots import calibration_store
+
+    res = result.residuals
+    return calibration_store.save(
+        key, result.setup, result.T, method=f"{result.method} + reprojection refinement (OpenCV {_cv_version()})",
+        date=result.date, residuals={**res.summary(), "per_view": {"translation_mm": res.translation_mm,
+                                                                  "rotation_deg": res.rotation_deg,
+                                                                  "reprojection_px": res.reprojection_px}},
+        extra={"n_views": result.n_views, "board": result.board.to_dict(), "K": result.K.tolist(), "robot": robot,
+               "T_other": result.T_other.tolist(),
+               "T_other_is": "T_gripper_board" if result.setup == "eye-to-hand" else "T_base_board"},
+        directory=directory)
+
+
+def _cv_version() -> str:
+    import cv2
+
+    return cv2.__version__
+
+
+def apply_to_camera(camera: Camera, result: CalibrationResult) -> bool:
+    """Use an eye-to-hand result on a live hardware camera now (frames carry it from the next one).
+    Simulated cameras keep their true pose; eye-in-hand results cannot be one fixed T_base_camera."""
+    T = result.T_base_camera
+    if T is None or str(getattr(camera, "name", "")).startswith("sim:") or not hasattr(camera, "T_base_camera"):
+        return False
+    try:
+        camera.T_base_camera = T.copy()
+        camera.calibrated = True
+    except AttributeError:
+        return False
+    return True
