@@ -402,6 +402,8 @@ def run_calibration(arm: Arm, camera: Camera, poses: list[np.ndarray], board_spe
                     should_stop: Callable[[], bool] | None = None) -> CalibrationResult:
     """Visit the poses, solve, and (by default) bring the arm back to where it started."""
     board = CharucoBoard(board_spec)
+    # A pose set that cannot determine the answer is refused before the arm moves at all.
+    check_motion([pose_to_matrix(p) for p in poses])
     start = np.asarray(arm.state().ee_pose, float)
     try:
         views, K = collect_views(arm, camera, poses, board, on_progress=on_progress, should_stop=should_stop)
@@ -475,3 +477,23 @@ def apply_to_camera(camera: Camera, result: CalibrationResult) -> bool:
     except AttributeError:
         return False
     return True
+
+
+def synthetic_views(setup: str, X: np.ndarray, Y: np.ndarray, poses: list[np.ndarray], K: np.ndarray,
+                    board: CharucoBoard, noise_px: float = 0.0, seed: int = 0) -> list[View]:
+    """Views of a known set-up (X, Y as in ``solve``) with Gaussian corner noise: the detector's
+    output is replaced by exact projections + noise, and the board pose comes from the same PnP the
+    real pipeline uses. For the noise study (tests, bench/calibration.py)."""
+    rng = np.random.default_rng(seed)
+    views = []
+    ids = np.arange(len(board.object_corners))
+    for p in poses:
+        A = pose_to_matrix(p)
+        uv = _project(predicted_board(setup, X, Y, A), board.object_corners, K)
+        uv = uv + rng.normal(0.0, noise_px, uv.shape)
+        det = Detection(corners=uv, ids=ids, markers=[])
+        bp = board.pose(det, K)
+        if bp is None:
+            raise CalibrationError("synthetic view without a board pose")
+        views.append(View(T_base_gripper=A, board=bp, detection=det))
+    return views
