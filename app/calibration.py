@@ -426,7 +426,7 @@ def sim_pose_centre(robot: str) -> np.ndarray:
 
     # The plate faces the tool's +x tilted up; a 25 deg yaw points it at the camera (robots/sim/world.py).
     rot = Rotation.from_euler("z", 25, degrees=True) * TOOL_DOWN
-    return np.concatenate([[0.45, 0.0, 0.18], rot.as_quat()])
+    return np.concatenate([[0.45, 0.0, 0.15], rot.as_quat()])
 
 
 # ------------------------------------------------------------------------------------- storing

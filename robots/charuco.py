@@ -74,6 +74,10 @@ class BoardSpec:
 def _cv2():
     import cv2
 
+    if not getattr(_cv2, "quiet", False):
+        # drawFrameAxes warns on stderr for every overlay whose axes leave the image.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        _cv2.quiet = True
     return cv2
 
 

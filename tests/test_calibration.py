@@ -82,7 +82,7 @@ def test_corner_noise_degrades_the_result_gracefully_and_shows_in_the_residuals(
     assert errors[1] < 3.0 and errors[3] < 20.0, errors
     assert residuals[0] < 0.01 < residuals[1] < residuals[2] < residuals[3]
     # The reprojection residual estimates the corner noise itself.
-    assert 0.5 * 1.5 < residuals[3] < 1.5 * 1.5
+    assert 0.9 * 1.5 < residuals[3] < 1.6 * 1.5  # ~sqrt(2) sigma: the 2-D norm of x and y noise
 
 
 def test_pure_translations_are_refused_with_a_clear_message(board):

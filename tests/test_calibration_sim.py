@@ -106,7 +106,7 @@ def test_calibrate_command_stores_the_result_for_the_camera(tmp_path, monkeypatc
     err_mm = float(out.split("true T_base_camera: ")[1].split(" mm")[0])
     assert err_mm < 5.0
     # Bad input: a one-line message and exit code, nothing stored.
-    assert main(["calibrate", "--robot", "sim-xarm6", "--centre", "0.45,0,0.9", "--serial", "x"]) == 1
+    assert main(["calibrate", "--robot", "sim-xarm6", "--centre", "0.45,0,0.9", "--serial", "x"]) == 2
     assert "outside the workspace" in capsys.readouterr().err
     assert main(["calibrate", "--squares", "5by4"]) == 2
     assert "--squares must look like 5x4" in capsys.readouterr().err

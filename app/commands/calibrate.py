@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from robots.base import DeviceError
     from robots.charuco import BoardError
     from robots.factory import UriError, parse_arm, parse_camera
+    from robots.safety import default_limits
 
     try:
         board = _board(args)
@@ -72,6 +73,17 @@ def run(args: argparse.Namespace) -> int:
             raise UriError("the sim lab's camera 'sim' is fixed: eye-in-hand needs a wrist camera with the board on the table")
         if cam_uri.is_sim and args.setup == "eye-to-hand" and board != type(board)():
             raise UriError("the simulated lab's plate is the default board (5x4, 40/30 mm, DICT_4X4_50)")
+        centre_xyz = None
+        if args.centre:
+            try:
+                centre_xyz = np.array([float(v) for v in args.centre.split(",")])
+            except ValueError:
+                centre_xyz = np.zeros(0)
+            if centre_xyz.shape != (3,):
+                raise UriError(f"--centre must be x,y,z in metres, got {args.centre!r}")
+            ws = default_limits(arm_uri.kind).workspace
+            if not ws.contains(centre_xyz):  # checked before any device opens
+                raise UriError(f"centre {centre_xyz.round(3).tolist()} is outside the workspace {ws.lo} .. {ws.hi}")
     except (BoardError, UriError) as exc:
         print(f"calibrate: {exc}", file=sys.stderr)
         return 2
@@ -79,11 +91,8 @@ def run(args: argparse.Namespace) -> int:
         with DeviceSession(args.robot, args.camera, "none", realtime=not arm_uri.is_sim) as session:
             arm, cam = session.arm, session.camera
             start = np.asarray(arm.state().ee_pose, float)
-            if args.centre:
-                xyz = [float(v) for v in args.centre.split(",")]
-                if len(xyz) != 3:
-                    raise CalibrationError(f"--centre must be x,y,z, got {args.centre!r}")
-                centre = np.concatenate([xyz, (sim_pose_centre(arm.name) if arm_uri.is_sim else start)[3:]])
+            if centre_xyz is not None:
+                centre = np.concatenate([centre_xyz, (sim_pose_centre(arm.name) if arm_uri.is_sim else start)[3:]])
             else:
                 centre = sim_pose_centre(arm.name) if arm_uri.is_sim else start
             if not arm.limits.workspace.contains(centre[:3]):
