@@ -39,7 +39,7 @@ MIN_ROTATION_DEG = 10.0  # the largest relative rotation between two views must 
 MIN_AXIS_SPREAD = 0.25  # second/first singular value of the relative rotation axes: 0 = one axis only
 # Views disagreeing with the solution by more than this are reported as a warning (bad TCP, moving board).
 WARN_TRANSLATION_MM = 5.0
-WARN_ROTATION_DEG = 1.0
+WARN_ROTATION_DEG = 2.0  # PnP rotation of a board seen face-on is the least certain part of a view
 
 
 class CalibrationError(ValueError):
@@ -83,6 +83,7 @@ class CalibrationResult:
     K: np.ndarray
     date: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     warnings: list[str] = field(default_factory=list)
+    truth: np.ndarray | None = None  # simulated lab only: the true answer, for the error display
 
     @property
     def T_base_camera(self) -> np.ndarray | None:
@@ -408,7 +409,8 @@ def run_calibration(arm: Arm, camera: Camera, poses: list[np.ndarray], board_spe
     try:
         views, K = collect_views(arm, camera, poses, board, on_progress=on_progress, should_stop=should_stop)
     finally:
-        if return_home:
+        # After a stop request (E-STOP, Cancel) the arm stays where it is: no motion of our own.
+        if return_home and not (should_stop is not None and should_stop()):
             try:
                 arm.move_to(start)
             except Exception:
@@ -420,10 +422,15 @@ def run_calibration(arm: Arm, camera: Camera, poses: list[np.ndarray], board_spe
     return solve(views, K, board, setup, method)
 
 
-def sim_pose_centre(robot: str) -> np.ndarray:
-    """Where the simulated lab's board plate faces its scene camera squarely, in the middle of the table."""
+def sim_pose_centre(robot: str, setup: str = "eye-to-hand") -> np.ndarray:
+    """Centre pose for the simulated lab: eye-to-hand, where the plate on the gripper faces the scene
+    camera squarely; eye-in-hand, tool down with the wrist camera over the board on its stand."""
     from robots.sim.tasks import TOOL_DOWN
+    from robots.sim.world import TABLE_BOARD_POS
 
+    if setup == "eye-in-hand":
+        # The wrist camera sits 7 cm along the tool x axis (robots/sim/world.py add_wrist_camera).
+        return np.concatenate([[TABLE_BOARD_POS[0] - 0.07, TABLE_BOARD_POS[1], 0.35], TOOL_DOWN.as_quat()])
     # The plate faces the tool's +x tilted up; a 25 deg yaw points it at the camera (robots/sim/world.py).
     rot = Rotation.from_euler("z", 25, degrees=True) * TOOL_DOWN
     return np.concatenate([[0.45, 0.0, 0.15], rot.as_quat()])
@@ -463,6 +470,13 @@ def _cv_version() -> str:
     import cv2
 
     return cv2.__version__
+
+
+def sim_truth(setup: str, frame: RGBDFrame, ee_pose: np.ndarray) -> np.ndarray:
+    """The simulator's true answer for the camera that made ``frame``: T_base_camera (eye-to-hand) or
+    T_gripper_camera (eye-in-hand, from the gripper pose at the same instant)."""
+    T = np.asarray(frame.T_base_camera, float)
+    return T if setup == "eye-to-hand" else inv(pose_to_matrix(ee_pose)) @ T
 
 
 def apply_to_camera(camera: Camera, result: CalibrationResult) -> bool:

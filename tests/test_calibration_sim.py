@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from app.calibration import (CalibrationError, fresh_frame, pose_set, run_calibration, sim_pose_centre,
+from app.calibration import (CalibrationError, fresh_frame, pose_set, run_calibration, sim_pose_centre, sim_truth,
                              transform_error)
 from app.cli import main
 from robots import calibration_store
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def lab():
     # Lock-step: each move runs as fast as the CPU allows, and the arm is still while a frame renders.
-    lab = SimLab.start("xarm6", realtime=False, render_hz=10.0)
+    lab = SimLab.start("xarm6", realtime=False, render_hz=10.0, wrist_camera=True)
     arm, cam = lab.arm(), lab.camera()
     arm.connect()
     cam.start()
@@ -61,6 +61,39 @@ def test_recovers_the_true_camera_pose_within_5mm_and_half_a_degree(lab, seed):
     assert not result.warnings
     # The arm is back where it started.
     assert np.linalg.norm(arm.state().ee_pose[:3] - sim_pose_centre("xarm6")[:3]) < 0.01
+
+
+def test_eye_in_hand_recovers_the_wrist_camera_within_5mm_and_half_a_degree(lab):
+    lab, arm, _ = lab
+    wrist = lab.camera(wrist=True)
+    wrist.start()
+    centre = sim_pose_centre("xarm6", "eye-in-hand")
+    lab.show_calibration_board(True, "table")
+    try:
+        result = run_calibration(arm, wrist, pose_set(centre, 8, 5, workspace=arm.limits.workspace), setup="eye-in-hand")
+        truth = sim_truth("eye-in-hand", fresh_frame(wrist, time.monotonic()), arm.state().ee_pose)
+    finally:
+        lab.show_calibration_board(False)
+        wrist.stop()
+    assert result.T_base_camera is None  # a wrist camera has no fixed pose in the base frame
+    dt, dr = transform_error(result.T, truth)
+    assert dt < 5.0 and dr < 0.5, (dt, dr)
+    assert result.residuals.summary()["reprojection_px_rms"] < 0.5
+
+
+def test_a_cancelled_run_stops_where_it_is(lab):
+    lab, arm, cam = lab
+    seen = []
+    poses = pose_set(sim_pose_centre("xarm6"), 6, 3, workspace=arm.limits.workspace)
+    lab.show_calibration_board(True)
+    try:
+        with pytest.raises(CalibrationError, match="cancelled"):
+            run_calibration(arm, cam, poses, on_progress=seen.append, should_stop=lambda: len(seen) >= 2)
+    finally:
+        lab.show_calibration_board(False)
+    assert len(seen) == 2
+    # No move back to the start after a stop request (E-STOP): the arm is still at the second pose.
+    assert np.linalg.norm(arm.state().ee_pose[:3] - poses[1][:3]) < 0.005
 
 
 def test_pure_translations_on_the_sim_give_the_clear_message_before_moving(lab):
@@ -110,4 +143,6 @@ def test_calibrate_command_stores_the_result_for_the_camera(tmp_path, monkeypatc
     assert "outside the workspace" in capsys.readouterr().err
     assert main(["calibrate", "--squares", "5by4"]) == 2
     assert "--squares must look like 5x4" in capsys.readouterr().err
+    assert main(["calibrate", "--camera", "sim-wrist"]) == 2
+    assert "use --setup eye-in-hand" in capsys.readouterr().err
     assert calibration_store.load("x") is None

@@ -14,7 +14,8 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from app.calibration import (METHODS, SETUPS, CalibrationError, CalibrationResult, Progress, apply_to_camera,
-                             camera_key, pose_set, run_calibration, save_result, sim_pose_centre, transform_error)
+                             camera_key, fresh_frame, pose_set, run_calibration, save_result, sim_pose_centre, sim_truth,
+                             transform_error)
 from robots.charuco import DICTIONARIES, BoardError, BoardSpec, CharucoBoard, draw_detection
 from widgets import style
 from widgets.camera_view import CameraView
@@ -62,7 +63,6 @@ class CalibrationDialog(QtWidgets.QDialog):
         self.arm, self.camera, self.lab, self.robot = arm, camera, lab, robot
         self.store_dir = store_dir
         self.result: CalibrationResult | None = None
-        self.truth = None  # the simulator's true T_base_camera, when there is one
         self._lock = threading.Lock()
         self._cam = _SharedCamera(camera, self._lock)
         self._stop = threading.Event()
@@ -76,6 +76,9 @@ class CalibrationDialog(QtWidgets.QDialog):
 
         self.setup = QtWidgets.QComboBox()
         self.setup.addItems(SETUPS)
+        # A camera on the wrist moves with the arm: eye-in-hand (the sim names it so).
+        self.setup.setCurrentText("eye-in-hand" if str(getattr(camera, "name", "")).endswith("wrist_cam")
+                                  else "eye-to-hand")
         self.setup.setToolTip("eye-to-hand: camera fixed, board on the gripper; eye-in-hand: camera on the wrist")
         self.n_poses = QtWidgets.QSpinBox()
         self.n_poses.setRange(5, 40)
@@ -177,12 +180,11 @@ class CalibrationDialog(QtWidgets.QDialog):
             (w.textChanged if isinstance(w, QtWidgets.QLineEdit) else
              w.currentTextChanged if isinstance(w, QtWidgets.QComboBox) else w.valueChanged).connect(self._board_changed)
 
-        if self.lab is not None:
-            # The sim lab's plate appears on the gripper while this dialog is open; its camera's
-            # true pose lets the dialog show the calibration error as well as the residuals.
-            self.lab.show_calibration_board(True)
-            f = camera.latest()
-            self.truth = None if f is None else np.asarray(f.T_base_camera, float)
+        self.setup.currentTextChanged.connect(self._show_sim_board)
+        # Sim: the board for the chosen set-up is drawn while this dialog is open (on the gripper, or
+        # on its stand for the wrist camera), and the simulator's true camera pose lets the dialog
+        # show the calibration error next to the residuals.
+        self._show_sim_board()
         self._preview = threading.Thread(target=self._preview_loop, name="calibration-preview", daemon=True)
         self._preview.start()
         self.resize(1000, 640)
@@ -204,6 +206,10 @@ class CalibrationDialog(QtWidgets.QDialog):
             return
         with self._preview_board_lock:
             self._preview_board = board
+
+    def _show_sim_board(self, *_) -> None:
+        if self.lab is not None:
+            self.lab.show_calibration_board(True, "gripper" if self.setup.currentText() == "eye-to-hand" else "table")
 
     def _set_inputs_enabled(self, on: bool) -> None:
         for w in self._inputs:
@@ -239,7 +245,8 @@ class CalibrationDialog(QtWidgets.QDialog):
         try:
             spec = self.board_spec()
             state = self.arm.state()
-            centre = sim_pose_centre(self.robot) if self.lab is not None else np.asarray(state.ee_pose, float)
+            centre = (sim_pose_centre(self.robot, self.setup.currentText()) if self.lab is not None
+                      else np.asarray(state.ee_pose, float))
             poses = pose_set(centre, self.n_poses.value(), self.seed.value(), workspace=self.arm.limits.workspace)
         except (BoardError, CalibrationError) as exc:
             self._on_failed(str(exc))
@@ -263,6 +270,8 @@ class CalibrationDialog(QtWidgets.QDialog):
             try:
                 result = run_calibration(self.arm, self._cam, poses, spec, setup=setup, method=method,
                                          on_progress=self.progressed.emit, should_stop=self._cancel.is_set)
+                if self.lab is not None:  # the arm is back at rest: frame and pose belong together
+                    result.truth = sim_truth(setup, fresh_frame(self._cam, time.monotonic()), self.arm.state().ee_pose)
             except (CalibrationError, BoardError) as exc:
                 self.failed.emit(str(exc))
             except Exception as exc:  # a device error mid-run still ends in a message, not a hang
@@ -279,10 +288,11 @@ class CalibrationDialog(QtWidgets.QDialog):
         self.start_button.setEnabled(False)
         self.centre_button.setEnabled(False)
         self.status.setText("moving to the centre pose …")
+        setup = self.setup.currentText()
 
         def work():
             try:
-                self.arm.move_to(sim_pose_centre(self.robot))
+                self.arm.move_to(sim_pose_centre(self.robot, setup))
             except Exception as exc:
                 self.failed.emit(f"move to the centre pose failed: {exc}".splitlines()[0])
             else:
@@ -306,8 +316,8 @@ class CalibrationDialog(QtWidgets.QDialog):
                  f"translation {s['translation_mm_rms']:.2f} / {s['translation_mm_max']:.2f} mm",
                  f"rotation {s['rotation_deg_rms']:.3f} / {s['rotation_deg_max']:.3f} deg",
                  f"reprojection {s['reprojection_px_rms']:.2f} / {s['reprojection_px_max']:.2f} px"]
-        if self.truth is not None and result.T_base_camera is not None:
-            dt, dr = transform_error(result.T_base_camera, self.truth)
+        if result.truth is not None:
+            dt, dr = transform_error(result.T, result.truth)
             lines.append(f"error vs simulator truth: {dt:.2f} mm, {dr:.3f} deg")
         for w in result.warnings:
             lines.append(f"<span style='color:{style.WARNING}'>⚠ {w}</span>")

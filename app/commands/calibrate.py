@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 
@@ -56,8 +57,8 @@ def _board(args):
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.calibration import (CalibrationError, apply_to_camera, camera_key, pose_set, run_calibration,
-                                 save_result, sim_pose_centre, transform_error)
+    from app.calibration import (CalibrationError, apply_to_camera, camera_key, fresh_frame, pose_set, run_calibration,
+                                 save_result, sim_pose_centre, sim_truth, transform_error)
     from app.session import DeviceSession
     from robots.base import DeviceError
     from robots.charuco import BoardError
@@ -69,10 +70,12 @@ def run(args: argparse.Namespace) -> int:
         arm_uri, cam_uri = parse_arm(args.robot), parse_camera(args.camera)
         if cam_uri.kind == "none":
             raise UriError("calibration needs a camera")
-        if args.setup == "eye-in-hand" and cam_uri.kind == "sim":
-            raise UriError("the sim lab's camera 'sim' is fixed: eye-in-hand needs a wrist camera with the board on the table")
-        if cam_uri.is_sim and args.setup == "eye-to-hand" and board != type(board)():
-            raise UriError("the simulated lab's plate is the default board (5x4, 40/30 mm, DICT_4X4_50)")
+        if cam_uri.kind == "sim" and args.setup == "eye-in-hand":
+            raise UriError("the sim lab's camera 'sim' is fixed: eye-in-hand needs --camera sim-wrist")
+        if cam_uri.kind == "sim-wrist" and args.setup == "eye-to-hand":
+            raise UriError("the sim lab's wrist camera moves with the arm: use --setup eye-in-hand")
+        if cam_uri.is_sim and board != type(board)():
+            raise UriError("the simulated lab's boards are the default board (5x4, 40/30 mm, DICT_4X4_50)")
         centre_xyz = None
         if args.centre:
             try:
@@ -89,12 +92,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         with DeviceSession(args.robot, args.camera, "none", realtime=not arm_uri.is_sim) as session:
+            # (lock-step for the simulated xArm6: moves run as fast as the CPU allows, frames show the arm at rest)
             arm, cam = session.arm, session.camera
             start = np.asarray(arm.state().ee_pose, float)
             if centre_xyz is not None:
-                centre = np.concatenate([centre_xyz, (sim_pose_centre(arm.name) if arm_uri.is_sim else start)[3:]])
+                centre = np.concatenate([centre_xyz, (sim_pose_centre(arm.name, args.setup) if arm_uri.is_sim
+                                                      else start)[3:]])
             else:
-                centre = sim_pose_centre(arm.name) if arm_uri.is_sim else start
+                centre = sim_pose_centre(arm.name, args.setup) if arm_uri.is_sim else start
             if not arm.limits.workspace.contains(centre[:3]):
                 raise CalibrationError(f"centre {np.round(centre[:3], 3).tolist()} is outside the workspace "
                                        f"{arm.limits.workspace.lo} .. {arm.limits.workspace.hi}")
@@ -105,17 +110,18 @@ def run(args: argparse.Namespace) -> int:
                     print(f"pose {i + 1}: xyz {np.round(p[:3], 3).tolist()} quat {np.round(p[3:], 3).tolist()}")
                 return 0
             if session.lab is not None:
-                session.lab.show_calibration_board(args.setup == "eye-to-hand")
+                session.lab.show_calibration_board(True, "gripper" if args.setup == "eye-to-hand" else "table")
             print(f"{args.setup}: {len(poses)} poses around {np.round(centre[:3], 3).tolist()}, board {board.describe()}")
             result = run_calibration(arm, cam, poses, board, setup=args.setup, method=args.method,
                                      on_progress=lambda p: print(p.message, flush=True))
             if session.lab is not None:
                 session.lab.show_calibration_board(False)
             print(result.report())
-            if getattr(cam, "calibrated", False) and str(cam.name).startswith("sim:") and result.T_base_camera is not None:
-                truth = cam.latest().T_base_camera
-                dt, dr = transform_error(result.T_base_camera, truth)
-                print(f"error against the simulator's true T_base_camera: {dt:.2f} mm, {dr:.3f} deg")
+            if session.lab is not None:  # the simulator knows the answer
+                truth = sim_truth(args.setup, fresh_frame(cam, time.monotonic()), arm.state().ee_pose)
+                dt, dr = transform_error(result.T, truth)
+                name = "T_base_camera" if args.setup == "eye-to-hand" else "T_gripper_camera"
+                print(f"error against the simulator's true {name}: {dt:.2f} mm, {dr:.3f} deg")
             if not args.no_save:
                 key = args.serial or camera_key(cam, str(arm_uri))
                 path = save_result(result, key, robot=str(arm_uri))

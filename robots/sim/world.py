@@ -43,6 +43,11 @@ SCENE_CAM_TARGET = np.array([0.42, 0.0, 0.02])
 BOARD_GROUP = 5
 BOARD_MOUNT_POS = (0.09, 0.0, 0.03)
 BOARD_MOUNT_TILT_DEG = 30.0
+# Eye-in-hand (wrist camera): the same board lying face up on a stand above the table, clear of
+# the cubes wherever a layout puts them; drawn only with its own group.
+TABLE_BOARD_GROUP = 4
+TABLE_BOARD_POS = (0.45, 0.0, 0.10)
+BOARD_GROUPS = {"gripper": BOARD_GROUP, "table": TABLE_BOARD_GROUP}
 
 # Cube friction is what lets a force-limited spring gripper lift the cube (DESIGN.md gripper facts);
 # condim 4 adds torsional friction so a cube does not spin out of a two-finger grasp.
@@ -162,6 +167,16 @@ def add_calibration_board(hand: ET.Element, asset: ET.Element) -> None:
                   contype="0", conaffinity="0", group=str(BOARD_GROUP), mass="0")
 
 
+def add_table_board(worldbody: ET.Element) -> None:
+    """The eye-in-hand board: a static visual-only plate (needs add_calibration_board's texture)."""
+    from robots.charuco import BoardSpec, board_texture_png
+
+    _, (w, h) = board_texture_png(BoardSpec())
+    body = ET.SubElement(worldbody, "body", name="calib_table_board", pos=_fmt(TABLE_BOARD_POS))
+    ET.SubElement(body, "geom", name="calib_table_board", type="box", size=f"{w / 2:.5f} {h / 2:.5f} 0.002",
+                  material="calib_board_mat", contype="0", conaffinity="0", group=str(TABLE_BOARD_GROUP), mass="0")
+
+
 def _find_body(root: ET.Element, name: str) -> ET.Element:
     for b in root.iter("body"):
         if b.get("name") == name:
@@ -194,6 +209,7 @@ def decorate_franka_scene(sim) -> None:
     add_scene(sim.worldbody, asset)
     add_wrist_camera(_find_body(root, FRANKA_INFO.hand_body), pos="0.06 0 0.02")
     add_calibration_board(_find_body(root, FRANKA_INFO.hand_body), asset)
+    add_table_board(sim.worldbody)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,4 +301,5 @@ def build_xarm_model() -> mujoco.MjModel:
     add_scene(worldbody, asset)
     add_wrist_camera(_find_body(root, XARM_INFO.hand_body), pos="0.07 0 0.03")
     add_calibration_board(_find_body(root, XARM_INFO.hand_body), asset)
+    add_table_board(worldbody)
     return mujoco.MjModel.from_xml_string(ET.tostring(root, encoding="unicode"))
