@@ -211,24 +211,21 @@ def _initial(setup: str, method: str, A: list[np.ndarray], B: list[np.ndarray]) 
         Y[:3, :3] = Rotation.from_matrix(np.stack([y[:3, :3] for y in Ys])).mean().as_matrix()
         Y[:3, 3] = np.mean([y[:3, 3] for y in Ys], axis=0)
         return X, Y
-    # calibrateRobotWorldHandEye: T_cam_world_i · T_world_base = T_cam_gripper · T_gripper_base_i,
-    # solved for T_world_base (base2world) and T_cam_gripper (gripper2cam).
+    # calibrateRobotWorldHandEye solves  T_cam_world_i · T_world_base = T_cam_gripper · T_gripper_base_i
+    # for T_world_base ("base2world") and T_cam_gripper ("gripper2cam"), given the measured world2cam
+    # and base2gripper poses. Our equations in that shape:
     if setup == "eye-to-hand":
-        # "camera" = our camera, "world" = our robot base, "gripper" = the board, "base" = the gripper:
-        # T_cam_base_i is unknown... so map: world := board frame seen by the camera, base := gripper.
-        #   T_camera_board_i · T_board_gripper = T_camera_base · T_base_gripper_i
-        Wc = B  # world2cam = T_cam_board
-        Gb = A  # base2gripper must be T_gripper(role)_base(role) = T_base(ours)_gripper(ours)... roles:
-        # role "base" = our gripper, role "gripper" = our base: base2gripper = T_ourbase_ourgripper = A_i.
-        R_bw, t_bw, R_gc, t_gc = cv2.calibrateRobotWorldHandEye(*_rw_args(Wc), *_rw_args(Gb), method=_cv_method(method))
-        T_board_gripper = _rt(R_bw, t_bw)  # base2world = T_world(board)_base(gripper)
-        T_camera_base = _rt(R_gc, t_gc)  # gripper2cam = T_cam_gripper(role) = T_camera_ourbase
+        # T_camera_board_i · T_board_gripper = T_camera_base · T_base_gripper_i
+        # roles: world := board, "base" := our gripper, "gripper" := our base; base2gripper = A_i.
+        R_bw, t_bw, R_gc, t_gc = cv2.calibrateRobotWorldHandEye(*_rw_args(B), *_rw_args(A), method=_cv_method(method))
+        T_board_gripper, T_camera_base = _rt(R_bw, t_bw), _rt(R_gc, t_gc)
         return inv(T_camera_base), inv(T_board_gripper)
-    # eye-in-hand: world := board, base := robot base, gripper := gripper.
-    #   T_camera_board_i · T_board_base = T_camera_gripper · T_gripper_base_i
+    # eye-in-hand: T_camera_board_i · T_board_base = T_camera_gripper · T_gripper_base_i
+    # roles as named: world := board; base2gripper = A_i^-1.
     R_bw, t_bw, R_gc, t_gc = cv2.calibrateRobotWorldHandEye(*_rw_args(B), *_rw_args([inv(a) for a in A]),
                                                             method=_cv_method(method))
-    return inv(_rt(R_gc, t_gc)), inv(_rt(R_bw, t_bw))
+    T_board_base, T_camera_gripper = _rt(R_bw, t_bw), _rt(R_gc, t_gc)
+    return inv(T_camera_gripper), inv(T_board_base)
 
 
 def _rw_args(Ts: list[np.ndarray]) -> tuple[list, list]:
