@@ -225,3 +225,22 @@ def test_realsense_camera_takes_its_stored_calibration_by_serial(board, tmp_path
     np.testing.assert_allclose(cam.T_base_camera, result.T)
     # An explicit matrix wins over the store.
     assert np.array_equal(RealSenseCamera(serial="215322071234", T_base_camera=np.eye(4)).T_base_camera, np.eye(4))
+
+
+def test_a_stored_calibration_reaches_the_frames_and_the_episode_camera_meta(board, tmp_path, monkeypatch):
+    """Store file -> RealSense frames -> the /camera meta every episode writes (app/recording.py)."""
+    from app.recording import camera_meta
+    from robots.realsense import RealSenseCamera, write_rgbd_recording
+
+    monkeypatch.setenv(calibration_store.ENV_DIR, str(tmp_path))
+    result = _result(board)
+    path = save_result(result, "215322071234")
+    Kc = np.array([[50.0, 0.0, 31.5], [0.0, 51.0, 23.5], [0.0, 0.0, 1.0]])
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    depth = np.full((48, 64), 800, np.uint16)
+    rec = write_rgbd_recording(tmp_path / "rec.db3", [(rgb, depth, i, 1000.0 + 33.3 * i) for i in range(2)], K=Kc)
+    # A recording has no live serial, so the stored file is given explicitly (a live camera looks it up).
+    with RealSenseCamera(playback=rec, realtime=False, calibration=path) as cam:
+        frame = cam.wait_frame(5.0)
+    np.testing.assert_allclose(frame.T_base_camera, result.T)
+    np.testing.assert_allclose(camera_meta(frame, cam)["T_base_camera"], result.T)
