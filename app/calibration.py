@@ -38,6 +38,8 @@ MIN_VIEWS = 5
 MIN_ROTATION_DEG = 10.0  # the largest relative rotation between two views must reach this
 MIN_AXIS_SPREAD = 0.25  # second/first singular value of the relative rotation axes: 0 = one axis only
 # Views disagreeing with the solution by more than this are reported as a warning (bad TCP, moving board).
+# A point-to-point move between neighbouring poses takes a few seconds at the drivers' safe speeds.
+MOVE_TIMEOUT_S = 20.0
 WARN_TRANSLATION_MM = 5.0
 WARN_ROTATION_DEG = 2.0  # PnP rotation of a board seen face-on is the least certain part of a view
 
@@ -362,7 +364,8 @@ def fresh_frame(camera: Camera, after: float, timeout: float = 10.0) -> RGBDFram
 
 def collect_views(arm: Arm, camera: Camera, poses: list[np.ndarray], board: CharucoBoard, *,
                   settle_s: float = 0.3, on_progress: Callable[[Progress], None] | None = None,
-                  should_stop: Callable[[], bool] | None = None, move_timeout: float = 20.0) -> tuple[list[View], np.ndarray]:
+                  should_stop: Callable[[], bool] | None = None,
+                  move_timeout: float | None = None) -> tuple[list[View], np.ndarray]:
     """Visit ``poses`` with ``arm.move_to`` (the driver's safe point-to-point speed and workspace
     check), grab a frame after each stop and detect the board. Returns the views where the board
     was seen, and the camera K. Poses outside the arm's workspace are refused before any motion."""
@@ -374,7 +377,7 @@ def collect_views(arm: Arm, camera: Camera, poses: list[np.ndarray], board: Char
     for i, target in enumerate(poses):
         if should_stop is not None and should_stop():
             raise CalibrationError("calibration cancelled")
-        arm.move_to(np.asarray(target, float), timeout=move_timeout)
+        arm.move_to(np.asarray(target, float), timeout=MOVE_TIMEOUT_S if move_timeout is None else move_timeout)
         time.sleep(settle_s)  # let a real arm ring down before the exposure
         stopped = time.monotonic()
         frame = fresh_frame(camera, stopped)

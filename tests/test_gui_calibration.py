@@ -113,3 +113,37 @@ def test_main_window_tools_menu_opens_the_dialog_with_teleop_paused(qtbot, tmp_p
     finally:
         win.controller.shutdown()
         win.close()
+
+
+def test_estop_during_a_run_stops_the_pose_sequence_and_the_arm_stays(qtbot, tmp_path, monkeypatch):
+    import app.calibration
+
+    monkeypatch.setenv(calibration_store.ENV_DIR, str(tmp_path / "calib"))
+    # The stopped sim arm never finishes the move it was in; its move_to times out (then the run ends).
+    monkeypatch.setattr(app.calibration, "MOVE_TIMEOUT_S", 6.0)
+    win = MainWindow(Settings(tmp_path / "settings.ini"), dataset=tmp_path / "data",
+                     devices=("sim-xarm6", "sim", "scripted", 20.0))
+    qtbot.addWidget(win)
+    win.show()
+    try:
+        with qtbot.waitSignal(win.controller.connectedChanged, timeout=CONNECT_MS):
+            qtbot.mouseClick(win.device_bar.connect_button, QtCore.Qt.LeftButton)
+        qtbot.waitUntil(win.act_calibrate.isEnabled, timeout=10_000)
+        win.act_calibrate.trigger()
+        dlg = win.calibration_dialog
+        qtbot.mouseClick(dlg.start_button, QtCore.Qt.LeftButton)
+        qtbot.waitUntil(lambda: dlg.progress.value() >= 1, timeout=60_000)
+        win.act_estop.trigger()
+        qtbot.waitUntil(lambda: not dlg.running, timeout=60_000)
+        assert dlg.result is None and not dlg.accept_button.isEnabled()
+        assert "cancelled" in dlg.status.text() or "did not finish" in dlg.status.text()
+        arm = win.controller.session.arm
+        p0 = arm.state().ee_pose[:3].copy()
+        qtbot.wait(1500)
+        assert np.linalg.norm(arm.state().ee_pose[:3] - p0) < 0.002  # no move back after the E-STOP
+        qtbot.mouseClick(dlg.cancel_button, QtCore.Qt.LeftButton)
+        qtbot.waitUntil(lambda: win.calibration_dialog is None, timeout=10_000)
+        assert win.controller.estopped and win.controller.loop is not None and win.controller.loop.estopped
+    finally:
+        win.controller.shutdown()
+        win.close()
