@@ -272,10 +272,13 @@ class CalibrationDialog(QtWidgets.QDialog):
                                          on_progress=self.progressed.emit, should_stop=self._cancel.is_set)
                 if self.lab is not None:  # the arm is back at rest: frame and pose belong together
                     result.truth = sim_truth(setup, fresh_frame(self._cam, time.monotonic()), self.arm.state().ee_pose)
-            except (CalibrationError, BoardError) as exc:
-                self.failed.emit(str(exc))
             except Exception as exc:  # a device error mid-run still ends in a message, not a hang
-                self.failed.emit(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                if self._cancel.is_set():  # E-STOP / Close: whatever the interrupted move raised
+                    self.failed.emit("calibration stopped; the arm stays where it is")
+                elif isinstance(exc, (CalibrationError, BoardError)):
+                    self.failed.emit(str(exc))
+                else:
+                    self.failed.emit(f"{type(exc).__name__}: {exc}".splitlines()[0])
             else:
                 self.finished_ok.emit(result)
 
