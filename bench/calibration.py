@@ -1,6 +1,6 @@
 """Calibration error table on the simulated lab, plus the corner-noise study and the dialog screenshot.
 
-    MUJOCO_GL=egl .venv/bin/python bench/calibration.py [--robot xarm6] [--poses 8] [--seeds 0 1 2]
+    MUJOCO_GL=egl .venv/bin/python bench/calibration.py [--robot xarm6] [--poses 8] [--seeds 0 1 2] [--setup eye-in-hand]
     MUJOCO_GL=egl QT_QPA_PLATFORM=offscreen .venv/bin/python bench/calibration.py --screenshot docs/screenshots/calibration.png
 
 Table 1: eye-to-hand calibration of the sim scene camera from the ChArUco plate on the gripper, one
@@ -20,22 +20,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def sim_table(robot: str, n_poses: int, seeds: list[int]) -> list[dict]:
-    from app.calibration import pose_set, run_calibration, sim_pose_centre, transform_error
+def sim_table(robot: str, n_poses: int, seeds: list[int], setup: str = "eye-to-hand") -> list[dict]:
+    from app.calibration import fresh_frame, pose_set, run_calibration, sim_pose_centre, sim_truth, transform_error
     from robots.sim.lab import SimLab
 
     rows = []
-    with SimLab.start(robot, realtime=(robot == "franka"), render_hz=10.0) as lab:
-        arm, cam = lab.arm(), lab.camera()
+    wrist = setup == "eye-in-hand"
+    with SimLab.start(robot, realtime=(robot == "franka"), render_hz=10.0, wrist_camera=wrist) as lab:
+        arm, cam = lab.arm(), lab.camera(wrist=wrist)
         arm.connect()
         cam.start()
-        truth = cam.wait_frame(10.0).T_base_camera
-        lab.show_calibration_board(True)
+        lab.show_calibration_board(True, "table" if wrist else "gripper")
         for seed in seeds:
             t0 = time.monotonic()
-            poses = pose_set(sim_pose_centre(robot), n_poses, seed, workspace=arm.limits.workspace)
-            r = run_calibration(arm, cam, poses)
-            dt, dr = transform_error(r.T_base_camera, truth)
+            poses = pose_set(sim_pose_centre(robot, setup), n_poses, seed, workspace=arm.limits.workspace)
+            r = run_calibration(arm, cam, poses, setup=setup)
+            truth = sim_truth(setup, fresh_frame(cam, time.monotonic()), arm.state().ee_pose)
+            dt, dr = transform_error(r.T, truth)
             s = r.residuals.summary()
             rows.append({"seed": seed, "views": f"{r.n_views}/{n_poses}", "err_mm": dt, "err_deg": dr,
                          "res_mm": s["translation_mm_rms"], "res_deg": s["rotation_deg_rms"],
@@ -115,15 +116,18 @@ def main() -> int:
     ap.add_argument("--robot", default="xarm6", choices=["xarm6", "franka"])
     ap.add_argument("--poses", type=int, default=8)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--setup", default="eye-to-hand", choices=["eye-to-hand", "eye-in-hand"],
+                    help="eye-in-hand: the wrist camera and the board on its stand")
     ap.add_argument("--screenshot", type=Path, default=None, help="save the calibration dialog here instead")
     a = ap.parse_args()
     if a.screenshot is not None:
         screenshot(a.screenshot, a.robot)
         return 0
-    print(f"Sim lab ({a.robot}), eye-to-hand, {a.poses} poses per set: error vs the true T_base_camera and residuals")
+    what = "T_base_camera" if a.setup == "eye-to-hand" else "T_gripper_camera"
+    print(f"Sim lab ({a.robot}), {a.setup}, {a.poses} poses per set: error vs the true {what} and residuals")
     print("| pose set (seed) | views | error mm | error deg | residual mm rms | residual deg rms | reprojection px rms | time s |")
     print("|---|---|---|---|---|---|---|---|")
-    for r in sim_table(a.robot, a.poses, a.seeds):
+    for r in sim_table(a.robot, a.poses, a.seeds, a.setup):
         print(f"| {r['seed']} | {r['views']} | {r['err_mm']:.2f} | {r['err_deg']:.3f} | {r['res_mm']:.2f} | "
               f"{r['res_deg']:.3f} | {r['res_px']:.3f} | {r['s']:.1f} |")
     print()
