@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "eval_language",
     "sim_rerender",
     "robot",
+    "calibrate",
 ]
 
 

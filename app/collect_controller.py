@@ -39,7 +39,7 @@ from app.teleop import ControlLoop, Tick
 from recorder.dataset import Dataset, EpisodeInfo
 from recorder.recovery import Recovered, dead_partials, discard_partial, recover_file
 from recorder.schema import EpisodeError
-from robots.base import ArmState, DeviceError, RGBDFrame
+from robots.base import ArmState, RGBDFrame
 
 log = logging.getLogger(__name__)
 
@@ -424,6 +424,33 @@ class CollectController(QObject):
                     self._start_teleop_loop(session, recorder)
 
         return self._submit("homing the arm", work, lambda _: self.message.emit("arm at home"))
+
+    # ================================================================== exclusive use (camera calibration)
+    def lend_devices(self, what: str) -> DeviceSession | None:
+        """Stop the control loop and mark the controller busy so that only the borrower (the
+        calibration dialog) commands the arm; None when not connected, busy, recording or e-stopped
+        (errorOccurred says why). Give them back with ``return_devices``."""
+        if self.session is None or self.session.arm is None:
+            self.errorOccurred.emit(f"cannot start {what}: connect the robot and camera first")
+            return None
+        if self._busy or self.recording or self._estopped:
+            why = self._busy or ("recording" if self.recording else "e-stopped")
+            self.errorOccurred.emit(f"cannot start {what}: {why}")
+            return None
+        self._busy = what
+        self.busyChanged.emit(True, what)
+        self._stop_loop()  # joins the loop thread: after this nothing else servos the arm
+        return self.session
+
+    def return_devices(self) -> None:
+        """Restart the teleop loop (its target restarts from wherever the arm is now) and clear busy."""
+        session, recorder = self.session, self.recorder
+        if session is not None and session.arm is not None and recorder is not None and self._loop is None:
+            try:
+                self._start_teleop_loop(session, recorder)
+            except Exception as exc:
+                self.errorOccurred.emit(f"restarting the control loop failed: {one_line(exc)}")
+        self._finish_busy(True)
 
     # ================================================================== recording
     def set_task(self, task: str, instruction: str = "") -> None:

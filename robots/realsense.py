@@ -134,11 +134,14 @@ class RealSenseCamera:
         if calibration is not None:
             T_base_camera = load_extrinsics(calibration)
         self.calibrated = T_base_camera is not None
-        if not self.calibrated:
-            log.warning("RealSense %s: no extrinsics calibration, T_base_camera = identity", self.name)
         self.T_base_camera = np.eye(4) if T_base_camera is None else np.asarray(T_base_camera, float).copy()
         if self.T_base_camera.shape != (4, 4):
             raise DeviceError(f"RealSense: T_base_camera must be 4x4, got {self.T_base_camera.shape}")
+        self.calibration = None  # robots.calibration_store.StoredCalibration found for this serial
+        if not self.calibrated and self.serial:
+            self._load_stored_calibration()
+        if not self.calibrated:
+            log.warning("RealSense %s: no extrinsics calibration, T_base_camera = identity", self.name)
 
         self.K: np.ndarray | None = None
         self.depth_scale: float | None = None
@@ -192,6 +195,8 @@ class RealSenseCamera:
             profile = self._start_playback(rs, pipeline, config)
         else:
             self._select_live_device(rs, config)
+            if not self.calibrated:  # the serial is known only now when none was given
+                self._load_stored_calibration()
             config.enable_stream(rs.stream.depth, self.width, self.height, rs.format.z16, self.fps)
             config.enable_stream(rs.stream.color, self.width, self.height, rs.format.rgb8, self.fps)
             try:
@@ -256,6 +261,22 @@ class RealSenseCamera:
         self.stop()
 
     # ------------------------------------------------------------------------------ setting up
+
+    def _load_stored_calibration(self) -> None:
+        """Take ``T_base_camera`` from this serial's stored hand-eye calibration (robots/calibration_store.py)."""
+        from robots.calibration_store import load_quietly
+
+        stored = load_quietly(self.serial)
+        if stored is None:
+            return
+        self.calibration = stored
+        if stored.T_base_camera is not None:
+            self.T_base_camera = stored.T_base_camera.copy()
+            self.calibrated = True
+            log.info("RealSense %s: %s", self.serial, stored.summary())
+        else:
+            log.warning("RealSense %s: stored calibration is eye-in-hand (camera on the wrist); episodes keep "
+                        "T_base_camera = identity", self.serial)
 
     def _select_live_device(self, rs, config) -> None:
         serials = connected_serials()

@@ -69,6 +69,7 @@ class DeviceBar(QtWidgets.QFrame):
     recoverRequested = QtCore.Signal()
     homeRequested = QtCore.Signal()
     invalidUri = QtCore.Signal(str)
+    calibrateRequested = QtCore.Signal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
@@ -93,6 +94,19 @@ class DeviceBar(QtWidgets.QFrame):
         self.busy.hide()
 
         self.lights = {k: StatusLight(k.capitalize()) for k in ("robot", "camera", "input")}
+        # Shown while a hardware camera has no hand-eye calibration: its clouds are in the camera
+        # frame, not the robot's, so crops and the action expert see nothing useful. Click = calibrate.
+        self.calibration_badge = QtWidgets.QToolButton()
+        self.calibration_badge.setObjectName("calibration_badge")
+        self.calibration_badge.setText("⚠ uncalibrated")
+        self.calibration_badge.setToolTip("This camera has no hand-eye calibration: T_base_camera is the identity and "
+                                          "point clouds stay in the camera frame. Click to calibrate "
+                                          "(Tools > Calibrate camera…).")
+        self.calibration_badge.setStyleSheet(f"QToolButton {{ color: #1b1d22; background: {style.WARNING}; "
+                                             "border-radius: 4px; padding: 2px 6px; font-weight: bold; }")
+        self.calibration_badge.setFocusPolicy(QtCore.Qt.NoFocus)
+        self.calibration_badge.clicked.connect(self.calibrateRequested)
+        self.calibration_badge.hide()
         self.rate_label = QtWidgets.QLabel("— Hz")
         self.dropped_label = QtWidgets.QLabel("dropped 0")
         self.lag_label = QtWidgets.QLabel("lag 0")
@@ -165,6 +179,8 @@ class DeviceBar(QtWidgets.QFrame):
         readouts.setSpacing(8)
         for light in self.lights.values():
             readouts.addWidget(light)
+            if light is self.lights["camera"]:
+                readouts.addWidget(self.calibration_badge)
         readouts.addSpacing(12)
         for lab in (self.rate_label, self.dropped_label, self.lag_label):
             readouts.addWidget(lab)
@@ -268,6 +284,10 @@ class DeviceBar(QtWidgets.QFrame):
         self.dropped_label.setStyleSheet(f"color: {style.WARNING}" if stats.dropped else "")
         self.lag_label.setText(f"lag {stats.lag}")
         self.lag_label.setStyleSheet(f"color: {style.WARNING}" if stats.lag > 5 else "")
+
+    def set_camera_calibrated(self, calibrated: bool | None) -> None:
+        """False shows the uncalibrated badge; True or None (no camera) hides it."""
+        self.calibration_badge.setVisible(calibrated is False)
 
     def set_estopped(self, on: bool) -> None:
         self.reset_button.setEnabled(on)

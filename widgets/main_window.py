@@ -71,6 +71,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.outcome_dialog: OutcomeDialog | None = None
         self.lab_settings_dialog = None
         self.recovery_dialog: RecoveryDialog | None = None
+        self.calibration_dialog = None
         self.error_box: QtWidgets.QMessageBox | None = None
         self._closing = False
         # The Annotate tab shows the dataset Collect records into: it is (re)opened or rescanned
@@ -212,6 +213,9 @@ class MainWindow(QtWidgets.QMainWindow):
                                          tip="sim: reset with the next seed and record the scripted operator")
         self.act_reset_scene = self._action("&New layout", "F7", c.reset_scene,
                                             tip="sim: randomise the scene (next seed) and home the arm")
+        self.act_calibrate = self._action("&Calibrate camera…", None, self.open_calibration,
+                                          tip="hand-eye calibration: the arm shows a ChArUco board to the camera "
+                                              "from several poses", object_name="action_calibrate")
         self.act_shortcuts = self._action("&Keyboard shortcuts", QtGui.QKeySequence.HelpContents, self.show_shortcuts)
         self.act_about = self._action("&About ActStudio", None, self.show_about)
 
@@ -231,6 +235,8 @@ class MainWindow(QtWidgets.QMainWindow):
             m = mb.addMenu("&Annotate")
             for a in self.annotate_tab.menu_actions():
                 m.addAction(a)
+        m = mb.addMenu("&Tools")
+        m.addAction(self.act_calibrate)
         m = mb.addMenu("&Help")
         m.addAction(self.act_shortcuts)
         m.addAction(self.act_about)
@@ -254,6 +260,7 @@ class MainWindow(QtWidgets.QMainWindow):
         bar.homeRequested.connect(c.home)
         c.faultChanged.connect(self._on_fault)
         bar.invalidUri.connect(self.show_error)
+        bar.calibrateRequested.connect(self.open_calibration)
         c.busyChanged.connect(self._on_busy)
         c.connectedChanged.connect(self._on_connected)
         c.errorOccurred.connect(self.show_error)
@@ -304,6 +311,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("keyboard teleop: click the camera image, then W/S A/D R/F Q/E, "
                                          "arrows, Space = gripper, Enter = record", 10000)
         self.act_connect.setText("Dis&connect" if connected else "&Connect")
+        self._update_calibration_badge()
         self._update_actions()
 
     def _on_fault(self, reason: str) -> None:
@@ -362,7 +370,44 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_home.setEnabled(idle and not c.recording)
         self.device_bar.home_button.setEnabled(idle and not c.recording)
         self.device_bar.recover_button.setEnabled(c.connected and not c.estopped)
+        self.act_calibrate.setEnabled(idle and not c.recording)
         self.act_open.setEnabled(not c.recording)
+
+    # ================================================================== camera calibration
+    def _update_calibration_badge(self) -> None:
+        session = self.controller.session
+        camera = session.camera if session is not None else None
+        # Cameras that do not say (bag playback of the sim, future drivers) are not flagged.
+        self.device_bar.set_camera_calibrated(None if camera is None else bool(getattr(camera, "calibrated", True)))
+
+    def open_calibration(self) -> None:
+        """Tools > Calibrate camera…: lend the arm and camera to the dialog (teleop paused) until it closes."""
+        from widgets.calibration_dialog import CalibrationDialog
+
+        session = self.controller.session
+        if session is not None and session.camera is None:
+            self.show_error("cannot calibrate: no camera connected (camera 'none')")
+            return
+        session = self.controller.lend_devices("calibrating the camera")
+        if session is None:
+            return
+        try:
+            dlg = CalibrationDialog(session.arm, session.camera, lab=session.lab, robot=str(session.robot_uri),
+                                    parent=self)
+        except Exception as exc:
+            self.controller.return_devices()
+            self.show_error(f"cannot open the calibration dialog: {exc}")
+            return
+        self.calibration_dialog = dlg
+        self.controller.estopChanged.connect(dlg.cancel_run)  # E-STOP also ends the pose sequence
+
+        def closed(_result: int) -> None:
+            self.calibration_dialog = None
+            self.controller.return_devices()
+            self._update_calibration_badge()
+
+        dlg.finished.connect(closed)
+        dlg.open()
 
     def show_error(self, message: str) -> None:
         line = (message or "").strip().splitlines()[0] if message else "unknown error"

@@ -260,6 +260,12 @@ class SimLab:
     def tasks() -> list[str]:
         return list(TASKS)
 
+    def show_calibration_board(self, visible: bool = True, where: str = "gripper") -> None:
+        """Draw a ChArUco calibration board in the camera images (robots/sim/world.py), or hide them:
+        ``where`` "gripper" (the plate on the hand, eye-to-hand) or "table" (face up on a stand,
+        eye-in-hand with the wrist camera). Frames rendered after this call show the change."""
+        self.call("calibration_board", where if visible else "")
+
     def advance(self, dt: float) -> float:
         """Lock-step mode only: simulate ``dt`` seconds now; returns the sim time."""
         return float(self.call("advance", float(dt), timeout=CALL_TIMEOUT + 20 * float(dt)))

@@ -33,6 +33,7 @@ from robots.sim.world import (
     SCENE_CAMERA,
     WIDTH,
     WRIST_CAMERA,
+    BOARD_GROUPS,
     XARM_INFO,
     build_xarm_model,
     decorate_franka_scene,
@@ -70,6 +71,7 @@ class LabServer:
         self._srv = None
         self.servo = None
         self.button_pressed = False
+        self.show_board = ""  # "gripper" | "table": which calibration board is drawn ("" none; render thread reads it)
         self.task = T.get_task("pick_cube")
         self.seed = 0
         self.steps = 0
@@ -238,6 +240,8 @@ class LabServer:
             mujoco.mj_camlight(self.model, scratch)
             t0 = time.perf_counter()
             for cam, r in renderers.items():
+                for where, group in BOARD_GROUPS.items():
+                    r.show_group(group, self.show_board == where)
                 rgb, depth, T_bc = r.render_u16(scratch)
                 self._buffers[cam].write(index, stamp, rgb, depth, T_bc)
             self.render_ms.append(1000 * (time.perf_counter() - t0))
@@ -386,6 +390,12 @@ class LabServer:
             return self.info()
         if op == "stats":
             return self.stats()
+        if op == "calibration_board":
+            where = str(args[0] or "")
+            if where and where not in BOARD_GROUPS:
+                raise ValueError(f"unknown calibration board {where!r}; expected one of: {', '.join(BOARD_GROUPS)}")
+            self.show_board = where
+            return where
         if op == "ping":
             return True
         raise ValueError(f"unknown sim request {op!r}")

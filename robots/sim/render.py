@@ -63,6 +63,10 @@ class RGBDRenderer:
         self._tmp = np.empty((height, width), np.float32)
         self.K = intrinsics(model, self.cam_id, width, height)
 
+    def show_group(self, group: int, visible: bool) -> None:
+        """Draw geom group ``group`` or not (the calibration board lives in its own group)."""
+        self._opt.geomgroup[group] = 1 if visible else 0
+
     def render_raw(self, data: mujoco.MjData) -> np.ndarray:
         """Render and read back; returns T_base_camera. Buffers stay bottom-up (OpenGL order)."""
         self._gl.make_current()

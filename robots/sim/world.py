@@ -36,6 +36,19 @@ WRIST_FOVY_DEG = 58.0
 SCENE_CAM_POS = np.array([1.15, 0.45, 0.62])
 SCENE_CAM_TARGET = np.array([0.42, 0.0, 0.02])
 
+# ChArUco plate on the gripper for hand-eye calibration (robots/charuco.py): always in the model,
+# drawn only while a calibration runs (geom group BOARD_GROUP is off in every renderer by default,
+# so task images, recorded episodes and re-renders never show it). Mount in the hand frame (tool z
+# down the fingers): 9 cm in front of the gripper along tool +x, facing +x tilted 30 deg up the tool.
+BOARD_GROUP = 5
+BOARD_MOUNT_POS = (0.09, 0.0, 0.03)
+BOARD_MOUNT_TILT_DEG = 30.0
+# Eye-in-hand (wrist camera): the same board lying face up on a stand above the table, clear of
+# the cubes wherever a layout puts them; drawn only with its own group.
+TABLE_BOARD_GROUP = 4
+TABLE_BOARD_POS = (0.45, 0.0, 0.10)
+BOARD_GROUPS = {"gripper": BOARD_GROUP, "table": TABLE_BOARD_GROUP}
+
 # Cube friction is what lets a force-limited spring gripper lift the cube (DESIGN.md gripper facts);
 # condim 4 adds torsional friction so a cube does not spin out of a two-finger grasp.
 CUBE_FRICTION = "1.6 0.02 0.002"
@@ -136,6 +149,34 @@ def add_wrist_camera(hand: ET.Element, pos: str) -> None:
                   fovy=str(WRIST_FOVY_DEG))
 
 
+def add_calibration_board(hand: ET.Element, asset: ET.Element) -> None:
+    """The calibration board plate (a thin textured box, visual only) on the hand body."""
+    from robots.charuco import BoardSpec, board_texture_png
+
+    png, (w, h) = board_texture_png(BoardSpec())
+    ET.SubElement(asset, "texture", name="calib_board_tex", type="2d", file=str(png))
+    ET.SubElement(asset, "material", name="calib_board_mat", texture="calib_board_tex", texrepeat="1 1",
+                  texuniform="false", specular="0", shininess="0")
+    tilt = np.radians(BOARD_MOUNT_TILT_DEG)
+    normal = np.array([np.cos(tilt), 0.0, -np.sin(tilt)])
+    x = np.array([0.0, -1.0, 0.0])  # board image rows run across the gripper
+    y = np.cross(normal, x)
+    # The box's +z face carries the texture unmirrored (checked by tests/test_calibration_sim.py detecting it).
+    ET.SubElement(hand, "geom", name="calib_board", type="box", size=f"{w / 2:.5f} {h / 2:.5f} 0.002",
+                  pos=_fmt(BOARD_MOUNT_POS), xyaxes=_fmt([*x, *y]), material="calib_board_mat",
+                  contype="0", conaffinity="0", group=str(BOARD_GROUP), mass="0")
+
+
+def add_table_board(worldbody: ET.Element) -> None:
+    """The eye-in-hand board: a static visual-only plate (needs add_calibration_board's texture)."""
+    from robots.charuco import BoardSpec, board_texture_png
+
+    _, (w, h) = board_texture_png(BoardSpec())
+    body = ET.SubElement(worldbody, "body", name="calib_table_board", pos=_fmt(TABLE_BOARD_POS))
+    ET.SubElement(body, "geom", name="calib_table_board", type="box", size=f"{w / 2:.5f} {h / 2:.5f} 0.002",
+                  material="calib_board_mat", contype="0", conaffinity="0", group=str(TABLE_BOARD_GROUP), mass="0")
+
+
 def _find_body(root: ET.Element, name: str) -> ET.Element:
     for b in root.iter("body"):
         if b.get("name") == name:
@@ -167,6 +208,8 @@ def decorate_franka_scene(sim) -> None:
     add_visual_settings(root)
     add_scene(sim.worldbody, asset)
     add_wrist_camera(_find_body(root, FRANKA_INFO.hand_body), pos="0.06 0 0.02")
+    add_calibration_board(_find_body(root, FRANKA_INFO.hand_body), asset)
+    add_table_board(sim.worldbody)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,4 +300,6 @@ def build_xarm_model() -> mujoco.MjModel:
     ET.SubElement(vis, "headlight", diffuse="0.3 0.3 0.3", ambient="0.25 0.25 0.25", specular="0 0 0")
     add_scene(worldbody, asset)
     add_wrist_camera(_find_body(root, XARM_INFO.hand_body), pos="0.07 0 0.03")
+    add_calibration_board(_find_body(root, XARM_INFO.hand_body), asset)
+    add_table_board(worldbody)
     return mujoco.MjModel.from_xml_string(ET.tostring(root, encoding="unicode"))
