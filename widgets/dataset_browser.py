@@ -130,7 +130,9 @@ class DatasetBrowser(QtWidgets.QWidget):
             self.tree.resizeColumnToContents(c)
         self.tree.setColumnWidth(0, min(self.tree.columnWidth(0), 180))
         good = len(infos) - len(bad)
-        self.header.setText(f"{folder.name}: {good} episode{'s' * (good != 1)}"
+        from recorder.lerobot_dataset import is_lerobot_dataset
+        kind = " (LeRobot v3)" if is_lerobot_dataset(folder) else ""
+        self.header.setText(f"{folder.name}{kind}: {good} episode{'s' * (good != 1)}"
                             + (f", {len(bad)} unreadable" if bad else ""))
         self.error_label.setVisible(bool(bad))
         self.error_label.setText("\n".join(i.error for i in bad))
