@@ -28,7 +28,7 @@ import numpy as np
 from PySide6 import QtCore
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from app.episode_source import source_for
+from app.episode_source import frames_for_suggester, source_for
 from recorder.annotations import (
     AcceptAll,
     AnnotationDoc,
@@ -405,7 +405,12 @@ class SuggestionService(QtCore.QObject):
 
                 if self._suggester is None or self._suggester[0] != gen:
                     self._suggester = (gen, Suggester(checkpoint))
-                result = self._suggester[1].suggest(key[0], [(key[1], key[2])], k=self.k)[0]
+                frames = frames_for_suggester(key[0])   # the path (HDF5) or decoded frames (LeRobot)
+                try:
+                    result = self._suggester[1].suggest(frames, [(key[1], key[2])], k=self.k)[0]
+                finally:
+                    if hasattr(frames, "close"):
+                        frames.close()
                 self._done.emit(gen, key, result, "")
             except Exception as exc:
                 self._done.emit(gen, key, None, one_line(exc))

@@ -173,12 +173,12 @@ class LeRobotSource:
     def load_docs(self) -> dict[str, AnnotationDoc]:
         from recorder import lerobot_annotations as la
         ep = self.episode()
-        return la.load_docs(self.root, self.index, ep.n_frames, ep.fps, ep.subtasks)
+        return la.load_docs(self.root, self.index, ep.time, ep.subtasks)
 
     def save_doc(self, doc: AnnotationDoc) -> None:
         """A human's document: stored in the sidecar and written as the episode's LeRobot subtasks."""
         from recorder import lerobot_annotations as la
-        la.save_docs(self.root, self.index, [doc], subtasks_from=doc.annotator, fps=self.episode().fps)
+        la.save_docs(self.root, self.index, [doc], subtasks_from=doc.annotator, times=self.episode().time)
 
     def store_proposals(self, keyframes: list, doc: AnnotationDoc) -> None:
         """Proposals go to the sidecar only: LeRobot's subtasks are what a human saved."""
@@ -192,3 +192,27 @@ def source_for(path: str | Path) -> EpisodeSource:
     if ref is not None:
         return LeRobotSource(*ref)
     return Hdf5Source(Path(path))
+
+
+class FrameSequence:
+    """An episode's RGB frames as a sequence (``len``, ``[i]``), decoded on demand: what
+    policies.suggest.Suggester takes for sources it cannot open by path."""
+
+    def __init__(self, source: EpisodeSource):
+        self._reader = source.frames()
+
+    def __len__(self) -> int:
+        return self._reader.n_frames
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self._reader.read(int(i), False)[0]
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def frames_for_suggester(path: str | Path):
+    """What the label Suggester gets for an episode: the HDF5 path itself (it reads the file), a
+    FrameSequence for other sources (close it after use)."""
+    src = source_for(path)
+    return FrameSequence(src) if src.kind != "hdf5" else str(path)

@@ -94,16 +94,19 @@ def read_sidecar(root: str | Path) -> dict:
     return data
 
 
-def load_docs(root: str | Path, index: int, n_frames: int, fps: float,
-              subtasks: Iterable[dict] = ()) -> dict[str, AnnotationDoc]:
-    """Every annotator's document of episode ``index``; where we never saved it, the dataset's own
-    subtask rows (another tool's, or LeRobot's VLM labels) as the read-only ``lerobot`` document."""
+def load_docs(root: str | Path, index: int, times: np.ndarray, subtasks: Iterable[dict] = ()) -> dict[str, AnnotationDoc]:
+    """Every annotator's document of episode ``index`` (``times``: its frames' timestamps), plus the
+    subtask rows the dataset had before our first save to it (another tool's, or LeRobot's VLM
+    labels) as the ``lerobot`` document — from the dataset itself while we never saved to it."""
     recover(root)
     entry = read_sidecar(root)["episodes"].get(str(int(index)))
-    if entry:
-        return {name: AnnotationDoc.from_dict(name, d) for name, d in entry["docs"].items()}
-    doc = subtasks_to_doc(list(subtasks), n_frames, fps)
-    return {IMPORTED: doc} if len(doc) else {}
+    docs = {name: AnnotationDoc.from_dict(name, d) for name, d in entry["docs"].items()} if entry else {}
+    # until our first subtask write to the episode, the dataset's rows are still its own
+    original = entry["original_subtasks"] if entry and "original_subtasks" in entry else list(subtasks)
+    doc = subtasks_to_doc(original, times)
+    if len(doc):
+        docs[IMPORTED] = doc
+    return docs
 
 
 def keyframes(root: str | Path, index: int) -> list[tuple[int, str]]:
@@ -119,12 +122,15 @@ def _guess_primitive(text: str) -> str:
     return "move"
 
 
-def subtasks_to_doc(rows: list[dict], n_frames: int, fps: float) -> AnnotationDoc:
-    """LeRobot subtask rows → segments: each from its timestamp to the next one (the last to the
-    episode's end), the text as instruction, the primitive guessed from it (else "move")."""
+def subtasks_to_doc(rows: list[dict], times: np.ndarray) -> AnnotationDoc:
+    """LeRobot subtask rows → segments: each from the first frame at or after its timestamp to the
+    next one (the last to the episode's end), the text as instruction, the primitive guessed from
+    it (else "move")."""
+    times = np.asarray(times, float)
+    n_frames = len(times)
     starts: dict[int, str] = {}
     for r in sorted(rows, key=lambda r: float(r["timestamp"])):
-        f = round(float(r["timestamp"]) * fps)
+        f = int(np.searchsorted(times, float(r["timestamp"]) - 1e-6))
         if 0 <= f < n_frames:
             starts[f] = str(r.get("content") or "")
     frames = sorted(starts)
@@ -133,15 +139,16 @@ def subtasks_to_doc(rows: list[dict], n_frames: int, fps: float) -> AnnotationDo
     return AnnotationDoc(IMPORTED, n_frames, segs)
 
 
-def subtask_rows(doc: AnnotationDoc, fps: float) -> list[dict]:
-    """The document's segments as LeRobot ``language_persistent`` rows (style "subtask")."""
+def subtask_rows(doc: AnnotationDoc, times: np.ndarray) -> list[dict]:
+    """The document's segments as LeRobot ``language_persistent`` rows (style "subtask"), each
+    stamped with its first frame's own timestamp (active_at compares it with frame timestamps)."""
     rows = []
     for s in doc.segments:
         if s.quality is not None and s.quality < MIN_QUALITY:
             continue
         text = s.instruction.strip() or f"{s.primitive} {s.object}".strip()
         rows.append({"role": "assistant", "content": text, "style": "subtask",
-                     "timestamp": float(np.float32(s.start / fps)), "camera": None, "tool_calls": None})
+                     "timestamp": float(np.float32(times[s.start])), "camera": None, "tool_calls": None})
     return rows
 
 
@@ -156,8 +163,9 @@ def _language_types(json_t=None):
 
 
 def _new_table(path: Path, episode: int | None, rows: list[dict] | None):
-    """The data file's table with ``episode``'s subtask rows replaced by ``rows`` (other styles kept)
-    and both language columns present; the frame columns are the file's own arrays."""
+    """(the data file's table with ``episode``'s subtask rows replaced by ``rows`` (other styles
+    kept) and both language columns present, the episode's subtask rows before); the frame columns
+    are the file's own arrays."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     table = pq.read_table(path)
@@ -173,6 +181,7 @@ def _new_table(path: Path, episode: int | None, rows: list[dict] | None):
         events = table.column(LANGUAGE_EVENTS).combine_chunks()
     else:
         events = pa.array([[]] * n, type=events_s).cast(events_t)
+    before: list[dict] = []
     if episode is not None:
         ep = table.column("episode_index").to_numpy()
         hit = np.flatnonzero(ep == episode)
@@ -182,6 +191,8 @@ def _new_table(path: Path, episode: int | None, rows: list[dict] | None):
                 raise AnnotationError(f"{path.name}: episode {episode}'s rows are not contiguous")
             old = persistent[a].as_py() or []
             kept = [r for r in old if r.get("style") != "subtask"]
+            before = [{k: r.get(k) for k in ("role", "content", "style", "timestamp")}
+                      for r in old if r.get("style") == "subtask"]
             new = sorted(kept + rows, key=lambda r: (float(r["timestamp"]), r.get("style") or "", r.get("role") or ""))
             new = [{k: r.get(k) for k in ("role", "content", "style", "timestamp", "camera", "tool_calls")} for r in new]
             patch = pa.array([new] * (b - a), type=persistent_s).cast(persistent_t)
@@ -194,7 +205,7 @@ def _new_table(path: Path, episode: int | None, rows: list[dict] | None):
         fields.append(f)
     cols += [persistent, events]
     fields += [pa.field(LANGUAGE_PERSISTENT, persistent.type), pa.field(LANGUAGE_EVENTS, events.type)]
-    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=table.schema.metadata))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=table.schema.metadata)), before
 
 
 def _write_table(table, path: Path) -> None:
@@ -248,16 +259,16 @@ def _recover_locked(root: Path) -> bool:
 
 
 def save_docs(root: str | Path, index: int, docs: Iterable[AnnotationDoc], *, subtasks_from: str | None = None,
-              fps: float | None = None, keyframes: list[tuple[int, str]] | None = None) -> int:
+              times: np.ndarray | None = None, keyframes: list[tuple[int, str]] | None = None) -> int:
     """Store ``docs`` (replacing those annotators' documents of episode ``index``) and, when
-    ``subtasks_from`` names one of them, write its segments as the episode's LeRobot subtasks.
-    Returns the new version number."""
+    ``subtasks_from`` names one of them, write its segments as the episode's LeRobot subtasks
+    (``times``: the episode's frame timestamps; default frame / fps). The subtask rows the dataset
+    had before our first write to the episode are kept in the sidecar. Returns the new version."""
     root = Path(root)
     docs = list(docs)
     with _locked(root):
         _recover_locked(root)
         info = read_info(root)
-        fps = float(fps or info["fps"])
         side = read_sidecar(root)
         key = str(int(index))
         entry = side["episodes"].setdefault(key, {"docs": {}})
@@ -274,7 +285,9 @@ def save_docs(root: str | Path, index: int, docs: Iterable[AnnotationDoc], *, su
                 doc = next((d for d in docs if d.annotator == subtasks_from), None)
                 if doc is None:
                     raise AnnotationError(f"no document by {subtasks_from!r} to write as subtasks")
-                rows = subtask_rows(doc, fps)
+                if times is None:
+                    times = np.arange(doc.n_frames) / float(info["fps"])
+                rows = subtask_rows(doc, times)
                 change["subtasks"] = {"annotator": subtasks_from, "rows": [[r["timestamp"], r["content"]] for r in rows]}
                 entry["subtasks_from"] = subtasks_from
                 eps = {int(r["episode_index"]): r for r in read_episodes(root)}
@@ -286,7 +299,10 @@ def save_docs(root: str | Path, index: int, docs: Iterable[AnnotationDoc], *, su
                 files = sorted((root / "data").glob("*/*.parquet")) if first_time else [target]
                 for f in files:
                     tmp = _tmp(f)
-                    _write_table(_new_table(f, int(index) if f == target else None, rows), tmp)
+                    table, before = _new_table(f, int(index) if f == target else None, rows)
+                    if f == target:
+                        entry.setdefault("original_subtasks", before)   # the dataset's own, kept once
+                    _write_table(table, tmp)
                     fsync_path(tmp)
                     moves.append((tmp, f))
                     _step("data-written")

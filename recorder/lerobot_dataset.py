@@ -206,8 +206,8 @@ def load_episode(root: str | Path, index: int) -> LeRobotEpisode:
     if LANGUAGE_PERSISTENT in table.column_names:
         first = table.column(LANGUAGE_PERSISTENT)[0].as_py() or []
         subtasks = [r for r in first if r.get("style") == "subtask"]
-    cams = camera_keys(info)
-    cam, video = (cams[0], None) if cams else (None, None)
+    cams = [k for k in camera_keys(info) if not info["features"][k].get("info", {}).get("is_depth_map")]
+    cam, video = (cams[0], None) if cams else (None, None)   # the first RGB camera is shown
     if cam is not None:
         k = f"videos/{cam}"
         video = {"path": video_file(root, info, cam, ep[f"{k}/chunk_index"], ep[f"{k}/file_index"]),

@@ -20,7 +20,13 @@ from app.lerobot_browse import scan_lerobot
 from recorder import export_lerobot as xl
 from recorder import lerobot_annotations as la
 from recorder.annotations import AnnotationDoc, Segment, save_annotations
-from recorder.lerobot_dataset import LeRobotError, episode_path, is_lerobot_dataset, lerobot_ref, read_info
+from recorder.lerobot_dataset import (
+    LeRobotError,
+    episode_path,
+    is_lerobot_dataset,
+    lerobot_ref,
+    read_info,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME_COLUMNS = ("observation.state", "observation.ee_pose", "action", "timestamp", "frame_index", "episode_index",
@@ -167,7 +173,9 @@ def test_open_edit_save_reopen_keeps_frames_and_writes_subtasks(qtbot, ctl, ds):
     other = AnnotateController("carol")
     try:
         open_(qtbot, other, episode_path(ds, 0))
-        assert set(other.docs) == {"bob", PROPOSALS}
+        assert set(other.docs) == {"bob", PROPOSALS, la.IMPORTED}   # the dataset's original subtasks kept
+        assert [s.instruction for s in other.docs[la.IMPORTED].segments] == [
+            "reach above the red cube", "grasp the red cube", "carry the cube to the bin"]
         bob = other.docs["bob"]
         assert (bob[0].end, bob[1].instruction, bob[1].quality, bob[1].confidence, bob[2].quality) == (
             6, "close the gripper on the cube", 3, 2, 1)
@@ -241,7 +249,7 @@ def test_killed_save_leaves_the_old_or_the_new_version(datasets, tmp_path, step)
     committed) or wholly the new one — never a mix — and frame data are untouched either way."""
     root = Path(shutil.copytree(datasets / "split", tmp_path / "ds"))
     frames_before, info_before = frame_columns(root), (root / "meta/info.json").read_text()
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(root), step], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(root), step], cwd=ROOT, capture_output=True, check=False, check=False,
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert (proc.returncode == 0) == (step == "none"), proc.stderr[-2000:]
     killed_after_commit = step in ("committed", "replaced-0", "replaced-1", "replaced-2")
@@ -281,3 +289,31 @@ def test_save_keeps_other_language_rows_and_history(ds):
     assert [(r["style"], r["content"]) for r in rows] == [("plan", "pick then place"), ("subtask", "second")]
     hist = la.read_sidecar(ds)["history"]
     assert [h["subtasks"]["rows"][0][1] for h in hist] == ["first", "second"]
+
+
+def test_label_suggestions_read_lerobot_frames(qtbot, ctl, ds):
+    """The encoder's label suggestions work on a LeRobot episode (frames decoded from its mp4)."""
+    ckpt = ROOT / "assets/checkpoints/encoder_sim.pt"
+    if not ckpt.exists():
+        pytest.skip("no bundled encoder checkpoint")
+    svc = ctl.suggestions
+    svc.set_checkpoint(ckpt)
+    path = episode_path(ds, 1)
+    with qtbot.waitSignal(svc.ready, timeout=60000) as got:
+        assert svc.request(path, 2, 20) is None
+    key, result = got.args
+    assert key == svc.key(path, 2, 20) and len(result) == 3 and svc.error == ""
+    assert abs(sum(p for _, p in result) - 1) <= 1 and all(0 <= p <= 1 for _, p in result)
+
+
+def test_foreign_subtask_rows_become_segments_on_the_frame_grid():
+    times = np.arange(40, dtype=np.float32) / 20 + np.float32(0.0005)   # a clock slightly off the grid
+    rows = [{"timestamp": float(times[12]), "content": "grasp the mug", "style": "subtask"},
+            {"timestamp": 0.0, "content": "approach", "style": "subtask"},
+            {"timestamp": 99.0, "content": "after the end", "style": "subtask"}]
+    doc = la.subtasks_to_doc(rows, times)
+    assert [(s.start, s.end, s.primitive, s.instruction) for s in doc.segments] == [
+        (0, 12, "move", "approach"), (12, 40, "grasp", "grasp the mug")]
+    back = la.subtask_rows(doc, times)
+    assert [(r["timestamp"], r["content"]) for r in back] == [(float(times[0]), "approach"),
+                                                              (float(times[12]), "grasp the mug")]

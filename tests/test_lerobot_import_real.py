@@ -25,7 +25,7 @@ def lerobot_python() -> Path:
     py = venv / "bin" / "python"
     if not py.exists():
         pytest.skip("no lerobot venv (build it with scripts/setup-lerobot-venv.sh, or set ACTSTUDIO_LEROBOT_VENV)")
-    probe = subprocess.run([str(py), "-c", "import lerobot.datasets"], capture_output=True, text=True)
+    probe = subprocess.run([str(py), "-c", "import lerobot.datasets"], capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"{py}: lerobot not importable")
     return py
@@ -34,7 +34,8 @@ def lerobot_python() -> Path:
 def run(py: Path, *args, tmp: Path) -> str:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp / "hf"),
            "SVT_LOG": "1"}
-    proc = subprocess.run([str(py), str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run([str(py), str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=300, env=env,
+                          check=False)
     print(proc.stdout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     return proc.stdout
