@@ -249,7 +249,7 @@ def test_killed_save_leaves_the_old_or_the_new_version(datasets, tmp_path, step)
     committed) or wholly the new one — never a mix — and frame data are untouched either way."""
     root = Path(shutil.copytree(datasets / "split", tmp_path / "ds"))
     frames_before, info_before = frame_columns(root), (root / "meta/info.json").read_text()
-    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(root), step], cwd=ROOT, capture_output=True, check=False, check=False,
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(root), step], cwd=ROOT, capture_output=True, check=False,
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert (proc.returncode == 0) == (step == "none"), proc.stderr[-2000:]
     killed_after_commit = step in ("committed", "replaced-0", "replaced-1", "replaced-2")
