@@ -223,11 +223,13 @@ class VideoFrames:
     """Frames ``0 … n_frames-1`` of one episode inside a (possibly shared) mp4, decoded with PyAV.
 
     Random access: seek to the keyframe at or before the frame's time, decode forward. Every frame
-    decoded on the way is kept in a small LRU, and the decoder keeps running: asking for a frame a
-    little ahead of the last one decodes on instead of seeking (play, step, prefetch).
+    decoded on the way is kept in a small LRU, and the decoder keeps running: a frame a little ahead
+    of the last one — less than the keyframe interval seen so far, so a seek could not land closer
+    — is decoded on instead of seeking (play, step, prefetch; LeRobot's GOP 2 files seek, long-GOP
+    H.264 files decode on).
     """
 
-    FORWARD = 30   # frames: closer than this ahead, decoding on beats a seek + decode from a keyframe
+    FORWARD = 4    # frames ahead that are always decoded on; farther only within one keyframe interval
 
     def __init__(self, path: str | Path, from_timestamp: float, fps: float, n_frames: int, *, capacity: int = 32):
         import av
@@ -241,6 +243,8 @@ class VideoFrames:
         self._lru: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._frames = None   # running decoder (generator) and the last frame index it produced
         self._last = -10**9
+        self._last_key = None  # frame index of the last keyframe decoded
+        self._gop = 0          # longest keyframe interval seen (frames)
         self.seeks = 0        # for tests and the bench: how often a keyframe seek was needed
 
     def _index(self, frame_time: float) -> int:
@@ -259,18 +263,22 @@ class VideoFrames:
         if hit is not None:
             self._lru.move_to_end(i)
             return hit
-        if self._frames is None or not self._last < i <= self._last + self.FORWARD:
+        if self._frames is None or not self._last < i <= self._last + max(self.FORWARD, self._gop):
             target = self.start + i / self.fps
             ts = int(max(0.0, target - 0.5 / self.fps) / self._stream.time_base)
             self._container.seek(ts, stream=self._stream, backward=True, any_frame=False)
             self._frames = self._container.decode(self._stream)
-            self._last = -10**9
+            self._last, self._last_key = -10**9, None
             self.seeks += 1
         for frame in self._frames:
             j = self._index(frame.time if frame.time is not None else 0.0)
             if j >= self.n_frames:
                 break   # the next episode's frames in a shared file
             self._last = j
+            if frame.key_frame:
+                if self._last_key is not None and j > self._last_key:
+                    self._gop = max(self._gop, j - self._last_key)
+                self._last_key = j
             if j < 0:
                 continue   # the previous episode's frames before our start
             img = frame.to_ndarray(format="rgb24")
