@@ -31,7 +31,9 @@ renamed over their targets, the sidecar last; then the journal is removed. ``rec
 by every open and save) finishes a committed journal and deletes temporaries of dead writers, so a
 kill at any instant yields the old version (killed before the journal) or the new one (after).
 Between a kill after the commit point and the next open by ActStudio, a reader that ignores the
-journal (lerobot) may see the new subtasks in some shards and the old ones in others.
+journal (lerobot) may see the new subtasks in some shards and the old ones in others. Writers take
+an flock on ``meta/.actstudio_annotations.lock`` (an empty file, created by the first save);
+opening never writes unless a journal must be finished, so read-only datasets open for viewing.
 """
 from __future__ import annotations
 
@@ -233,8 +235,19 @@ def recover(root: str | Path) -> bool:
     root = Path(root)
     if not (root / "meta").is_dir():
         return False
+    if not (root / JOURNAL).exists():
+        # Nothing to finish: no lock taken (a read-only dataset opens for viewing); a writer that
+        # commits meanwhile finishes its own journal under the lock.
+        with contextlib.suppress(OSError):
+            _remove_dead_temporaries(root)
+        return False
     with _locked(root):
         return _recover_locked(root)
+
+
+def _remove_dead_temporaries(root: Path) -> None:
+    for target in [root / SIDECAR, root / "meta/info.json", *sorted((root / "data").glob("*/*.parquet"))]:
+        remove_dead_temporaries(target, ".tmp")
 
 
 def _recover_locked(root: Path) -> bool:
@@ -253,8 +266,7 @@ def _recover_locked(root: Path) -> bool:
             journal.unlink()
             fsync_path(journal.parent)
             rolled = True
-    for target in [root / SIDECAR, root / "meta/info.json", *sorted((root / "data").glob("*/*.parquet"))]:
-        remove_dead_temporaries(target, ".tmp")
+    _remove_dead_temporaries(root)
     return rolled
 
 

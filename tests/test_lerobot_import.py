@@ -123,9 +123,11 @@ def test_detect_list_and_refuse_other_versions(ds, tmp_path):
 def test_scrub_decodes_the_exported_frames_in_a_shared_mp4(ds):
     """Episode 1 starts 1.5 s into the same mp4 as episode 0: random access, steps and jumps back
     all give the painted frame (within codec error), with few keyframe seeks."""
+    files = {p: p.stat().st_mtime_ns for p in ds.rglob("*")}
     src = source_for(episode_path(ds, 1))
     v = src.read()
     assert (v.n_frames, v.fps, v.has_images, v.cannot_propose) == (24, 20.0, True, "")
+    assert len(src.load_docs()) == 0 and {p: p.stat().st_mtime_ns for p in ds.rglob("*")} == files   # opening writes nothing
     fr = src.frames()
     try:
         order = [17, 3, 4, 5, 6, 23, 0, 12, 11, 10, 22, 1]
