@@ -28,23 +28,24 @@ import numpy as np
 from PySide6 import QtCore
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
+from app.episode_source import frames_for_suggester, source_for
 from recorder.annotations import (
-    STORE_PATH,
     AcceptAll,
     AnnotationDoc,
     AnnotationError,
     Delete,
+    Insert,
     Merge,
     MoveBoundary,
     Relabel,
     Replace,
+    Segment,
     SetField,
     Split,
     boundary_agreement,
-    load_annotations,
     quality_alpha,
-    save_annotations,
 )
+from recorder.lerobot_annotations import IMPORTED
 
 AUTOSAVE_DEBOUNCE_MS = 700     # quiet time after an edit before saving
 AUTOSAVE_MAX_S = 1.5           # ... but never let the first unsaved edit wait longer than this
@@ -68,17 +69,21 @@ class EpisodeData:
     n_frames: int
     fps: float
     time: np.ndarray
-    ee_pose: np.ndarray
-    gripper: np.ndarray
+    ee_pose: np.ndarray | None          # None: the source has no EE pose (a LeRobot dataset without one)
+    gripper: np.ndarray | None
     keyframes: list[tuple[int, str]]
     docs: dict[str, AnnotationDoc]
     has_images: bool
     depth_scale: float = 0.001
     has_store: bool = False
     meta: dict = field(default_factory=dict)
+    source_curves: dict[str, np.ndarray] | None = None   # the source's own curves (no EE pose)
+    cannot_propose: str = ""            # why automatic proposals are impossible ('' when possible)
 
     def curves(self) -> dict[str, np.ndarray]:
         """Gripper opening, EE speed (m/s) and height (m) per frame, for the timeline."""
+        if self.source_curves is not None or self.ee_pose is None:
+            return dict(self.source_curves or {})
         pos = self.ee_pose[:, :3]
         if self.n_frames > 1:
             dt = np.gradient(self.time) if np.all(np.diff(self.time) > 0) else np.full(self.n_frames, 1.0 / self.fps)
@@ -89,21 +94,14 @@ class EpisodeData:
 
 
 def load_episode(path: Path) -> EpisodeData:
-    """Read everything but the images (raises EpisodeError / StoreError with one-line messages)."""
-    import h5py
-
-    from recorder.episode import EpisodeReader
-
-    with EpisodeReader(path) as r:
-        data = EpisodeData(
-            path=Path(path), n_frames=r.n_frames, fps=float(r.meta["fps"]), time=np.asarray(r.time, float),
-            ee_pose=np.asarray(r.ee_pose, float), gripper=np.asarray(r.gripper, float),
-            keyframes=[(k["index"], k["kind"]) for k in r.keyframes], docs={}, has_images=r.has_images,
-            depth_scale=r.camera.depth_scale if r.camera is not None else 0.001, meta=dict(r.meta))
-    with h5py.File(path, "r") as f:
-        data.has_store = STORE_PATH in f
-    data.docs = load_annotations(path)
-    return data
+    """Read everything but the images from the episode's source (HDF5 episode or LeRobot episode;
+    app.episode_source); raises with one-line messages."""
+    src = source_for(path)
+    v = src.read()
+    return EpisodeData(path=Path(path), n_frames=v.n_frames, fps=v.fps, time=v.time, ee_pose=v.ee_pose,
+                       gripper=v.gripper, keyframes=v.keyframes, docs=src.load_docs(), has_images=v.has_images,
+                       depth_scale=v.depth_scale, has_store=v.has_store, meta=v.meta, source_curves=v.curves,
+                       cannot_propose=v.cannot_propose)
 
 
 def annotation_status(docs: dict[str, AnnotationDoc]) -> tuple[str, list[str]]:
@@ -237,27 +235,16 @@ class FrameCache:
         return item
 
 
-class _InThreadReader:
+def _InThreadReader(path: Path):
     """Decode on the calling thread (h5py keeps the GIL while decompressing: the UI thread
     stalls for each frame; used where no child process can be started)."""
-
-    def __init__(self, path: Path):
-        from recorder.episode import EpisodeReader
-        self._r = EpisodeReader(path, migrate=False)
-        self.n_frames = self._r.n_frames
-
-    def read(self, i: int, depth_on: bool):
-        return self._r.rgb(i), (self._r.depth(i) if depth_on else None)
-
-    def close(self) -> None:
-        self._r.close()
+    return source_for(path).frames()
 
 
 def _decoder_main(path: str, conn) -> None:
     """Child process: serve (frame, with_depth) requests with decoded frames over a pipe."""
-    from recorder.episode import EpisodeReader
     try:
-        reader = EpisodeReader(path, migrate=False)
+        reader = source_for(path).frames()
     except Exception as exc:
         conn.send(("error", one_line(exc)))
         return
@@ -271,7 +258,7 @@ def _decoder_main(path: str, conn) -> None:
             break
         i, depth_on = msg
         try:
-            conn.send(("frame", reader.rgb(i), reader.depth(i) if depth_on else None))
+            conn.send(("frame", *reader.read(i, depth_on)))
         except Exception as exc:
             conn.send(("error", one_line(exc)))
     reader.close()
@@ -330,7 +317,7 @@ def describe(op) -> str:
     """Undo-history text for an operation."""
     names = {MoveBoundary: "Move boundary", Split: "Split segment", Merge: "Merge segments",
              Relabel: "Set primitive", SetField: "Edit field", Delete: "Delete segment",
-             AcceptAll: "Accept all proposals", Replace: "Replace segments"}
+             AcceptAll: "Accept all proposals", Replace: "Replace segments", Insert: "Add segment"}
     text = names.get(type(op), type(op).__name__)
     if isinstance(op, SetField):
         text = f"Set {op.name}"
@@ -418,7 +405,12 @@ class SuggestionService(QtCore.QObject):
 
                 if self._suggester is None or self._suggester[0] != gen:
                     self._suggester = (gen, Suggester(checkpoint))
-                result = self._suggester[1].suggest(key[0], [(key[1], key[2])], k=self.k)[0]
+                frames = frames_for_suggester(key[0])   # the path (HDF5) or decoded frames (LeRobot)
+                try:
+                    result = self._suggester[1].suggest(frames, [(key[1], key[2])], k=self.k)[0]
+                finally:
+                    if hasattr(frames, "close"):
+                        frames.close()
                 self._done.emit(gen, key, result, "")
             except Exception as exc:
                 self._done.emit(gen, key, None, one_line(exc))
@@ -553,7 +545,7 @@ class AnnotateController(QtCore.QObject):
         mine = self.docs.get(self.annotator)
         if mine is not None:
             return mine
-        auto = self.docs.get(PROPOSALS)
+        auto = self.docs.get(PROPOSALS) or self.docs.get(IMPORTED)   # proposals, else a dataset's own subtasks
         return AnnotationDoc(self.annotator, n, auto.segments if auto is not None else ())
 
     def close_episode(self) -> None:
@@ -650,6 +642,21 @@ class AnnotateController(QtCore.QObject):
             return False
         return self.apply(Split(i, int(frame)))
 
+    def fill_gap(self, frame: int, primitive: str = "move") -> bool:
+        """A new human segment over the unsegmented span around ``frame``: how an episode without
+        proposals (e.g. a LeRobot dataset without EE poses) is segmented by hand — fill, then
+        split (S) and label (1–9)."""
+        doc = self._doc
+        if doc is None:
+            self.message.emit("open an episode first")
+            return False
+        if doc.segment_at(frame) is not None:
+            self.message.emit(f"frame {frame} is already in a segment; split it instead (S)")
+            return False
+        start = max((s.end for s in doc.segments if s.end <= frame), default=0)
+        end = min((s.start for s in doc.segments if s.start > frame), default=doc.n_frames)
+        return self.apply(Insert(Segment(start, end, primitive, source="human")))
+
     def merge(self, index: int) -> bool:
         return self.apply(Merge(int(index)))
 
@@ -719,6 +726,7 @@ class AnnotateController(QtCore.QObject):
             self._save_timer.start(100)   # the running save's result decides; then save again
             return
         doc, revision, path = self._doc, self._revision, self.episode.path
+        src = source_for(path)
         first = not self.episode.has_store
         self._save_inflight = True
         self._first_dirty = None
@@ -728,7 +736,7 @@ class AnnotateController(QtCore.QObject):
         def job():
             t = time.perf_counter()
             try:
-                save_annotations(path, doc)
+                src.save_doc(doc)
                 self._saved.emit(path, revision, "", time.perf_counter() - t)
             except Exception as exc:
                 self._saved.emit(path, revision, one_line(exc), time.perf_counter() - t)
@@ -789,16 +797,19 @@ class AnnotateController(QtCore.QObject):
             self.message.emit(f"busy: {self._busy}")
             return False
         ep = self.episode
+        if ep.cannot_propose:
+            self.message.emit(f"propose: {ep.cannot_propose}")
+            return False
         self._set_busy("Proposing segments…")
+        src = source_for(ep.path)
 
         def job():
-            from recorder.keyframes import detect_keyframes, write_keyframes
+            from recorder.keyframes import detect_keyframes
             from recorder.segments import propose_doc
             try:
                 kfs = detect_keyframes(ep.ee_pose, ep.gripper)
                 doc = propose_doc(ep.ee_pose, ep.gripper, ep.fps, annotator=PROPOSALS)
-                write_keyframes(ep.path, kfs)   # structural change: also creates the store
-                save_annotations(ep.path, doc)
+                src.store_proposals(kfs, doc)   # HDF5: /keyframes + store; LeRobot: the sidecar
                 self._proposed.emit(ep.path, [(k.frame, k.kind) for k in kfs], doc, "")
             except Exception as exc:
                 self._proposed.emit(ep.path, None, None, one_line(exc))

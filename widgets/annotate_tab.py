@@ -38,6 +38,8 @@ EXTRA_ACTIONS = {
     # A: free in the tab (S/M/L/1–9 are taken) and next to the number keys the hand is already on.
     "accept_suggestion": (("A",), "Accept top label suggestion", False),
     "choose_encoder": ((), "Choose encoder for suggestions…", False),
+    # N (new): a segment over the unsegmented gap at the playhead (segmenting by hand).
+    "fill_gap": (("N",), "Add segment over the gap at the playhead", False),
 }
 
 
@@ -194,7 +196,7 @@ class AnnotateTab(QtWidgets.QWidget):
         out: list[QtGui.QAction] = []
         groups = (("play", "prev_frame", "next_frame", "prev_frame_10", "next_frame_10", "prev_boundary",
                    "next_boundary", "loop"),
-                  ("split", "merge", "delete", *[f"primitive_{i}" for i in range(1, 10)]),
+                  ("split", "merge", "delete", "fill_gap", *[f"primitive_{i}" for i in range(1, 10)]),
                   ("undo", "redo"), ("propose", "accept_all", "save"), ("accept_suggestion", "choose_encoder"))
         for g, names in enumerate(groups):
             if g:
@@ -361,6 +363,8 @@ class AnnotateTab(QtWidgets.QWidget):
             c.save_now(queue_behind=True)
         elif name == "loop":
             self._actions["loop"].toggle()
+        elif name == "fill_gap":
+            c.fill_gap(c.frame)
         elif name == "accept_suggestion":
             c.accept_suggestion(self.inspector.index)
         else:
@@ -411,7 +415,8 @@ class AnnotateTab(QtWidgets.QWidget):
         if c.annotator not in c.docs and len(c.doc):
             auto_note = " — starting from the automatic proposals"
         elif not len(c.doc):
-            auto_note = " — no segments yet: Propose segments (Ctrl+Shift+P)"
+            auto_note = (f" — {ep.cannot_propose} (N adds a segment, S splits, 1–9 label)" if ep.cannot_propose
+                         else " — no segments yet: Propose segments (Ctrl+Shift+P)")
         self._show_message(f"{ep.path.name}: {ep.n_frames} frames at {ep.fps:g} fps{auto_note}")
         self._update_enabled()
         self.timeline.setFocus()
@@ -532,7 +537,7 @@ class AnnotateTab(QtWidgets.QWidget):
         self._update_3d_episode()
 
     def _update_3d_episode(self) -> None:
-        if self._showing_3d() and self._episode is not None:
+        if self._showing_3d() and self._episode is not None and self._episode.ee_pose is not None:
             self.scene3d.show_episode(self._episode)
 
     def _on_save_state(self, state: str, text: str) -> None:
@@ -559,7 +564,7 @@ class AnnotateTab(QtWidgets.QWidget):
         self.propose_button.setEnabled(has and not c._busy)
         self.accept_button.setEnabled(editable and any(s.source == "auto" for s in c.doc.segments))
         self.view_combo.setEnabled(has)
-        for name in ("split", "merge", "delete", "accept_all", "accept_suggestion",
+        for name in ("split", "merge", "delete", "fill_gap", "accept_all", "accept_suggestion",
                      *[f"primitive_{i}" for i in range(1, 10)]):
             self._actions[name].setEnabled(editable if name != "accept_all" else self.accept_button.isEnabled())
         self._actions["undo"].setEnabled(editable)

@@ -1,5 +1,8 @@
 """Episodes of a dataset folder with their annotation status; bad files listed with their message.
 
+A folder is either ActStudio HDF5 episodes or a LeRobotDataset v3 folder (meta/info.json), whose
+episodes are listed as ``episode_NNNNNN`` rows (app.lerobot_browse).
+
 The folder is scanned on a worker thread (``recorder.dataset.Dataset`` opens every changed file,
 and the annotation status is read from each episode's store), so a large dataset never freezes
 the window. A bad file shows its one-line error in red and cannot be opened; the rest still can.
@@ -24,7 +27,11 @@ def scan_folder(folder: Path) -> tuple[list, str]:
     from app.annotate_controller import annotation_status, one_line
     from recorder.annotations import load_annotations
     from recorder.dataset import Dataset
+    from recorder.lerobot_dataset import is_lerobot_dataset
 
+    if is_lerobot_dataset(folder):
+        from app.lerobot_browse import scan_lerobot
+        return scan_lerobot(folder)
     try:
         ds = Dataset(folder)
     except Exception as exc:
@@ -123,7 +130,9 @@ class DatasetBrowser(QtWidgets.QWidget):
             self.tree.resizeColumnToContents(c)
         self.tree.setColumnWidth(0, min(self.tree.columnWidth(0), 180))
         good = len(infos) - len(bad)
-        self.header.setText(f"{folder.name}: {good} episode{'s' * (good != 1)}"
+        from recorder.lerobot_dataset import is_lerobot_dataset
+        kind = " (LeRobot v3)" if is_lerobot_dataset(folder) else ""
+        self.header.setText(f"{folder.name}{kind}: {good} episode{'s' * (good != 1)}"
                             + (f", {len(bad)} unreadable" if bad else ""))
         self.error_label.setVisible(bool(bad))
         self.error_label.setText("\n".join(i.error for i in bad))
