@@ -45,16 +45,12 @@ from recorder.annotations import (
     quality_alpha,
     save_annotations,
 )
+from recorder.messages import one_line
 
 AUTOSAVE_DEBOUNCE_MS = 700     # quiet time after an edit before saving
 AUTOSAVE_MAX_S = 1.5           # ... but never let the first unsaved edit wait longer than this
 AGREEMENT_TOL = 3              # boundary F1 tolerance in frames (DESIGN: ±3)
 PROPOSALS = "auto"             # annotator name of the automatic proposals (annotate-propose)
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 # ------------------------------------------------------------------------------------------------
