@@ -21,7 +21,7 @@ ERROR_ROLE = QtCore.Qt.UserRole + 2
 
 def scan_folder(folder: Path) -> tuple[list, str]:
     """(episode infos with the store's status, folder error) — run off the UI thread."""
-    from app.annotate_controller import annotation_status
+    from app.annotate_episode import annotation_status
     from recorder.annotations import load_annotations
     from recorder.dataset import Dataset
     from recorder.messages import one_line
