@@ -37,6 +37,7 @@ from app.recording import RecordingService
 from app.session import DeviceSession
 from app.teleop import ControlLoop, Tick
 from recorder.dataset import Dataset, EpisodeInfo
+from recorder.messages import one_line
 from recorder.recovery import Recovered, dead_partials, discard_partial, recover_file
 from recorder.schema import EpisodeError
 from robots.base import ArmState, RGBDFrame
@@ -46,11 +47,6 @@ log = logging.getLogger(__name__)
 POLL_MS = 33  # UI refresh: ~30 Hz, independent of the control rate
 FRAME_STALE_S = 1.0  # camera light turns amber when the newest frame is older than this
 OUTCOMES = ("success", "failure", "discard")
-
-
-def one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 class HoldSource:
@@ -208,7 +204,7 @@ class CollectController(QObject):
                 result = work()
             except Exception as exc:  # every failure reaches the operator as one line
                 log.warning("%s failed", what, exc_info=True)
-                msg = f"{what} failed: {one_line(exc)}"
+                msg = f"{what} failed: {one_line(exc, first_line=True)}"
                 self._post(lambda: self._finish_busy(busy) or self.errorOccurred.emit(msg))
                 return
             self._post(lambda: self._finish_busy(busy) or (done(result) if done else None))
@@ -348,7 +344,7 @@ class CollectController(QObject):
                     arm = session.arm
                     (getattr(arm, "estop", None) or arm.stop)()
             except Exception as exc:
-                msg = one_line(exc)
+                msg = one_line(exc, first_line=True)
                 self._post(lambda: self.errorOccurred.emit(f"e-stop: stopping the arm failed: {msg}"))
 
         threading.Thread(target=stop, name="estop", daemon=True).start()
@@ -693,7 +689,7 @@ class CollectController(QObject):
                 fn()
             except Exception as exc:  # a slot bug must not kill the poll timer
                 log.exception("posted callback failed")
-                self.errorOccurred.emit(one_line(exc))
+                self.errorOccurred.emit(one_line(exc, first_line=True))
         session = self.session
         if session is None:
             return
@@ -800,7 +796,7 @@ class CollectController(QObject):
         try:
             fut.result(timeout=timeout)
         except Exception as exc:
-            log.warning("shutdown: %s", one_line(exc))
+            log.warning("shutdown: %s", one_line(exc, first_line=True))
         self._pool.shutdown(wait=False)
         self.session = self.recorder = self._pending = None
         self._recording = self._scripted = False

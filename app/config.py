@@ -14,16 +14,47 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS = REPO_ROOT / "assets"
 
 
-def add_device_args(parser: argparse.ArgumentParser, *, default_input: str = DEFAULT_INPUT) -> None:
-    g = parser.add_argument_group("devices (URIs as in DESIGN.md)")
-    g.add_argument("--robot", default=DEFAULT_ROBOT,
-                   help="sim-franka | sim-xarm6 | franka:<ip> | xarm6:<ip> (default %(default)s)")
-    g.add_argument("--camera", default=DEFAULT_CAMERA,
-                   help="sim | sim-wrist | realsense[:SERIAL] | bag:PATH | none (default %(default)s)")
-    g.add_argument("--input", default=default_input,
-                   help="spacemouse | keyboard | scripted | none (default %(default)s)")
-    g.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ,
-                   help=f"control rate in Hz, up to {MAX_RATE_HZ:g} (default %(default)s)")
+DEVICE_DEFAULTS = {"robot": DEFAULT_ROBOT, "camera": DEFAULT_CAMERA, "input": DEFAULT_INPUT, "rate": DEFAULT_RATE_HZ}
+DEVICE_ARGS = ("robot", "camera", "input", "rate")
+
+
+def _simulated(config_cls) -> bool:
+    return config_cls.kind.startswith("sim") or config_cls.kind == "none"
+
+
+def add_device_args(parser: argparse.ArgumentParser, *, devices: tuple[str, ...] = DEVICE_ARGS,
+                    defaults: dict | None = None, default_input: str | None = None, remembered: bool = False,
+                    required: tuple[str, ...] = (), sim_only: bool = False, notes: dict | None = None) -> None:
+    """``--robot --camera --input --rate`` for a command, the help generated from the device registry
+    (robots/device_config.py), so every command lists the same URIs.
+
+    ``devices``: which of them the command takes. ``defaults`` / ``default_input`` override
+    ``DEVICE_DEFAULTS``. ``remembered``: the defaults are None (the GUI falls back to the last used
+    devices; help names the first-run value). ``required``: options without a default. ``sim_only``:
+    help lists only the simulated kinds (and ``none``). ``notes``: extra help text per option."""
+    from robots.device_config import ArmConfig, CameraConfig, InputConfig
+
+    unknown = set(devices) - set(DEVICE_ARGS)
+    if unknown:
+        raise ValueError(f"unknown device options {sorted(unknown)}; expected some of {DEVICE_ARGS}")
+    values = {**DEVICE_DEFAULTS, **(defaults or {})}
+    if default_input is not None:
+        values["input"] = default_input
+    notes = notes or {}
+    only = _simulated if sim_only else None
+    usage = {"robot": ArmConfig.usage(only), "camera": CameraConfig.usage(only), "input": InputConfig.usage(only),
+             "rate": f"control rate in Hz, up to {MAX_RATE_HZ:g}"}
+    g = parser.add_argument_group("devices (URIs: docs/ARCHITECTURE.md)")
+    for name in devices:
+        if name in required:
+            default, when = None, "required"
+        elif remembered:
+            default, when = None, f"default: last used, first run {values[name]}"
+        else:
+            default, when = values[name], "default %(default)s"
+        text = f"{usage[name]} ({when})" + (f" {notes[name]}" if name in notes else "")
+        kwargs = {"type": float} if name == "rate" else {}
+        g.add_argument(f"--{name}", default=default, required=name in required, help=text, **kwargs)
 
 
 def add_lab_args(parser: argparse.ArgumentParser) -> None:

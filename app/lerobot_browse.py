@@ -10,7 +10,8 @@ from recorder.dataset import EpisodeInfo
 
 def scan_lerobot(folder: str | Path) -> tuple[list[EpisodeInfo], str]:
     """(one EpisodeInfo per episode, folder error) for a LeRobot v3 dataset folder."""
-    from app.annotate_controller import annotation_status, one_line
+    from app.annotate_episode import annotation_status
+    from recorder.messages import one_line
     from recorder import lerobot_annotations as la
     from recorder.lerobot_dataset import episode_path, read_episodes, read_info
 

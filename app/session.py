@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from app.teleop import ControlLoop
+from recorder.messages import one_line
 from robots.base import Arm, Camera, DeviceError, TeleopDevice
 from robots.factory import (UriError, make_arm, make_camera, make_input, parse_arm, parse_camera,
                             parse_input, sim_robot_of)
@@ -17,11 +18,6 @@ from robots.lab_config import LabConfig, outside_message
 from robots.safety import validate_rate
 
 log = logging.getLogger(__name__)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 class DeviceSession:
@@ -68,7 +64,7 @@ class DeviceSession:
             if isinstance(exc, DeviceError):
                 raise
             if isinstance(exc, Exception):
-                raise DeviceError(f"opening {self!r} failed: {_one_line(exc)}") from exc
+                raise DeviceError(f"opening {self!r} failed: {one_line(exc, first_line=True)}") from exc
             raise
         return self
 
@@ -113,7 +109,7 @@ class DeviceSession:
         try:
             pose = self.arm.state().ee_pose
         except DeviceError as exc:
-            self.warnings.append(f"robot {self.robot_uri}: cannot read the pose at connect ({_one_line(exc)})")
+            self.warnings.append(f"robot {self.robot_uri}: cannot read the pose at connect ({one_line(exc, first_line=True)})")
             return
         msg = outside_message(pose, self.lab_config.workspace, f"robot {self.robot_uri}")
         if msg:
@@ -128,7 +124,7 @@ class DeviceSession:
             try:
                 close()
             except Exception as exc:
-                log.warning("closing %s failed: %s", what, _one_line(exc))
+                log.warning("closing %s failed: %s", what, one_line(exc, first_line=True))
         self.lab = self.arm = self.camera = self.input = None
 
     def control_loop(self, source=None, **kwargs) -> ControlLoop:

@@ -117,7 +117,7 @@ def bench_sync(app, path: Path, drag_s: float) -> dict:
     lay.addWidget(tl, 2)
     win.resize(1200, 850)
     tl.set_n_frames(reader.n_frames, FPS)
-    from app.annotate_controller import load_episode
+    from app.annotate_episode import load_episode
     tl.set_curves(load_episode(path).curves())   # the tab shows the same curves
     win.show()
     app.processEvents()

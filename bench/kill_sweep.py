@@ -83,7 +83,8 @@ RECORD_CHILD = textwrap.dedent("""
 
 ANNOTATE_CHILD = textwrap.dedent("""
     import sys, time
-    from recorder.annotations import (load_annotations, save_annotations, AnnotationDoc, _encode, read_store,
+    from recorder.annotation_store import _encode
+    from recorder.annotations import (load_annotations, save_annotations, AnnotationDoc, read_store,
                                       rebuild_with_store)
     path = sys.argv[1]
     auto = load_annotations(path)["auto"]

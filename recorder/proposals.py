@@ -14,8 +14,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from recorder.annotations import (DEFAULT_SLOT_BYTES, STORE_PATH, AnnotationDoc, _encode, _grow,
-                                  create_store, load_annotations, rebuild_with_store, save_annotations)
+from recorder.annotation_model import AnnotationDoc
+from recorder.annotation_store import (DEFAULT_SLOT_BYTES, STORE_PATH, _encode, _grow, create_store, load_annotations,
+                                       rebuild_with_store, save_annotations)
 from recorder.keyframes import Keyframe, KeyframeParams, detect_keyframes
 from recorder.segments import SegmentParams, propose_doc
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from recorder.messages import SDK_MESSAGE_LIMIT, one_line
 from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError
 from robots.lab_config import DEFAULT_TCP_OFFSET
 from robots.safety import check_target, default_limits
@@ -79,18 +80,11 @@ def affine_from_pose(pose: np.ndarray):
     return franky.Affine(pose[:3], pose[3:7] / np.linalg.norm(pose[3:7]))
 
 
-
-
 def _matrix(affine) -> np.ndarray:
     """franky.Affine (or a column-major 16-vector) → 4x4."""
     if hasattr(affine, "matrix"):
         return np.asarray(affine.matrix, dtype=float).reshape(4, 4)
     return np.asarray(affine, dtype=float).reshape(4, 4, order="F")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) < 200 else text[:197] + "..."
 
 
 class FrankaGripper:
@@ -122,7 +116,7 @@ class FrankaGripper:
         try:
             self._gripper = franky.Gripper(self.host)
         except Exception as exc:
-            raise DeviceDisconnected(f"Franka hand at {self.host}: cannot connect ({_one_line(exc)})") from None
+            raise DeviceDisconnected(f"Franka hand at {self.host}: cannot connect ({one_line(exc, limit=SDK_MESSAGE_LIMIT)})") from None
         # max_width is 0 until the hand was homed once; keep the nominal opening then.
         mw = float(self._gripper.max_width)
         self._max_width = mw if mw > 0.01 else FRANKA_HAND_MAX_WIDTH
@@ -145,7 +139,7 @@ class FrankaGripper:
         try:
             w = float(g.width)
         except Exception as exc:
-            raise DeviceDisconnected(f"Franka hand at {self.host}: {_one_line(exc)}") from None
+            raise DeviceDisconnected(f"Franka hand at {self.host}: {one_line(exc, limit=SDK_MESSAGE_LIMIT)}") from None
         return float(np.clip(w / self._max_width, 0.0, 1.0))
 
     def width_m(self) -> float:
@@ -227,7 +221,7 @@ class FrankaGripper:
                     ok = self._gripper.move(opening * self._max_width, p.open_speed)
                 self.last_result, self.last_error = bool(ok), ""
             except Exception as exc:  # a preempting stop() also ends up here; keep the thread alive
-                self.last_result, self.last_error = False, _one_line(exc)
+                self.last_result, self.last_error = False, one_line(exc, limit=SDK_MESSAGE_LIMIT)
             with self._cv:
                 self._busy = False
                 self._cv.notify_all()
@@ -280,7 +274,7 @@ class FrankaArm:
         try:
             robot = franky.Robot(self.host, realtime_config=franky.RealtimeConfig.Ignore)
         except Exception as exc:
-            raise DeviceDisconnected(f"Franka at {self.host}: cannot connect ({_one_line(exc)})") from None
+            raise DeviceDisconnected(f"Franka at {self.host}: cannot connect ({one_line(exc, limit=SDK_MESSAGE_LIMIT)})") from None
         # franky switches the calling thread to SCHED_FIFO 99 when it may; every thread started
         # from here later would inherit it and starve the rest of the app (DESIGN.md). libfranka's
         # own control thread keeps its priority; only this (app) thread is put back.
@@ -311,7 +305,7 @@ class FrankaArm:
             robot.set_ee(ne_t_ee.flatten(order="F").tolist())
         except Exception as exc:
             raise DeviceError(f"Franka at {self.host}: cannot set the TCP offset {list(self.tcp_offset)} "
-                              f"({_one_line(exc)})") from None
+                              f"({one_line(exc, limit=SDK_MESSAGE_LIMIT)})") from None
 
     def flange_to_tcp(self) -> np.ndarray:
         """F_T_EE the controller uses now (4x4), to check the TCP offset took effect."""
@@ -530,7 +524,7 @@ class FrankaArm:
     def _translate(self, exc: BaseException) -> DeviceError:
         import franky
 
-        msg = _one_line(exc)
+        msg = one_line(exc, limit=SDK_MESSAGE_LIMIT)
         if isinstance(exc, franky.NetworkException):
             self._robot = None
             self._lost = f"Franka at {self.host}: connection lost ({msg})"

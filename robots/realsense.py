@@ -24,6 +24,7 @@ from typing import Iterable
 
 import numpy as np
 
+from recorder.messages import one_line
 from robots.base import DeviceDisconnected, DeviceError, RGBDFrame
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,7 @@ class RealSenseCamera:
                 profile = pipeline.start(config)
             except RuntimeError as exc:
                 raise DeviceError(f"{self.name}: cannot start {self.width}x{self.height}@{self.fps} "
-                                  f"depth+colour ({_first_line(exc)})") from exc
+                                  f"depth+colour ({one_line(exc, first_line=True)})") from exc
         try:
             self._read_profile(rs, profile)
         except DeviceError:
@@ -303,7 +304,7 @@ class RealSenseCamera:
             profile = pipeline.start(config)
         except RuntimeError as exc:
             raise DeviceError(f"{self.playback}: unreadable RealSense recording "
-                              f"({_first_line(exc)})") from exc
+                              f"({one_line(exc, first_line=True)})") from exc
         player = profile.get_device().as_playback()
         player.set_real_time(self.realtime)
         player.resume()
@@ -356,7 +357,7 @@ class RealSenseCamera:
             try:
                 ok, frames = self._pipeline.try_wait_for_frames(timeout_ms)
             except RuntimeError as exc:
-                self._fail(DeviceDisconnected(f"{self.name}: {_first_line(exc)}"))
+                self._fail(DeviceDisconnected(f"{self.name}: {one_line(exc, first_line=True)}"))
                 return
             if not ok:
                 if self.playback is not None:
@@ -430,10 +431,6 @@ class RealSenseCamera:
         with self._cond:
             self._ended = True
             self._cond.notify_all()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 # ------------------------------------------------------------------------------------------

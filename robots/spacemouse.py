@@ -26,6 +26,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from recorder.messages import one_line
 from robots.base import DeviceError, TeleopState
 from robots.teleop_mapping import PressEvents, TeleopMapping, Toggle
 
@@ -76,8 +77,7 @@ def open_pyspacemouse(device_path: str | None = None) -> HidSpaceMouse:
         except (RuntimeError, OSError, HIDException):
             found = {}
         listing = ", ".join(f"{name} at {path}" for path, name in found.items()) or "none"
-        cause = " ".join(str(exc).split()) or type(exc).__name__
-        raise DeviceError(f"SpaceMouse{' ' + device_path if device_path else ''}: {cause} "
+        raise DeviceError(f"SpaceMouse{' ' + device_path if device_path else ''}: {one_line(exc)} "
                           f"(connected SpaceMice: {listing}). {UDEV_HELP}") from exc
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
+from recorder.messages import SDK_MESSAGE_LIMIT, one_line
 from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError
 from robots.lab_config import DEFAULT_TCP_OFFSET
 from robots.safety import check_target, default_limits
@@ -42,8 +43,6 @@ def pose_to_sdk(pose: np.ndarray) -> list[float]:
 def pose_from_sdk(values) -> np.ndarray:
     v = np.asarray(values, dtype=float)[:6]
     return np.concatenate([v[:3] / 1000.0, Rotation.from_euler("xyz", v[3:6]).as_quat()])
-
-
 
 
 def split_steps(start: np.ndarray, goal: np.ndarray, max_step_m: float, max_step_rad: float) -> list[np.ndarray]:
@@ -151,7 +150,7 @@ class XArm6:
         try:
             api = factory(self.host, is_radian=True)
         except Exception as exc:
-            raise DeviceDisconnected(f"xArm6 at {self.host}: cannot connect ({_one_line(exc)})") from None
+            raise DeviceDisconnected(f"xArm6 at {self.host}: cannot connect ({one_line(exc, limit=SDK_MESSAGE_LIMIT)})") from None
         if not api.connected:
             raise DeviceDisconnected(f"xArm6 at {self.host}: cannot connect (no answer from the controller)")
         self._api = api
@@ -273,7 +272,7 @@ class XArm6:
         try:
             api.emergency_stop()
         except Exception as exc:
-            raise DeviceError(f"xArm6 at {self.host}: emergency_stop failed ({_one_line(exc)})") from None
+            raise DeviceError(f"xArm6 at {self.host}: emergency_stop failed ({one_line(exc, limit=SDK_MESSAGE_LIMIT)})") from None
 
     # -- internals ------------------------------------------------------------------------
     def _enter_servo_mode(self) -> None:
@@ -314,7 +313,7 @@ class XArm6:
         try:
             code = self._api.set_servo_cartesian(pose_to_sdk(step), is_radian=True)
         except Exception as exc:
-            code, msg = -1, _one_line(exc)
+            code, msg = -1, one_line(exc, limit=SDK_MESSAGE_LIMIT)
         else:
             msg = ""
         if code != 0:
@@ -359,8 +358,3 @@ class XArm6:
                 raise DeviceDisconnected(f"xArm6 at {self.host}: connection lost during {what}")
             extra = f", controller error {self._error_code}" if self._error_code else ""
             raise DeviceError(f"xArm6 at {self.host}: {what} returned code {code}{extra}")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) < 200 else text[:197] + "..."

@@ -27,3 +27,61 @@ def pytest_unconfigure(config):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(_status["code"])
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared fixtures
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_thread():
+    """One torch CPU thread for the test: two OpenMP threads on the shared 2-core box oversubscribe it
+    and run several times slower than one. Modules that train or sample use it for every test
+    (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch  # late: most tests never import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def sim_lab():
+    """Start simulated labs for one test module: ``lab, arm = sim_lab("xarm6", render_hz=5.0)`` takes
+    ``SimLab.start``'s arguments and returns the lab with its arm connected. Every lab started is
+    closed when the module ends, newest first."""
+    from robots.sim.lab import SimLab
+
+    labs = []
+
+    def start(robot: str = "xarm6", **kwargs):
+        lab = SimLab.start(robot, **kwargs)
+        labs.append(lab)
+        arm = lab.arm()
+        arm.connect()
+        return lab, arm
+
+    yield start
+    for lab in reversed(labs):
+        lab.close()
+
+
+@pytest.fixture(scope="module")
+def sim_session():
+    """Open ``DeviceSession``s for one test module: ``sim_session("sim-xarm6", "sim", "none", 20.0,
+    task="pick_cube", seed=0)`` takes the session's arguments and returns it open. Every session
+    opened is closed when the module ends, newest first."""
+    from app.session import DeviceSession
+
+    sessions = []
+
+    def open_(robot: str = "sim-xarm6", camera: str = "sim", input: str = "none", rate_hz: float = 20.0, **kwargs):
+        session = DeviceSession(robot, camera, input, rate_hz, **kwargs).open()
+        sessions.append(session)
+        return session
+
+    yield open_
+    for session in reversed(sessions):
+        session.close()

@@ -15,13 +15,7 @@ TINY = dict(horizon=8, n_action_steps=4, unet_dims=(16, 32), pointnet_dims=(16, 
 DOWN = Rotation.from_euler("x", np.pi).as_quat()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared 2-core box oversubscribe and run ~5x slower than one.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _tiny_model(seed=0) -> ActionExpert:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from synthetic_pick_place import pick_place
 
-from app.annotate_controller import PROPOSALS, AnnotateController, FrameCache
+from app.annotate_controller import PROPOSALS, AnnotateController
+from app.frame_cache import FrameCache
 from recorder.annotations import AnnotationDoc, Segment, load_annotations, save_annotations
 from recorder.episode import EpisodeWriter
 

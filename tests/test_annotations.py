@@ -223,9 +223,9 @@ def test_torn_write_falls_back_to_previous_version(episode):
 
 
 def test_store_grows_when_the_payload_outgrows_its_slot(episode, monkeypatch):
-    import recorder.annotations as ann
+    import recorder.annotation_store as store
     path, n = episode
-    monkeypatch.setattr(ann, "DEFAULT_SLOT_BYTES", 4096)
+    monkeypatch.setattr(store, "DEFAULT_SLOT_BYTES", 4096)
     save_annotations(path, AnnotationDoc("alice", n, (Segment(0, 5, "move"),)))
     many = tuple(Segment(i, i + 1, "move", "x" * 40) for i in range(n))
     save_annotations(path, AnnotationDoc("alice", n, many))

@@ -26,12 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UP, DOWN = "upward", "downward"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ---------------------------------------------------------------------------- metrics, known answers

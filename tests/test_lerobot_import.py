@@ -92,7 +92,7 @@ def open_(qtbot, c, path):
 
 
 def save(qtbot, c):
-    with qtbot.waitSignal(c._saved, timeout=15000) as blocker:
+    with qtbot.waitSignal(c._autosave._saved, timeout=15000) as blocker:
         c.save_now(queue_behind=True)
     assert blocker.args[2] == "", blocker.args[2]
 

@@ -69,7 +69,7 @@ def test_lerobot_written_dataset_edited_in_annotate_reads_back_in_lerobot(qtbot,
         assert c.move_boundary(grasp, "start", g0 - 3)                  # an edit LeRobot must see
         assert c.set_field(grasp, "instruction", "close the gripper on the cube")
         assert c.set_field(0, "instruction", "reach the cube")
-        with qtbot.waitSignal(c._saved, timeout=20000) as saved:
+        with qtbot.waitSignal(c._autosave._saved, timeout=20000) as saved:
             c.save_now(queue_behind=True)
         assert saved.args[2] == ""
         doc = c.doc

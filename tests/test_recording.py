@@ -6,14 +6,12 @@ import pytest
 
 from app.episodes import run_episode
 from app.recording import RecordingService, episode_name
-from app.session import DeviceSession
 from recorder.episode import EpisodeReader, creating_path, marker_path
 
 
 @pytest.fixture(scope="module")
-def session():
-    with DeviceSession("sim-xarm6", "sim", "scripted", 20.0, task="pick_cube", seed=0) as s:
-        yield s
+def session(sim_session):
+    return sim_session("sim-xarm6", "sim", "scripted", 20.0, task="pick_cube", seed=0)
 
 
 def test_episode_name_is_filesystem_safe():

@@ -23,12 +23,7 @@ DOWN = Rotation.from_euler("x", np.pi).as_quat()
 XARM_BOX = Workspace(lo=(0.15, -0.45, 0.005), hi=(0.65, 0.45, 0.60))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # two OpenMP threads on the shared 2-core box run several times slower
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _tiny_checkpoint(path, centre, steps=3, relative=True):
@@ -200,13 +195,8 @@ def test_rollout_config_rejects_bad_combinations():
 
 
 @pytest.fixture(scope="module")
-def session():
-    from app.session import DeviceSession
-
-    s = DeviceSession("sim-xarm6", "sim", "none", 20.0, task="pick_cube", seed=1000)
-    s.open()
-    yield s
-    s.close()
+def session(sim_session):
+    return sim_session("sim-xarm6", "sim", "none", 20.0, task="pick_cube", seed=1000)
 
 
 def _episodes(run):

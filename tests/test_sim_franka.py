@@ -8,18 +8,13 @@ import pytest
 
 from robots.base import Arm
 from robots.sim.expert import ScriptedExpert, ScriptedOperator, ensure_connected, run_episode
-from robots.sim.lab import SimLab
 
 pytestmark = pytest.mark.timeout(1800)
 
 
 @pytest.fixture(scope="module")
-def franka_lab():
-    lab = SimLab.start("franka", wrist_camera=True, render_hz=10.0)
-    arm = lab.arm()
-    arm.connect()
-    yield lab, arm
-    lab.close()
+def franka_lab(sim_lab):
+    return sim_lab("franka", wrist_camera=True, render_hz=10.0)
 
 
 def _episodes(lab, arm, task, seeds):

@@ -45,12 +45,8 @@ def lockstep_lab():
 
 
 @pytest.fixture(scope="module")
-def rt_lab():
-    lab = SimLab.start("xarm6", realtime=True, render_hz=10.0, task="pick_cube", seed=5)
-    arm = lab.arm()
-    arm.connect()
-    yield lab, arm
-    lab.close()
+def rt_lab(sim_lab):
+    return sim_lab("xarm6", realtime=True, render_hz=10.0, task="pick_cube", seed=5)
 
 
 def _fresh_frame(cam, after: float):

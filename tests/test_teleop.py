@@ -354,13 +354,8 @@ def test_demo_cli_reports_bad_devices_with_exit_code_2(capsys):
 
 # ------------------------------------------------------------------ on the simulated xArm6
 @pytest.fixture(scope="module")
-def sim_xarm():
-    from robots.sim.lab import SimLab
-
-    with SimLab.start("xarm6", task="pick_cube", seed=0, render_hz=2.0) as lab:
-        arm = lab.arm()
-        arm.connect()
-        yield lab, arm
+def sim_xarm(sim_lab):
+    return sim_lab("xarm6", task="pick_cube", seed=0, render_hz=2.0)
 
 
 def _record_motion(lab, seconds: float) -> list[tuple[float, float, np.ndarray]]:

@@ -24,10 +24,11 @@ ERROR_ROLE = QtCore.Qt.UserRole + 2
 
 def scan_folder(folder: Path) -> tuple[list, str]:
     """(episode infos with the store's status, folder error) — run off the UI thread."""
-    from app.annotate_controller import annotation_status, one_line
+    from app.annotate_episode import annotation_status
     from recorder.annotations import load_annotations
     from recorder.dataset import Dataset
     from recorder.lerobot_dataset import is_lerobot_dataset
+    from recorder.messages import one_line
 
     if is_lerobot_dataset(folder):
         from app.lerobot_browse import scan_lerobot

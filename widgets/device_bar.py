@@ -11,12 +11,15 @@ import html
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from robots.device_config import ArmConfig, CameraConfig, InputConfig
 from robots.factory import parse_arm, parse_camera, parse_input, UriError
 from widgets import style
 
-ROBOTS = ["sim-franka", "sim-xarm6", "franka:172.16.0.2", "xarm6:192.168.1.208"]
-CAMERAS = ["sim", "sim-wrist", "realsense", "bag:recording.bag", "none"]
-INPUTS = ["scripted", "keyboard", "spacemouse", "none"]
+# Choices and tooltips come from the device registry (robots/device_config.py): a new device kind
+# shows up here without touching the bar. Inputs list the sim's scripted operator first.
+ROBOTS = ArmConfig.examples()
+CAMERAS = CameraConfig.examples()
+INPUTS = sorted(InputConfig.examples(), key=lambda uri: uri != "scripted")
 LIGHT_COLORS = {"off": "#4a505c", "green": "#3bb273", "amber": style.WARNING, "red": style.ERROR}
 
 
@@ -74,9 +77,9 @@ class DeviceBar(QtWidgets.QFrame):
     def __init__(self, parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("device_bar")
-        self.robot = _uri_combo(ROBOTS, "sim-franka | sim-xarm6 | franka:<ip> | xarm6:<ip>")
-        self.camera = _uri_combo(CAMERAS, "sim | sim-wrist | realsense[:SERIAL] | bag:PATH | none")
-        self.input = _uri_combo(INPUTS, "scripted (sim) | keyboard | spacemouse | none")
+        self.robot = _uri_combo(ROBOTS, ArmConfig.usage())
+        self.camera = _uri_combo(CAMERAS, CameraConfig.usage())
+        self.input = _uri_combo(INPUTS, InputConfig.usage())
         self.rate = QtWidgets.QDoubleSpinBox()
         self.rate.setRange(1.0, 100.0)
         self.rate.setDecimals(0)

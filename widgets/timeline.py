@@ -23,6 +23,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app.playback import Playback
 from widgets import style
 
 # Display order of primitives for the 1–9 keys (matches the vocabulary in DESIGN.md).
@@ -183,9 +184,10 @@ class Timeline(QtWidgets.QWidget):
         self.plot.scene().sigMouseClicked.connect(self._on_scene_click)
         self.vb.sigXRangeChanged.connect(lambda *_: self._update_label_visibility())
 
-        self._play_timer = QtCore.QTimer(self)
-        self._play_timer.setTimerType(QtCore.Qt.PreciseTimer)
-        self._play_timer.timeout.connect(self._on_play_tick)
+        # The same playback the Annotate controller uses (app/playback.py), for a timeline on its own.
+        self._playback = Playback(lambda: self._frame, lambda f: self.set_frame(f, emit=True), parent=self)
+        self._playback.n_frames, self._playback.fps = self._n_frames, self._fps
+        self._playback.playingChanged.connect(self.playingChanged)
 
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -198,6 +200,7 @@ class Timeline(QtWidgets.QWidget):
         self._n_frames = max(int(n), 1)
         if fps is not None:
             self._fps = float(fps)
+        self._playback.n_frames, self._playback.fps = self._n_frames, self._fps
         self.vb.setLimits(xMin=-1, xMax=self._n_frames + 1)
         self.vb.setXRange(0, self._n_frames, padding=0.01)
         self.playhead.setBounds((0, self._n_frames - 1))
@@ -295,24 +298,10 @@ class Timeline(QtWidgets.QWidget):
             self.frameChanged.emit(frame)
 
     def is_playing(self) -> bool:
-        return self._play_timer.isActive()
+        return self._playback.is_playing()
 
     def set_playing(self, on: bool) -> None:
-        if on == self.is_playing():
-            return
-        if on:
-            if self._frame >= self._n_frames - 1:
-                self.set_frame(0, emit=True)
-            self._play_timer.start(max(1, int(round(1000.0 / self._fps))))
-        else:
-            self._play_timer.stop()
-        self.playingChanged.emit(bool(on))
-
-    def _on_play_tick(self) -> None:
-        if self._frame >= self._n_frames - 1:
-            self.set_playing(False)
-            return
-        self.set_frame(self._frame + 1, emit=True)
+        self._playback.set_playing(on)
 
     # -- boundaries --------------------------------------------------------------------------
 

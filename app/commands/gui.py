@@ -12,21 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from app.config import DEFAULT_CAMERA, DEFAULT_RATE_HZ, DEFAULT_ROBOT
+from app.config import add_device_args
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("gui", help="the desktop app (default command)", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("devices (URIs as in DESIGN.md)")
-    # Defaults are None so "not given" falls back to the remembered devices, not to a constant.
-    g.add_argument("--robot", default=None, help=f"sim-franka | sim-xarm6 | franka:<ip> | xarm6:<ip> "
-                                                 f"(default: last used, first run {DEFAULT_ROBOT})")
-    g.add_argument("--camera", default=None, help=f"sim | sim-wrist | realsense[:SERIAL] | bag:PATH | none "
-                                                  f"(default: last used, first run {DEFAULT_CAMERA})")
-    g.add_argument("--input", default=None, help="spacemouse | keyboard | scripted | none "
-                                                 "(default: last used, first run scripted)")
-    g.add_argument("--rate", type=float, default=None, help=f"control rate in Hz (default {DEFAULT_RATE_HZ:g})")
+    # Defaults are None so "not given" falls back to the remembered devices, not to a constant; the
+    # first-run values named in the help are app/settings.py's DEFAULTS (not imported: it loads Qt).
+    add_device_args(p, remembered=True, defaults={"input": "scripted"})
     p.add_argument("--dataset", default=None, help="dataset folder to record into (default: last used)")
     p.add_argument("--connect", action="store_true", help="connect the devices right away")
     p.add_argument("--settings", default=None, help="settings ini file (default: the user's QSettings)")

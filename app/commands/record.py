@@ -30,9 +30,7 @@ def register(subparsers) -> None:
 
     q = subparsers.add_parser("sim-demos", help="record scripted-expert demonstrations in the simulated lab",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("--robot", default="sim-franka", help="sim-franka | sim-xarm6 (default %(default)s)")
-    q.add_argument("--camera", default="sim", help="sim | sim-wrist | none (default %(default)s)")
-    q.add_argument("--rate", type=float, default=20.0, help="control rate in Hz (default %(default)s)")
+    add_device_args(q, devices=("robot", "camera", "rate"), sim_only=True)
     _common(q)
     q.add_argument("--n", type=int, default=10, help="number of demonstrations (default %(default)s)")
     q.set_defaults(func=run_sim_demos)

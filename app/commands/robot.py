@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from app.config import add_lab_args, lab_config_from_args
+from app.config import add_device_args, add_lab_args, lab_config_from_args
 
 ACTIONS = ("status", "recover", "home", "settings")
 
@@ -26,8 +26,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("robot", help="arm status, Recover, Home and the per-lab TCP/workspace settings",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", choices=ACTIONS)
-    p.add_argument("--robot", required=True, help="sim-franka | sim-xarm6 | franka:<ip> | xarm6:<ip> "
-                                                  "(settings: also just franka | xarm6)")
+    add_device_args(p, devices=("robot",), required=("robot",), notes={"robot": "(settings: also just franka | xarm6)"})
     add_lab_args(p)
     p.add_argument("--save", action="store_true", help="settings: store the given values for this robot family")
     p.set_defaults(func=run_robot)

@@ -18,7 +18,7 @@ import argparse
 import sys
 import threading
 
-from app.config import DEFAULT_RATE_HZ, add_lab_args, lab_config_from_args
+from app.config import add_device_args, add_lab_args, lab_config_from_args
 
 
 def register(subparsers) -> None:
@@ -29,9 +29,7 @@ def register(subparsers) -> None:
                         "(assets/checkpoints/bundled.json)")
     p.add_argument("--policy", choices=("expert", "spline-ik"), default="expert",
                    help="expert: the checkpoint; spline-ik: execute the waypoint spline directly (baseline)")
-    p.add_argument("--robot", default="sim-xarm6", help="sim-xarm6 | sim-franka | franka:<ip> | xarm6:<ip>")
-    p.add_argument("--camera", default="sim", help="sim | realsense[:SERIAL] | bag:PATH | none")
-    p.add_argument("--rate", type=float, default=DEFAULT_RATE_HZ, help="control rate in Hz (default %(default)s)")
+    add_device_args(p, devices=("robot", "camera", "rate"), defaults={"robot": "sim-xarm6"})
     p.add_argument("--task", default="pick_cube")
     p.add_argument("--waypoints", default="oracle", metavar="{oracle,oracle-sparse,none,keyframes,predicted[:PATH]}",
                    help="guidance source: the sim task's oracle, only its gripper-change waypoints (oracle-sparse), none, the keyframes of --demo, or the keypoint "
