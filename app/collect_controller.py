@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from app import preload
 from app.episodes import EpisodeResult, finish_episode, record_episode, sim_verdict, task_instruction
 from app.recording import RecordingService
 from app.session import DeviceSession
@@ -243,6 +244,9 @@ class CollectController(QObject):
         def work():
             session = DeviceSession(robot, camera, input, rate_hz, task=task, seed=seed)
             session.open()
+            # Heavy imports the tabs need (torch, vispy) finish before the loop runs: done later on
+            # the UI thread they hold the GIL long enough to stall the loop (app/preload.py).
+            preload.wait()
             try:
                 recorder = self._make_recorder(session)
                 self._start_teleop_loop(session, recorder)
