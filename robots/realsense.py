@@ -454,12 +454,23 @@ class RealSenseCamera:
                     return  # stopped while waiting
                 source = self._stream.frames
                 continue
-            frame = self._convert(rs, frames)
+            try:
+                frame = self._convert(rs, frames)
+            except RuntimeError as exc:  # the SDK failing mid-frame: the device is going away
+                if not live:
+                    self._fail(DeviceError(f"{self.name}: {_first_line(exc)}"))
+                    return
+                self._set_lost(_first_line(exc))
+                if not self._reconnect():
+                    return
+                source = self._stream.frames
+                continue
             if frame is not None:
                 self._publish(frame)
 
     def _set_lost(self, why: str) -> None:
-        log.error("%s: camera lost (%s; unplugged?), waiting for it to come back", self.name, why)
+        if not self._lost:  # once per loss, not on every silent reopen
+            log.error("%s: camera lost (%s; unplugged?), waiting for it to come back", self.name, why)
         with self._cond:
             self._lost = True
             self._cond.notify_all()  # wait_frame callers hear about it now
@@ -474,17 +485,16 @@ class RealSenseCamera:
                 break
             try:
                 self._stream = self._open_live()
-            except DeviceError as exc:
-                log.debug("%s: not back yet (%s)", self.name, exc)
+                self._enable_global_time(_rs(), self._stream.device)
+            except (DeviceError, RuntimeError) as exc:  # absent, or half enumerated while replugging
+                log.debug("%s: not back yet (%s)", self.name, _first_line(exc))
+                self._close_stream()
                 continue
-            self._enable_global_time(_rs(), self._stream.device)
             # A replugged device restarts its frame counter and clock.
             self._last_index = None
             self._clock = ClockMapper()
-            self._reconnects += 1
-            log.warning("%s: camera back (reconnect %d)", self.name, self._reconnects)
-            # ``lost`` is cleared by the first frame published, not here: an open stream that
-            # sends nothing is still lost.
+            # ``lost`` is cleared by the first frame published (and the reconnect counted then),
+            # not here: an open stream that sends nothing is still lost.
             return True
         return False
 
@@ -538,7 +548,10 @@ class RealSenseCamera:
                     self._cond.wait(0.1)
             self._frame = frame
             self._seq += 1
-            self._lost = False
+            if self._lost:
+                self._lost = False
+                self._reconnects += 1
+                log.warning("%s: camera back (reconnect %d)", self.name, self._reconnects)
             self._cond.notify_all()
 
     def _fail(self, error: DeviceError) -> None:

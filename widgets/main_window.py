@@ -432,6 +432,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self._closing = True
         self.save_settings()
         QtWidgets.QApplication.instance().removeEventFilter(self)
+        self._prebuild_timer.stop()
+        self._prebuild_gate.set()  # a connect elsewhere must not wait for this window's pages
+        try:
+            self.collect_tab.shutdown_3d()  # its cloud thread (the page is built before connecting)
+        except Exception as exc:
+            log.warning("collect 3D shutdown: %s", exc)
         if getattr(self, "train_tab", None) is not None:
             try:
                 self.train_tab.shutdown()   # the trainer saves its checkpoint before the app goes
