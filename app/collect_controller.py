@@ -32,6 +32,7 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from app import preload
 from app.episodes import EpisodeResult, finish_episode, record_episode, sim_verdict, task_instruction
 from app.recording import RecordingService
 from app.session import DeviceSession
@@ -238,6 +239,9 @@ class CollectController(QObject):
         def work():
             session = DeviceSession(robot, camera, input, rate_hz, task=task, seed=seed, lab=lab)
             session.open()
+            # Heavy imports the tabs need (torch, vispy) finish before the loop runs: done later on
+            # the UI thread they hold the GIL long enough to stall the loop (app/preload.py).
+            preload.wait()
             try:
                 recorder = self._make_recorder(session)
                 self._start_teleop_loop(session, recorder)
@@ -287,7 +291,15 @@ class CollectController(QObject):
         rec = RecordingService(out, robot=str(session.robot_uri), camera=session.camera,
                                operator=self.operator)
         rec.on_record_button.append(lambda: self._post(self.toggle_recording))
+        rec.on_camera_lost.append(lambda: self._post(self._on_camera_lost))
         return rec
+
+    def _on_camera_lost(self) -> None:
+        """The camera dropped out mid-take: end the take (its notes say where) and ask the outcome."""
+        self.message.emit("camera lost during the take (unplugged?): the take is stopped")
+        if self._recording and not self._scripted:
+            self.stop_recording(reason="camera lost (unplugged?)")
+        # A scripted episode ends itself (record_episode watches recorder.camera_lost).
 
     def _teleop_source(self, session: DeviceSession):
         if session.input is None or session.input_uri.kind == "scripted":
@@ -493,7 +505,7 @@ class CollectController(QObject):
 
         return self._submit("starting the recording", work, done)
 
-    def stop_recording(self) -> bool:
+    def stop_recording(self, reason: str = "stopped by operator") -> bool:
         """Stop the take; the arm holds while the operator picks the outcome (outcomeRequested)."""
         if self._scripted:
             self._cancel.set()  # the scripted run stops itself and asks for the outcome
@@ -507,8 +519,7 @@ class CollectController(QObject):
             self._stop_loop()
             st = recorder.status()
             verdict = sim_verdict(session)
-            return EpisodeResult(st.path, "unknown", st.frames, st.dropped, st.seconds,
-                                 "stopped by operator"), verdict
+            return EpisodeResult(st.path, "unknown", st.frames, st.dropped, st.seconds, reason), verdict
 
         return self._submit("stopping the recording", work, self._ask_outcome)
 
@@ -764,6 +775,8 @@ class CollectController(QObject):
             robot = "green"
         if s.camera is None:
             camera = "off"
+        elif not getattr(s.camera, "connected", True):
+            camera = "red"  # unplugged: the frame thread is waiting for it to come back
         else:
             camera = "green" if time.monotonic() - self._last_frame_at < FRAME_STALE_S else "amber"
         if s.input is None:

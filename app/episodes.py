@@ -60,7 +60,7 @@ def record_episode(session: DeviceSession, recorder: RecordingService, task: str
 
     The episode ends when a scripted source says it is done (plus a short settle), when the operator
     presses the record button, when ``cancel`` is set (GUI stop / e-stop), on a latched fault (e-stop,
-    device lost) or after ``max_seconds``. The loop is stopped (arm halted) on return; the caller
+    device lost), when the camera drops out or after ``max_seconds``. The loop is stopped (arm halted) on return; the caller
     decides the outcome and calls :func:`finish_episode`. ``listeners`` (e.g. the GUI's live view) are
     added to the episode's loop, ``on_loop`` receives the loop as soon as it runs (for an e-stop).
     """
@@ -106,6 +106,9 @@ def record_episode(session: DeviceSession, recorder: RecordingService, task: str
                 break
             if cancel is not None and cancel.is_set():
                 reason = "stopped by operator"
+                break
+            if recorder.camera_lost:
+                reason = "camera lost (unplugged?)"
                 break
             if loop.fault or loop.estopped:
                 reason = loop.fault or "estop"

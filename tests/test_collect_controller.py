@@ -114,6 +114,30 @@ def test_manual_take_on_keyboard_input_moves_arm_and_discard_leaves_no_file(qtbo
     qtbot.waitUntil(lambda: controller.loop is not None and controller.loop.running, timeout=5_000)
 
 
+def test_camera_lost_mid_take_stops_it_with_the_reason(qtbot, controller, tmp_path):
+    """The camera drops out during a manual take (what RealSenseCamera does when unplugged:
+    ``connected`` False and ``latest()`` None, see test_realsense): the take stops by itself, the
+    outcome dialog says why, the camera light is red and the saved notes say when."""
+    controller.set_dataset(tmp_path)
+    _connect(qtbot, controller, "sim-franka", "keyboard")
+    qtbot.waitUntil(lambda: controller.loop is not None and controller.loop.ticks > 5, timeout=10_000)
+    with qtbot.waitSignal(controller.recordingChanged, timeout=10_000):
+        assert controller.start_recording()
+    qtbot.waitUntil(lambda: controller.recorder.status().frames > 5, timeout=10_000)
+    cam = controller.session.camera
+    cam.connected = False
+    cam.latest = lambda: None
+    with qtbot.waitSignal(controller.outcomeRequested, timeout=10_000) as req:
+        pass
+    assert req.args[0].reason == "camera lost (unplugged?)"
+    assert controller.lights()["camera"] == "red"
+    with qtbot.waitSignal(controller.episodeSaved, timeout=10_000) as saved:
+        controller.resolve_outcome("failure")
+    from recorder.episode import EpisodeReader
+
+    assert "camera lost at t=" in EpisodeReader(saved.args[0].path).meta["notes"]
+
+
 CRASHING_WRITER = """
 import sys, time
 import numpy as np

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from robots.base import Camera, DeviceDisconnected, DeviceError
 from robots.factory import make_camera
-from robots.realsense import ClockMapper, RealSenseCamera, load_extrinsics, write_rgbd_recording
+from robots.realsense import (ClockMapper, RealSenseCamera, SoftwareRGBDDevice, load_extrinsics,
+                              write_rgbd_recording)
 
 W, H, FPS = 64, 48, 30
 K = np.array([[50.0, 0.0, 31.5], [0.0, 51.0, 23.5], [0.0, 0.0, 1.0]])
@@ -167,3 +168,126 @@ def test_clock_mapper_is_monotonic_and_never_ahead_of_arrival(period, latencies,
         # Never earlier than the true capture time on the host clock.
         assert stamps[-1] >= hw + offset - 1e-9
 
+
+
+# ------------------------------------------------------------------------------------------
+# Frame ownership, unplug and reconnect (the SDK's software device as a live camera)
+# ------------------------------------------------------------------------------------------
+
+
+def test_held_frames_own_their_pixels_and_do_not_starve_the_sdk_pool(tmp_path):
+    # A consumer holding many frames (the episode writer's queue, the GUI) must not hold SDK
+    # frames: with numpy views the SDK's pool ran dry after 32 held frames and the rest of this
+    # 50-frame recording was silently lost.
+    path = write_rgbd_recording(tmp_path / "long.db3", frames(50), K=K, fps=FPS)
+    with RealSenseCamera(playback=path, realtime=False) as cam:
+        held = drain(cam)
+    assert [f.index for f in held] == list(range(50))
+    for f in held:  # read after the pipeline was stopped and every SDK frame released
+        assert f.rgb.base is None and f.depth.base is None  # own memory, not an SDK buffer
+        np.testing.assert_array_equal(f.rgb, pattern(f.index)[0])
+        np.testing.assert_array_equal(f.depth, pattern(f.index)[1])
+
+
+class Feeder:
+    """Pushes pattern frames into a SoftwareRGBDDevice at ~30 Hz, like a camera's USB stream."""
+
+    def __init__(self, dev):
+        import threading
+
+        self.dev, self.n, self.stop_evt = dev, 0, threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import time
+
+        while not self.stop_evt.is_set():
+            rgb, depth = pattern(self.n)
+            # Stamps from 0 like a device that just started (the syncer needs ~base/period frames
+            # to start pairing depth with colour when the first stamp is far from 0).
+            if self.dev.push(rgb, depth, self.n, self.n * 1000.0 / FPS):
+                self.n += 1
+            time.sleep(1.0 / FPS)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_evt.set()
+        self.thread.join(2.0)
+
+
+def wait_until(pred, timeout: float) -> bool:
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+def test_unplugged_camera_is_lost_not_repeated_and_reconnects():
+    dev = SoftwareRGBDDevice(K, (W, H), depth_scale=DEPTH_SCALE, fps=FPS, serial="sw-1")
+    cam = RealSenseCamera(serial="sw-1", open_live=dev.open_stream, frame_timeout_s=0.3,
+                          T_base_camera=np.eye(4))
+    with cam, Feeder(dev) as feed:
+        first = cam.wait_frame(5.0)
+        np.testing.assert_array_equal(first.rgb, pattern(first.index)[0])
+        assert cam.connected and cam.latest() is not None and cam.depth_scale == pytest.approx(DEPTH_SCALE)
+        dev.unplug()
+        assert wait_until(lambda: not cam.connected, 3.0)
+        # The last image is not handed out again as if it were current.
+        assert cam.latest() is None
+        with pytest.raises(DeviceDisconnected, match="camera lost"):
+            cam.wait_frame(0.5)
+        seen_before = cam.frames_seen
+        feed.n = 0  # a replugged camera restarts its frame counter
+        dev.replug()
+        back = cam.wait_frame(5.0) if wait_until(lambda: cam.connected and cam.latest() is not None, 5.0) else None
+        assert back is not None and cam.reconnects == 1 and cam.frames_seen > seen_before
+        np.testing.assert_array_equal(back.rgb, pattern(back.index)[0])
+        # The counter restart is not counted as dropped frames.
+        assert cam.dropped_frames < 5
+
+
+def test_take_is_marked_and_stopped_when_the_camera_is_unplugged(tmp_path):
+    from test_teleop import Expert, KinematicArm
+
+    from app.recording import RecordingService
+    from app.teleop import ControlLoop
+    from recorder.episode import EpisodeReader
+
+    dev = SoftwareRGBDDevice(K, (W, H), depth_scale=DEPTH_SCALE, fps=FPS, serial="sw-2")
+    cam = RealSenseCamera(serial="sw-2", open_live=dev.open_stream, frame_timeout_s=0.3,
+                          T_base_camera=np.eye(4))
+    rec = RecordingService(tmp_path, robot="franka", camera=cam)
+    lost = []
+    rec.on_camera_lost.append(lambda: lost.append(rec.status().frames))
+    loop = ControlLoop(KinematicArm(), Expert(), camera=cam, rate_hz=20.0, stall_timeout=0.5)
+    loop.add_listener(rec)
+    with cam, Feeder(dev), loop:
+        cam.wait_frame(5.0)
+        rec.start("pick_cube", "test", fps=20.0)
+        assert wait_until(lambda: rec.status().frames >= 10, 5.0)
+        dev.unplug()
+        assert wait_until(lambda: rec.camera_lost, 3.0)
+        written = rec.status().frames
+        assert wait_until(lambda: loop.ticks > 0, 1.0)
+        ticks = loop.ticks
+        assert wait_until(lambda: loop.ticks >= ticks + 6, 3.0)  # the loop goes on ...
+        assert rec.status().frames == written  # ... but nothing more is written
+        path = rec.stop("unknown")
+    assert len(lost) == 1  # fired once, on the control thread
+    r = EpisodeReader(path)
+    assert "camera lost at t=" in r.meta["notes"]
+    idx, rep = np.asarray(r.extras["frame_index"]), np.asarray(r.extras["frame_repeated"])
+    assert r.n_frames == written
+    # Rows not marked as repeats carry each camera frame once; repeats are the detection window only.
+    fresh = idx[rep == 0]
+    assert len(np.unique(fresh)) == len(fresh)
+    assert rep.sum() <= 0.3 * 20 + 3
+    for i in range(r.n_frames):
+        np.testing.assert_array_equal(r.rgb(i), pattern(int(idx[i]))[0])

@@ -92,3 +92,50 @@ def test_status_seconds_is_the_takes_duration_and_stops_with_the_ticks(tmp_path)
     path = rec.stop("success")
     with EpisodeReader(path) as ep:
         assert ep.time[-1] <= 7.1 + 1e-6          # the file agrees with the timer
+
+
+def test_episode_ends_and_is_marked_when_the_camera_is_unplugged(session, tmp_path):
+    """A RealSense (the SDK's software device) unplugged mid-episode: the episode loop ends with
+    the reason, no tick after the loss is written, and the notes say when the camera went."""
+    import threading
+
+    from app.episodes import finish_episode, record_episode
+    from robots.realsense import RealSenseCamera, SoftwareRGBDDevice
+    from robots.sim.expert import ScriptedExpert
+
+    K = np.array([[50.0, 0.0, 31.5], [0.0, 50.0, 23.5], [0.0, 0.0, 1.0]])
+    dev = SoftwareRGBDDevice(K, (64, 48), serial="sw-rec")
+    cam = RealSenseCamera(serial="sw-rec", open_live=dev.open_stream, frame_timeout_s=0.3,
+                          T_base_camera=np.eye(4))
+    stop = threading.Event()
+
+    def feed():
+        n = 0
+        while not stop.is_set():
+            rgb = np.full((48, 64, 3), n % 256, np.uint8)
+            if dev.push(rgb, np.full((48, 64), 500 + n, np.uint16), n, n * 1000.0 / 30):
+                n += 1
+            time.sleep(1 / 30)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    sim_cam, session.camera = session.camera, cam
+    rec = RecordingService(tmp_path, robot="sim-xarm6", camera=cam)
+    try:
+        cam.start()
+        feeder.start()
+        unplug = threading.Timer(2.0, dev.unplug)
+        unplug.start()
+        result = record_episode(session, rec, "pick_cube", seed=3, max_seconds=20.0,
+                                source=ScriptedExpert(session.lab, session.arm, rate_hz=session.rate_hz))
+        assert result.reason == "camera lost (unplugged?)"
+        assert result.seconds < 10.0
+        finished = finish_episode(rec, result, "unknown", "")
+    finally:
+        stop.set()
+        cam.stop()
+        session.camera = sim_cam
+    r = EpisodeReader(finished.path)
+    assert "camera lost at t=" in r.meta["notes"]
+    idx, rep = np.asarray(r.extras["frame_index"]), np.asarray(r.extras["frame_repeated"])
+    fresh = idx[rep == 0]
+    assert len(np.unique(fresh)) == len(fresh) and r.n_frames == len(idx) > 5

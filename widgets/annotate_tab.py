@@ -525,11 +525,16 @@ class AnnotateTab(QtWidgets.QWidget):
             self._camera3d = (path, cam)
         return self._camera3d[1]
 
-    def _on_view_tab(self, index: int) -> None:
-        if index == 1 and self.scene3d is None:
+    def build_3d_page(self) -> None:
+        """The 3D page's view (the main window builds it before connecting: see _start_prebuild)."""
+        if self.scene3d is None:
             from widgets.scene3d_panel import Scene3DPanel
             self.scene3d = Scene3DPanel(self._scene3d_page)
             self._scene3d_page.layout().addWidget(self.scene3d)
+
+    def _on_view_tab(self, index: int) -> None:
+        if index == 1:
+            self.build_3d_page()
         c = self.controller
         if c is not None:
             # The cloud needs depth; back on the video page the player's own mode decides again.

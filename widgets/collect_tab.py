@@ -295,18 +295,27 @@ class CollectTab(QtWidgets.QWidget):
         self.camera_view.set_frame(frame.rgb, frame.depth, depth_scale=frame.depth_scale,
                                    label=f"frame {frame.index}")
 
-    def _on_view_tab(self, index: int) -> None:
-        if index != 1 or self.scene3d is not None:
+    def build_3d_page(self) -> None:
+        """The 3D page's view (the main window builds it before connecting: see _start_prebuild)."""
+        if self.scene3d is not None:
             return
         from widgets.scene3d_panel import Scene3DPanel, TrailBuffer
 
         self.scene3d = Scene3DPanel(self._scene3d_page)
         self._scene3d_page.layout().addWidget(self.scene3d)
         self._trail = TrailBuffer(10.0)
+        self._crop_for = None  # the arm whose workspace the crop shows
+
+    def _on_view_tab(self, index: int) -> None:
+        if index != 1:
+            return
+        self.build_3d_page()
         session = self.controller.session
-        limits = getattr(getattr(session, "arm", None), "limits", None)
-        if limits is not None:
+        arm = getattr(session, "arm", None)
+        limits = getattr(arm, "limits", None)
+        if limits is not None and self._crop_for is not arm:
             # The table (z = 0) is usually just below the EE workspace: keep it in view.
+            self._crop_for = arm
             lo = np.minimum(np.asarray(limits.workspace.lo, float) - 0.05, [np.inf, np.inf, -0.02])
             self.scene3d.set_crop(lo, np.asarray(limits.workspace.hi, float) + 0.05)
 

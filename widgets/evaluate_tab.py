@@ -198,6 +198,7 @@ class EvaluateTab(QtWidgets.QWidget):
                                         "predicted action chunk (orange) and the expert's keypoint (magenta)")
         self.view_tabs.currentChanged.connect(self._on_view_tab)
         self.scene3d = None  # widgets.pointcloud_view.PointCloudView once the 3D page was opened
+        self._scene3d_shown = False
         self._shown_plan: np.ndarray | None = None
         self._framed = False
         split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
@@ -356,7 +357,17 @@ class EvaluateTab(QtWidgets.QWidget):
         self.table.scrollToBottom()
 
     def _on_view_tab(self, index: int) -> None:
-        if index != 1 or self.scene3d is not None:
+        if index != 1 or self.scene3d is not None and self._scene3d_shown:
+            return
+        self.build_3d_page()
+        self._scene3d_shown = True
+        s = self.snapshot()
+        if s is not None:
+            self._show_3d(s)
+
+    def build_3d_page(self) -> None:
+        """The 3D page's view (the main window builds it before connecting: see _start_prebuild)."""
+        if self.scene3d is not None:
             return
         # Imported when the page is first opened: vispy needs GL, and the waypoint/workspace helpers
         # pull in torch and diffusers (importing this tab went from 1 s to 5 s with them at the top).
@@ -370,9 +381,6 @@ class EvaluateTab(QtWidgets.QWidget):
         self.scene3d.set_crop_visible(False)
         self.scene3d.set_crop(DEFAULT_WORKSPACE[0], DEFAULT_WORKSPACE[1])
         self._scene3d_page.layout().addWidget(self.scene3d)
-        s = self.snapshot()
-        if s is not None:
-            self._show_3d(s)
 
     def _show_3d(self, s: LiveState) -> None:
         """Feed the 3D view from a snapshot: cheap (the policy's cloud is its FPS sample, ~10³ points)."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app import preload
 from app.collect_controller import CollectController, OutcomeRequest, task_catalog
 from app.lab_settings import load_lab_config
 from app.settings import Settings
@@ -64,6 +65,10 @@ class MainWindow(QtWidgets.QMainWindow):
                  dataset: str | Path | None = None, devices: tuple[str, str, str, float] | None = None,
                  parent: QtWidgets.QWidget | None = None):
         super().__init__(parent)
+        # torch / vispy for the tabs' 3D pages and policies, imported off the UI thread now and
+        # finished before the control loop starts (app/preload.py: a first import while connected
+        # stalled the loop and dropped camera frames).
+        preload.start()
         self.setWindowTitle("ActStudio")
         self.settings = settings or Settings()
         self.controller = controller or CollectController(self, operator=self.settings.get("collect/operator"))
@@ -122,6 +127,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.restoreState(state)
         self.tabs.setCurrentIndex(min(self.settings.get("window/tab"), self.tabs.count() - 1))
 
+        self._start_prebuild()
         QtWidgets.QApplication.instance().installEventFilter(self)
         folder = Path(dataset) if dataset else Path(self.settings.get("dataset/folder") or DEFAULT_DATASET)
         self.open_dataset(folder)
@@ -156,6 +162,32 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         self.tabs.addTab(tab, title)
         return tab
+
+    def _start_prebuild(self) -> None:
+        """Build the tabs' 3D pages before any control loop runs (they used to be built on first
+        view: ~0.3 s of UI-thread work each, with the GIL held, which stalled a running loop).
+        One page per timer turn once the preloaded imports are in, so the window stays live; a
+        connect waits for the gate (app/preload.py) after its devices opened."""
+        self._prebuild = [tab.build_3d_page for tab in (self.collect_tab, self.annotate_tab, self.evaluate_tab)
+                          if tab is not None and hasattr(tab, "build_3d_page")]
+        self._prebuild_gate = preload.gate()
+        self._prebuild_timer = QtCore.QTimer(self)
+        self._prebuild_timer.setInterval(30)
+        self._prebuild_timer.timeout.connect(self._prebuild_step)
+        self._prebuild_timer.start()
+
+    def _prebuild_step(self) -> None:
+        if not preload.imports_done():
+            return
+        if self._prebuild:
+            build = self._prebuild.pop(0)
+            try:
+                build()
+            except Exception:  # the page then says why when opened; collecting keeps working
+                log.exception("building %r failed", build)
+            return
+        self._prebuild_timer.stop()
+        self._prebuild_gate.set()
 
     def _wire_train_tab(self) -> None:
         """A finished run's checkpoint goes to Evaluate (expert) or to Annotate's suggestions (encoder)."""
@@ -511,6 +543,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self._closing = True
         self.save_settings()
         QtWidgets.QApplication.instance().removeEventFilter(self)
+        self._prebuild_timer.stop()
+        self._prebuild_gate.set()  # a connect elsewhere must not wait for this window's pages
+        try:
+            self.collect_tab.shutdown_3d()  # its cloud thread (the page is built before connecting)
+        except Exception as exc:
+            log.warning("collect 3D shutdown: %s", exc)
         if getattr(self, "train_tab", None) is not None:
             try:
                 self.train_tab.shutdown()   # the trainer saves its checkpoint before the app goes
