@@ -14,6 +14,7 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app import preload
 from app.annotate_controller import AnnotateController, EpisodeData
 from recorder.primitives import PRIMITIVES
 from widgets import style
@@ -527,6 +528,7 @@ class AnnotateTab(QtWidgets.QWidget):
 
     def build_3d_page(self) -> None:
         """The 3D page's view (the main window builds it before connecting: see _start_prebuild)."""
+        preload.wait_imports()  # never import torch/diffusers/vispy beside the preload thread
         if self.scene3d is None:
             from widgets.scene3d_panel import Scene3DPanel
             self.scene3d = Scene3DPanel(self._scene3d_page)

@@ -18,7 +18,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from app.rollout import POLICIES, WAYPOINT_SOURCES, LiveState, RolloutConfig, RolloutRunner
+from app import preload
+from app.rollout import (
+    POLICIES,
+    WAYPOINT_SOURCES,
+    LiveState,
+    RolloutConfig,
+    RolloutRunner,
+)
 from app.success import cumulative_curve, latency_stats, summarize, wilson_interval
 
 log = logging.getLogger(__name__)
@@ -367,6 +374,7 @@ class EvaluateTab(QtWidgets.QWidget):
 
     def build_3d_page(self) -> None:
         """The 3D page's view (the main window builds it before connecting: see _start_prebuild)."""
+        preload.wait_imports()  # never import torch/diffusers/vispy beside the preload thread
         if self.scene3d is not None:
             return
         # Imported when the page is first opened: vispy needs GL, and the waypoint/workspace helpers
@@ -399,7 +407,9 @@ class EvaluateTab(QtWidgets.QWidget):
         if not same_plan:  # once per trial: the spline is rebuilt only when the waypoints change
             self._shown_plan = s.plan
             if s.plan is not None:
-                from policies.waypoints import Waypoint  # loaded by then (see _on_view_tab)
+                from policies.waypoints import (
+                    Waypoint,  # loaded by then (see _on_view_tab)
+                )
                 from widgets.scene3d_panel import waypoint_spline_fn
 
                 # The policy's own spline shape (PCHIP) through the plan's positions.

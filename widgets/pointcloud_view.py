@@ -450,9 +450,14 @@ class PointCloudView(QtWidgets.QWidget):
         bar.setObjectName("viewToolbar")
         bar.setStyleSheet(style.TOOLBAR_QSS)
         bar.setAttribute(QtCore.Qt.WA_StyledBackground, True)
-        row = QtWidgets.QHBoxLayout(bar)
-        row.setContentsMargins(6, 4, 6, 4)
+        # Two rows: in one the six crop boxes made the toolbar 1220 px wide, and once the Collect
+        # tab's 3D page was built the window no longer fit 1280 px (E-STOP off screen; issue 12).
+        rows = QtWidgets.QVBoxLayout(bar)
+        rows.setContentsMargins(6, 4, 6, 4)
+        rows.setSpacing(4)
+        row = QtWidgets.QHBoxLayout()
         row.setSpacing(6)
+        rows.addLayout(row)
         reset = QtWidgets.QPushButton("Reset view", bar)
         reset.clicked.connect(self.reset_view)
         row.addWidget(reset)
@@ -469,7 +474,15 @@ class PointCloudView(QtWidgets.QWidget):
         self.size_spin.valueChanged.connect(self.set_point_size)
         row.addWidget(self.size_spin)
         row.addSpacing(10)
-        row.addWidget(QtWidgets.QLabel("Crop", bar))
+        self.clip_check = QtWidgets.QCheckBox("crop: only inside", bar)
+        self.clip_check.toggled.connect(self.set_clip_to_crop)
+        row.addWidget(self.clip_check)
+        row.addStretch(1)
+        crop = QtWidgets.QGridLayout()  # lower corner on one line, upper on the next
+        crop.setHorizontalSpacing(6)
+        crop.setVerticalSpacing(2)
+        rows.addLayout(crop)
+        crop.addWidget(QtWidgets.QLabel("Crop", bar), 0, 0, 2, 1)
         self.crop_spins: list[QtWidgets.QDoubleSpinBox] = []
         for i, name in enumerate(["x≥", "y≥", "z≥", "x≤", "y≤", "z≤"]):
             spin = QtWidgets.QDoubleSpinBox(bar)
@@ -481,11 +494,8 @@ class PointCloudView(QtWidgets.QWidget):
             spin.setKeyboardTracking(False)
             spin.valueChanged.connect(self._on_crop_spin)
             self.crop_spins.append(spin)
-            row.addWidget(spin)
-        self.clip_check = QtWidgets.QCheckBox("only inside", bar)
-        self.clip_check.toggled.connect(self.set_clip_to_crop)
-        row.addWidget(self.clip_check)
-        row.addStretch(1)
+            crop.addWidget(spin, i // 3, 1 + i % 3)
+        crop.setColumnStretch(4, 1)
         return bar
 
     # -- public API ------------------------------------------------------------------------
