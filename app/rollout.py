@@ -92,6 +92,7 @@ class LiveState:
     cloud: np.ndarray | None = None  # (N, 3) the cloud the policy saw for that chunk
     keypoint: np.ndarray | None = None  # (3,) the expert's keypoint head output for that chunk
     plan: np.ndarray | None = None  # (K, 3) the trial's waypoint positions (noise included), base frame
+    plan_curve: np.ndarray | None = None  # (M, 3) the trial's trajectory through them (policies.waypoints.trajectory_curve)
     message: str = ""
     report_dir: str = ""
 
@@ -160,7 +161,7 @@ class RolloutRunner:
             # Lists and arrays the runner updates are copied; the cloud is never written after it is
             # made, so it is shared.
             copied = {k: (None if getattr(s, k) is None else getattr(s, k).copy())
-                      for k in ("chunk", "guidance", "keypoint", "plan")}
+                      for k in ("chunk", "guidance", "keypoint", "plan", "plan_curve")}
             return replace(s, trials=list(s.trials), latencies_s=list(s.latencies_s), **copied)
 
     def _set(self, **kw) -> None:
@@ -250,7 +251,12 @@ class RolloutRunner:
                                 use_cloud=self.session.camera is not None)
         src.reset()
         self._source = src
-        self._set(plan=None if traj is None else np.array([w.pose[:3] for w in traj.waypoints]))
+        from policies.waypoints import trajectory_curve
+
+        self.trajectory = traj
+        # The view draws this exact curve: the one the policy's guidance (or spline-ik's targets) is sampled from.
+        self._set(plan=None if traj is None else np.array([w.pose[:3] for w in traj.waypoints]),
+                  plan_curve=None if traj is None else trajectory_curve(traj))
         return src
 
     # ------------------------------------------------------------------ trials
@@ -284,7 +290,7 @@ class RolloutRunner:
                 if not self._wait_reset(i):
                     break
             self._set(phase="running", trial=i, trial_t=0.0, chunk=None, guidance=None, cloud=None, keypoint=None,
-                      plan=None, message=f"trial {i + 1}/{cfg.trials}, seed {seed}")
+                      plan=None, plan_curve=None, message=f"trial {i + 1}/{cfg.trials}, seed {seed}")
             rec = self._run_trial(i, seed, policy, recorder, latencies)
             if rec is None:
                 break

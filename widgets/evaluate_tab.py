@@ -391,12 +391,14 @@ class EvaluateTab(QtWidgets.QWidget):
         if not same_plan:  # once per trial: the spline is rebuilt only when the waypoints change
             self._shown_plan = s.plan
             if s.plan is not None:
-                from policies.waypoints import Waypoint  # loaded by then (see _on_view_tab)
-                from widgets.scene3d_panel import waypoint_spline_fn
+                # The trial's own trajectory (timing, dwells and noise included), sampled by the runner
+                # with policies.waypoints.trajectory_curve: exactly the curve the guidance comes from.
+                curve = None if s.plan_curve is None else np.asarray(s.plan_curve, float)
+                if curve is None:  # a state without it (older runner): the policy's curve through the points
+                    from policies.waypoints import position_curve
 
-                # The policy's own spline shape (PCHIP) through the plan's positions.
-                down = np.array([1.0, 0.0, 0.0, 0.0])
-                view.set_spline_fn(waypoint_spline_fn([Waypoint(np.r_[p, down]) for p in s.plan]))
+                    curve = position_curve(s.plan)
+                view.set_spline_fn(lambda _pts, c=curve: c)
             view.set_waypoints(s.plan)
         view.set_trajectory(None if s.guidance is None else s.guidance[:, :3])
 
