@@ -340,8 +340,11 @@ class RolloutRunner:
         t_start = time.monotonic()
 
         rejected = [0]
+        tick_t: dict[int, float] = {}  # tick index -> loop time, to put the object trace on the episode's frames
+        trace: list[tuple[float, dict, bool]] = []  # (loop time, object poses, predicate) from the monitor
 
         def on_tick(tick):
+            tick_t[tick.index] = tick.t
             names = [e.split(":")[0] for e in tick.events]
             events.extend(names)
             # One rejected target only holds the arm for a tick; a policy that keeps asking for jumps
@@ -352,7 +355,7 @@ class RolloutRunner:
                 self._trial_end.set()
 
         def on_loop(loop):
-            threading.Thread(target=self._monitor, args=(loop, verdict, monitor_stop, t_start),
+            threading.Thread(target=self._monitor, args=(loop, verdict, monitor_stop, t_start, trace),
                              name="rollout-monitor", daemon=True).start()
 
         source = self._make_source(policy, seed)
@@ -389,10 +392,36 @@ class RolloutRunner:
                 recorder.discard()
             result.path = None
         lat = latency_stats(inner.latencies if inner is not None else [])
-        return TrialRecord(i, cfg.task, seed, outcome, reason, round(time.monotonic() - t_start, 3),
-                           str(result.path or ""), lat["p50_ms"], lat["p99_ms"],
-                           int(getattr(inner, "chunks", 0)),
-                           sum(e in SAFETY_STOP_EVENTS or e.startswith("clamped") for e in events))
+        rec = TrialRecord(i, cfg.task, seed, outcome, reason, round(time.monotonic() - t_start, 3),
+                          str(result.path or ""), lat["p50_ms"], lat["p99_ms"],
+                          int(getattr(inner, "chunks", 0)),
+                          sum(e in SAFETY_STOP_EVENTS or e.startswith("clamped") for e in events))
+        return self._track_subtasks(rec, tick_t, trace)
+
+    def _track_subtasks(self, rec: TrialRecord, tick_t: dict[int, float], trace: list) -> TrialRecord:
+        """Segment the trial's episode and name the subtask a failed trial failed at (app.subtasks),
+        with the object poses the monitor sampled put on the episode's frames by their tick times."""
+        from app.subtasks import ObjectTrace, analyse_trial
+
+        ee, grip, fps, frame_t = np.zeros((0, 7)), np.zeros(0), float(self.session.rate_hz), None
+        if rec.episode:
+            from recorder.episode import EpisodeReader
+
+            try:
+                with EpisodeReader(rec.episode) as r:
+                    ee, grip, fps = np.asarray(r.ee_pose, float), np.asarray(r.gripper, float), float(r.meta["fps"])
+                    ticks = r.extras.get("tick_index")
+                    if ticks is not None and all(int(k) in tick_t for k in ticks):
+                        frame_t = np.array([tick_t[int(k)] for k in ticks])
+            except (OSError, EpisodeError, KeyError) as exc:
+                log.warning("trial %d: subtasks not tracked: %s", rec.index, str(exc).splitlines()[0])
+                return rec
+        ot = ObjectTrace.from_samples(trace) if frame_t is not None else None
+        objects, ok = ot.at(frame_t) if ot is not None else (None, None)
+        a = analyse_trial(rec.task, ee, grip, fps, objects=objects, success=ok, outcome=rec.outcome, reason=rec.reason)
+        return replace(rec, reached=" ".join(a.reached), completed=" ".join(a.completed), failed_at=a.failed_at,
+                       diagnosis=a.diagnosis + (f" [arm: {a.segment}]" if a.segment and a.failed_at else ""),
+                       failed_frame=a.frame)
 
     def _verdict(self, i: int, verdict: dict, result: EpisodeResult, inner) -> tuple[str, str]:
         if self._outcome is not None:  # the operator's key wins, in sim too
@@ -415,7 +444,7 @@ class RolloutRunner:
         self._outcome_evt.wait()
         return self._outcome or ("failure", "cancelled")
 
-    def _monitor(self, loop, verdict: dict, stop: threading.Event, t_start: float) -> None:
+    def _monitor(self, loop, verdict: dict, stop: threading.Event, t_start: float, trace: list | None = None) -> None:
         """Ends the trial on success (held), a policy stop or a loop fault; tracks dropped objects."""
         lab = None if self.hardware else self.session.lab
         objects: tuple[str, ...] = ()
@@ -453,6 +482,8 @@ class RolloutRunner:
                 poses = lab.object_poses()
             except DeviceError:
                 continue  # the loop reports a lost lab as its fault
+            if trace is not None:
+                trace.append((time.monotonic() - loop.t0, poses, bool(ok)))
             for name in objects:
                 if name in poses:
                     z = float(poses[name][2])
