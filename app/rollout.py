@@ -340,11 +340,13 @@ class RolloutRunner:
         t_start = time.monotonic()
 
         rejected = [0]
-        tick_t: dict[int, float] = {}  # tick index -> loop time, to put the object trace on the episode's frames
+        # Every control tick's state, for the subtask analysis: the episode holds only ticks with a camera
+        # frame (on a loaded box the first trial's renderer can skip most of them).
+        ticks: list[tuple[int, float, np.ndarray, float]] = []
         trace: list[tuple[float, dict, bool]] = []  # (loop time, object poses, predicate) from the monitor
 
         def on_tick(tick):
-            tick_t[tick.index] = tick.t
+            ticks.append((tick.index, tick.t, np.asarray(tick.state.ee_pose, float), float(tick.state.gripper)))
             names = [e.split(":")[0] for e in tick.events]
             events.extend(names)
             # One rejected target only holds the arm for a tick; a policy that keeps asking for jumps
@@ -396,32 +398,35 @@ class RolloutRunner:
                           str(result.path or ""), lat["p50_ms"], lat["p99_ms"],
                           int(getattr(inner, "chunks", 0)),
                           sum(e in SAFETY_STOP_EVENTS or e.startswith("clamped") for e in events))
-        return self._track_subtasks(rec, tick_t, trace)
+        return self._track_subtasks(rec, ticks, trace)
 
-    def _track_subtasks(self, rec: TrialRecord, tick_t: dict[int, float], trace: list) -> TrialRecord:
-        """Segment the trial's episode and name the subtask a failed trial failed at (app.subtasks),
-        with the object poses the monitor sampled put on the episode's frames by their tick times."""
+    def _track_subtasks(self, rec: TrialRecord, ticks: list, trace: list) -> TrialRecord:
+        """Segment the trial's control ticks and name the subtask a failed trial failed at (app.subtasks),
+        with the object poses the monitor sampled put on the ticks by time; the failure's tick is
+        reported as the episode frame that recorded it (the next one when that tick has no frame)."""
         from app.subtasks import ObjectTrace, analyse_trial
 
-        ee, grip, fps, frame_t = np.zeros((0, 7)), np.zeros(0), float(self.session.rate_hz), None
-        if rec.episode:
+        idx = np.array([k for k, *_ in ticks], int)
+        t = np.array([x[1] for x in ticks], float)
+        ee = np.array([x[2] for x in ticks], float).reshape(-1, 7)
+        grip = np.array([x[3] for x in ticks], float)
+        ot = ObjectTrace.from_samples(trace)
+        objects, ok = ot.at(t) if ot is not None and len(t) else (None, None)
+        a = analyse_trial(rec.task, ee, grip, float(self.session.rate_hz), objects=objects, success=ok,
+                          outcome=rec.outcome, reason=rec.reason)
+        frame = -1
+        if a.frame >= 0 and rec.episode:
             from recorder.episode import EpisodeReader
 
             try:
                 with EpisodeReader(rec.episode) as r:
-                    ee, grip, fps = np.asarray(r.ee_pose, float), np.asarray(r.gripper, float), float(r.meta["fps"])
-                    ticks = r.extras.get("tick_index")
-                    if ticks is not None and all(int(k) in tick_t for k in ticks):
-                        frame_t = np.array([tick_t[int(k)] for k in ticks])
-            except (OSError, EpisodeError, KeyError) as exc:
-                log.warning("trial %d: subtasks not tracked: %s", rec.index, str(exc).splitlines()[0])
-                return rec
-        ot = ObjectTrace.from_samples(trace) if frame_t is not None else None
-        objects, ok = ot.at(frame_t) if ot is not None else (None, None)
-        a = analyse_trial(rec.task, ee, grip, fps, objects=objects, success=ok, outcome=rec.outcome, reason=rec.reason)
+                    recorded = np.asarray(r.extras.get("tick_index", np.arange(r.n_frames)), float)
+                frame = int(min(np.searchsorted(recorded, idx[a.frame]), len(recorded) - 1))
+            except (OSError, EpisodeError) as exc:
+                log.warning("trial %d: failure frame not mapped: %s", rec.index, str(exc).splitlines()[0])
         return replace(rec, reached=" ".join(a.reached), completed=" ".join(a.completed), failed_at=a.failed_at,
                        diagnosis=a.diagnosis + (f" [arm: {a.segment}]" if a.segment and a.failed_at else ""),
-                       failed_frame=a.frame)
+                       failed_frame=frame)
 
     def _verdict(self, i: int, verdict: dict, result: EpisodeResult, inner) -> tuple[str, str]:
         if self._outcome is not None:  # the operator's key wins, in sim too

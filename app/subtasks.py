@@ -49,6 +49,7 @@ HOLD_DIST = 0.035
 GRASP_HOLD_S = 0.3
 LIFT_RISE = 0.04
 TRANSPORT_XY = 0.03
+CLOSE_NEAR = 0.06  # a gripper closing further than this from the cube is no grasp attempt (approach not done)
 PUSHED_XY = 0.02  # the cube slid this far before it was held: the approach pushed it
 PRESS_XY = 0.02
 PRESS_ABOVE = 0.03  # TCP this close above the cap counts as arrived at the button
@@ -222,10 +223,11 @@ def _analyse_sim(task, names, ee, g, fps, objects, success, reason, params) -> T
     near = (dxy < APPROACH_XY) & (np.abs(tcp[:, 2] - cube[:, 2]) < APPROACH_Z)
     closed_any = status != "open"
     close_at = _first(closed_any)
+    close_near = _first(closed_any & (d < CLOSE_NEAR))
     held = (status == "holding") & (d < HOLD_DIST)
     hold_frames = max(1, int(round(GRASP_HOLD_S * fps)))
     grasped = _first_run(held, hold_frames)
-    approach = min([f for f in (_first(near), close_at, grasped) if f >= 0], default=-1)
+    approach = min([f for f in (_first(near), close_near, grasped) if f >= 0], default=-1)
     done = {"move": approach, "grasp": grasped}
     lifted = _first(held & (cube[:, 2] > z0 + LIFT_RISE), max(grasped, 0)) if grasped >= 0 else -1
     target = TARGET.get(task)
@@ -245,10 +247,14 @@ def _analyse_sim(task, names, ee, g, fps, objects, success, reason, params) -> T
     name, ended = failed.name, _ended(reason)
     slid = np.linalg.norm(cube[:, :2] - cube[0, :2], axis=1)
     if name == "move":
+        if close_at >= 0:
+            return TrialAnalysis(steps, name, f"the gripper closed {_cm(float(d[close_at]))} from the cube, before "
+                                              "arriving" + ended, close_at)
         k = int(np.argmin(d))
         return TrialAnalysis(steps, name, f"timeout while approaching: the TCP came no closer than "
                                           f"{_cm(float(d[k]))} to the cube" + ended, last)
     if name == "grasp":
+        close_at = close_near
         before = grasped if grasped >= 0 else n
         if slid[:max(close_at, 1) if close_at >= 0 else before].max(initial=0.0) > PUSHED_XY:
             k = _first(slid > PUSHED_XY)

@@ -100,6 +100,10 @@ def test_pick_that_stops_above_fails_at_move_with_timeout_while_approaching():
     a = analyse_trial("pick_cube", ee, g, FPS, objects=obj, success=ok, reason="timeout")
     assert a.failed_at == "move" and a.reached == ["move"] and a.completed == []
     assert a.diagnosis.startswith("timeout while approaching") and "10.0 cm" in a.diagnosis
+    # Closing far from the cube is no grasp attempt: the approach never ended.
+    ee, g, obj, ok = Trial().move(CUBE + [0.0, 0.0, 0.20], 10).gripper(0.0).hold(10).arrays(_pick_ok)
+    a = analyse_trial("pick_cube", ee, g, FPS, objects=obj, success=ok, reason="safety_stop")
+    assert a.failed_at == "move" and a.diagnosis.startswith("the gripper closed 20.0 cm from the cube"), a
 
 
 def test_pick_that_pushes_the_cube_fails_at_grasp_pushed():

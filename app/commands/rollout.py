@@ -10,6 +10,8 @@ Without --checkpoint (policy expert) the bundled checkpoint for the task and the
 Every trial is saved as an episode under OUT/episodes; OUT/report.json, trials.csv and report.png are
 rewritten after each trial. In the simulated lab the outcome comes from the task's success predicate;
 on hardware the operator confirms each reset (Enter) and types the outcome (s/f + reason).
+Each trial is segmented into the task's atomic actions (report: success by subtask, where and why each
+failed trial failed); --save-failures DIR turns the failed trials into a correction dataset.
 Exit code 0 when all trials ran, 2 on bad arguments or a device error, 130 when interrupted.
 """
 from __future__ import annotations
@@ -47,6 +49,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-seconds", type=float, default=15.0, help="trial timeout (default %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device for the policy (cpu | cuda)")
     p.add_argument("--out", required=True, help="run folder for the report and the trial episodes")
+    p.add_argument("--save-failures", default=None, metavar="DIR",
+                   help="after the run, write a correction dataset of the failed trials into DIR: in the sim the "
+                        "scripted expert takes over each failed trial where it failed (DAgger-style, app/corrections.py); "
+                        "on hardware the failed episodes are copied for correcting in Annotate")
     p.add_argument("--home", action=argparse.BooleanOptionalAction, default=None,
                    help="home the arm before every trial (default: on hardware yes; the sim's reset homes it)")
     add_lab_args(p)
@@ -80,6 +86,19 @@ def _bundled_defaults(args) -> None:
     if args.waypoints == "predicted" and not args.keypoints:
         args.keypoints = str(bundled_checkpoint("keypoints", args.task, args.robot))
         print(f"rollout: no --keypoints, using the bundled {args.keypoints}", file=sys.stderr)
+
+
+def _save_failures(session, run_dir: str, out_dir: str) -> None:
+    from app.corrections import copy_failures, record_corrections
+
+    if session.lab is None:
+        paths = copy_failures(run_dir, out_dir)
+        print(f"failures: {len(paths)} failed episodes copied to {out_dir}")
+        return
+    done = record_corrections(session, run_dir, out_dir, progress=lambda m: print(f"correction: {m}", flush=True))
+    kept = [c for c in done if c.path is not None]
+    print(f"failures: {len(kept)}/{len(done)} failed trials corrected by the expert -> {out_dir} "
+          f"(train: python main.py train expert --episodes {out_dir} …)")
 
 
 def run_rollout(args) -> int:
@@ -118,6 +137,8 @@ def run_rollout(args) -> int:
 
             runner.on_update = on_update
             trials = runner.run()
+            if args.save_failures:
+                _save_failures(session, args.out, args.save_failures)
     except (DeviceError, ValueError, FileNotFoundError) as exc:
         print(f"rollout: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
