@@ -8,7 +8,7 @@ from PySide6 import QtCore
 
 from app.rollout import LiveState
 from app.success import TrialRecord
-from widgets.evaluate_tab import EvaluateTab
+from widgets.evaluate_tab import COLUMNS, EvaluateTab
 
 
 @pytest.fixture
@@ -33,6 +33,39 @@ def test_show_state_draws_summary_curve_ci_and_table(tab):
     assert np.all(lo <= y) and np.all(y <= hi)
     assert tab.table.rowCount() == 4 and tab.table.item(2, 3).text() == "timeout"
     assert "p50 25 ms" in tab.latency.text()
+
+
+def _tracked_trials():
+    rows = [("success", "success", "move grasp lift", "move grasp lift", "", ""),
+            ("failure", "plan_finished", "move grasp", "move", "grasp",
+             "grasp missed: the gripper closed on nothing, 2.1 cm beside the cube"),
+            ("failure", "timeout", "move grasp lift", "move grasp", "lift",
+             "dropped while lifting: the cube left the gripper while moving"),
+            ("success", "success", "move grasp lift", "move grasp lift", "", "")]
+    return [TrialRecord(i, "pick_cube", 1000 + i, o, r, 9.0, reached=re, completed=co, failed_at=fa, diagnosis=d,
+                        failed_frame=80 if fa else -1) for i, (o, r, re, co, fa, d) in enumerate(rows)]
+
+
+def test_evaluate_tab_shows_success_by_subtask_and_where_trials_failed(tab):
+    tab.show_state(LiveState(phase="done", trial=3, n_trials=4, trials=_tracked_trials()))
+    t = tab.subtask_table
+    got = [[t.item(r, c).text() for c in range(t.columnCount())] for r in range(t.rowCount())]
+    assert got == [["move", "4", "4", "100 %", "51–100 %", "0"],
+                   ["grasp", "4", "3", "75 %", "30–95 %", "1"],
+                   ["lift", "3", "2", "67 %", "21–94 %", "1"]]
+    heights = tab.subtask_bars.opts["height"]
+    np.testing.assert_allclose(heights, [100, 75, 200 / 3])
+    col = {name: i for i, name in enumerate(COLUMNS)}
+    assert tab.table.item(1, col["failed at"]).text() == "grasp"
+    assert "closed on nothing" in tab.table.item(1, col["diagnosis"]).text()
+    assert "frame 80" in tab.table.item(1, col["failed at"]).toolTip()
+    assert tab.table.item(0, col["failed at"]).text() == ""
+
+
+def test_export_without_a_report_is_a_one_line_message(tab, tmp_path):
+    tab.out.setText(str(tmp_path / "nothing"))
+    assert tab.export_failures(str(tmp_path / "out")) is False
+    assert tab.status.text().startswith("export: no rollout report")
 
 
 def test_bad_form_gives_a_one_line_message(tab):

@@ -132,7 +132,8 @@ def run_rollout(args) -> int:
                         k = sum(x.success for x in s.trials[: t.index + 1])
                         print(f"trial {t.index + 1:3d}/{cfg.trials} seed {t.seed}: {t.outcome:7s} {t.reason:16s} "
                               f"{t.duration_s:5.1f} s  latency p50 {t.latency_p50_ms:5.1f} ms  "
-                              f"running {k}/{t.index + 1}", flush=True)
+                              f"running {k}/{t.index + 1}"
+                              + (f"  failed at {t.failed_at}: {t.diagnosis}" if t.failed_at else ""), flush=True)
                     printed[0] = len(s.trials)
 
             runner.on_update = on_update
@@ -148,5 +149,10 @@ def run_rollout(args) -> int:
         lo, hi = wilson_interval(s.successes, s.trials)
         print(f"{task}: {s.successes}/{s.trials} = {s.rate * 100:.0f} % (Wilson 95 % CI {lo * 100:.0f}–{hi * 100:.0f} %), "
               f"reasons {s.reasons}")
-    print(f"report: {args.out}/report.json, trials.csv, report.png")
+    from app.success import subtask_summary
+
+    for st in subtask_summary(trials):
+        print(f"  {st.task} {st.subtask:10s} {st.completed}/{st.reached} completed"
+              f" (Wilson 95 % CI {st.ci_low * 100:.0f}–{st.ci_high * 100:.0f} %), failed here {st.failed_here}")
+    print(f"report: {args.out}/report.json, trials.csv, subtasks.csv, report.png")
     return 0
