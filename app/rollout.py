@@ -346,7 +346,8 @@ class RolloutRunner:
         trace: list[tuple[float, dict, bool]] = []  # (loop time, object poses, predicate) from the monitor
 
         def on_tick(tick):
-            ticks.append((tick.index, tick.t, np.asarray(tick.state.ee_pose, float), float(tick.state.gripper)))
+            ticks.append((tick.index, tick.t, np.asarray(tick.state.ee_pose, float), float(tick.state.gripper),
+                          float(tick.action[7])))
             names = [e.split(":")[0] for e in tick.events]
             events.extend(names)
             # One rejected target only holds the arm for a tick; a policy that keeps asking for jumps
@@ -410,10 +411,11 @@ class RolloutRunner:
         t = np.array([x[1] for x in ticks], float)
         ee = np.array([x[2] for x in ticks], float).reshape(-1, 7)
         grip = np.array([x[3] for x in ticks], float)
+        command = np.array([x[4] for x in ticks], float)
         ot = ObjectTrace.from_samples(trace)
         objects, ok = ot.at(t) if ot is not None and len(t) else (None, None)
         a = analyse_trial(rec.task, ee, grip, float(self.session.rate_hz), objects=objects, success=ok,
-                          outcome=rec.outcome, reason=rec.reason)
+                          outcome=rec.outcome, reason=rec.reason, command=command)
         frame = -1
         if a.frame >= 0 and rec.episode:
             from recorder.episode import EpisodeReader

@@ -142,15 +142,30 @@ def _ended(reason: str) -> str:
     return f" ({STOPS.get(reason, reason.replace('_', ' '))})"
 
 
+def gripper_status(gripper: np.ndarray, command: np.ndarray | None = None,
+                   params: SegmentParams = SegmentParams()) -> np.ndarray:
+    """Per frame "open", "holding" or "closed" (on nothing). With the commanded gripper the policy's
+    decision to close is known exactly (a measured opening that flickers 1.0 → 0.94 is no close);
+    without it (recorded episodes) the proposals' holding status from the measured opening."""
+    if command is None:
+        return holding_status(gripper, params)
+    g = np.asarray(gripper, float).reshape(-1)
+    shut = np.asarray(command, float).reshape(-1) < 0.5
+    status = np.where(shut, "holding", "open").astype(object)
+    status[shut & (g < params.empty_closed)] = "closed"
+    return status
+
+
 def analyse_trial(task: str, ee_pose: np.ndarray, gripper: np.ndarray, fps: float, *,
                   objects: dict[str, np.ndarray] | None = None, success: np.ndarray | None = None,
-                  outcome: str = "failure", reason: str = "",
+                  outcome: str = "failure", reason: str = "", command: np.ndarray | None = None,
                   params: SegmentParams = SegmentParams()) -> TrialAnalysis:
     """Subtasks reached/completed, the failing one and a diagnosis for one trial.
 
     ``ee_pose`` (N, 7) and ``gripper`` (N,) are the recorded frames; ``objects`` maps object names to
     their (N, 7) poses at those frames and ``success`` is the task predicate per frame (both from an
-    ``ObjectTrace``; None on hardware). ``outcome``/``reason`` are the trial's verdict.
+    ``ObjectTrace``; None on hardware). ``outcome``/``reason`` are the trial's verdict; ``command`` (N,)
+    the commanded gripper (0 closed … 1 open), when known.
     """
     ee = np.asarray(ee_pose, float).reshape(-1, 7)
     g = np.asarray(gripper, float).reshape(-1)
@@ -161,9 +176,9 @@ def analyse_trial(task: str, ee_pose: np.ndarray, gripper: np.ndarray, fps: floa
         steps = [SubtaskStep(s, i == 0, False) for i, s in enumerate(names)]
         return TrialAnalysis(steps, names[0], "no frames were recorded" + _ended(reason), -1, "", [])
     if objects is not None and (MANIPULATED in objects or "button" in objects):
-        res = _analyse_sim(task, names, ee, g, fps, objects, success, reason, params)
+        res = _analyse_sim(task, names, ee, g, fps, objects, success, reason, command, params)
     else:
-        res = _analyse_proposals(names, g, segments, params, reason)
+        res = _analyse_proposals(names, g, segments, params, reason, command)
     if outcome == "success":  # the task's predicate held: every subtask was done, whatever the checks say
         for s in res.steps:
             s.reached = s.completed = True
@@ -187,10 +202,10 @@ def _chain(names: tuple[str, ...], done: dict[str, int]) -> list[SubtaskStep]:
     return steps
 
 
-def _analyse_sim(task, names, ee, g, fps, objects, success, reason, params) -> TrialAnalysis:
+def _analyse_sim(task, names, ee, g, fps, objects, success, reason, command, params) -> TrialAnalysis:
     n = len(ee)
     tcp = ee[:, :3]
-    status = holding_status(g, params)
+    status = gripper_status(g, command, params)
     ok = np.zeros(n, bool) if success is None else np.asarray(success, bool).reshape(-1)
     ok_at = _first(ok)
     last = n - 1
@@ -300,14 +315,14 @@ def _analyse_sim(task, names, ee, g, fps, objects, success, reason, params) -> T
     return TrialAnalysis(steps, name, why + ended, released)
 
 
-def _analyse_proposals(names, g, segments, params, reason) -> TrialAnalysis:
+def _analyse_proposals(names, g, segments, params, reason, command=None) -> TrialAnalysis:
     """No object poses (hardware): the proposals' segments decide. A grasp segment is a close that
     ended on something; lift / transport / place / press segments follow from the gripper status."""
     done: dict[str, int] = {}
     for a, b, lab in segments:
         if lab in names and lab not in done:
             done[lab] = b - 1
-    status = holding_status(g, params)
+    status = gripper_status(g, command, params)
     first_act = min([f for k, f in done.items() if k != "move"], default=-1)
     close_at = _first(status != "open")
     approach = min([f for f in (first_act, close_at) if f >= 0], default=-1)

@@ -50,6 +50,7 @@ def test_evaluate_tab_shows_success_by_subtask_and_where_trials_failed(tab):
     tab.show_state(LiveState(phase="done", trial=3, n_trials=4, trials=_tracked_trials()))
     t = tab.subtask_table
     got = [[t.item(r, c).text() for c in range(t.columnCount())] for r in range(t.rowCount())]
+    assert [t.horizontalHeaderItem(c).text() for c in range(t.columnCount())][:3] == ["subtask", "reached", "done"]
     assert got == [["move", "4", "4", "100 %", "51–100 %", "0"],
                    ["grasp", "4", "3", "75 %", "30–95 %", "1"],
                    ["lift", "3", "2", "67 %", "21–94 %", "1"]]

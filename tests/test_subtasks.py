@@ -106,6 +106,23 @@ def test_pick_that_stops_above_fails_at_move_with_timeout_while_approaching():
     assert a.failed_at == "move" and a.diagnosis.startswith("the gripper closed 20.0 cm from the cube"), a
 
 
+def test_commanded_gripper_decides_what_a_close_is():
+    """A measured opening that flickers (1.0 → 0.9 while the arm moves) is no close when the policy kept
+    commanding it open; with the command the closed-on-nothing diagnosis still works."""
+    t = Trial().move(CUBE + [0.0, 0.15, 0.15])
+    t.grip[10:14] = [0.95, 0.9, 0.92, 0.97]
+    ee, g, obj, ok = t.hold(20).arrays(_pick_ok)
+    cmd = np.ones(len(g))
+    a = analyse_trial("pick_cube", ee, g, FPS, objects=obj, success=ok, reason="timeout", command=cmd)
+    assert a.failed_at == "move" and a.diagnosis.startswith("timeout while approaching"), a
+    t = Trial().move(CUBE + [0.03, 0.0, 0.12]).move(CUBE + [0.03, 0.0, 0.0], 20)
+    n0 = len(t.grip)
+    ee, g, obj, ok = t.gripper(0.0).hold(20).arrays(_pick_ok)
+    cmd = np.r_[np.ones(n0), np.zeros(len(g) - n0)]
+    a = analyse_trial("pick_cube", ee, g, FPS, objects=obj, success=ok, reason="timeout", command=cmd)
+    assert a.failed_at == "grasp" and "closed on nothing" in a.diagnosis
+
+
 def test_pick_that_pushes_the_cube_fails_at_grasp_pushed():
     t = Trial().move(CUBE + [0.0, 0.0, 0.12]).move(CUBE + [0.0, 0.0, 0.03], 20)
     for k in range(10):  # coming down, the fingers shove the cube 4 cm sideways before it can be grasped

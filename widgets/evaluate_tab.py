@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 
 TASKS = ("pick_cube", "place_in_bin", "stack_cubes", "press_button")
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "expert_pick_cube.pt"
-COLUMNS = ("trial", "seed", "outcome", "reason", "failed at", "seconds", "latency p50 ms", "chunks", "episode",
-           "diagnosis")
-SUBTASK_COLUMNS = ("subtask", "reached", "completed", "rate", "Wilson 95 %", "failed here")
+COLUMNS = ("trial", "seed", "outcome", "reason", "failed at", "diagnosis", "seconds", "latency p50 ms", "chunks",
+           "episode")
+SUBTASK_COLUMNS = ("subtask", "reached", "done", "rate", "Wilson 95 %", "failed here")
 
 
 class RolloutWorker(QtCore.QObject):
@@ -275,7 +275,7 @@ class EvaluateTab(QtWidgets.QWidget):
         subtasks = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
         subtasks.addWidget(self.subtask_table)
         subtasks.addWidget(self.subtask_plot)
-        subtasks.setSizes([300, 300])
+        subtasks.setSizes([360, 260])
 
         self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -477,16 +477,19 @@ class EvaluateTab(QtWidgets.QWidget):
         self.plot.setXRange(0.5, max(s.n_trials, len(ok)) + 0.5)
         self.table.setRowCount(len(s.trials))
         for r, tr in enumerate(s.trials):
-            vals = (tr.index + 1, tr.seed, tr.outcome, tr.reason, tr.failed_at, f"{tr.duration_s:.1f}",
+            vals = (tr.index + 1, tr.seed, tr.outcome, tr.reason, tr.failed_at, tr.diagnosis, f"{tr.duration_s:.1f}",
                     "–" if not np.isfinite(tr.latency_p50_ms) else f"{tr.latency_p50_ms:.0f}", tr.chunks,
-                    Path(tr.episode).name if tr.episode else "", tr.diagnosis)
+                    Path(tr.episode).name if tr.episode else "")
             for c, v in enumerate(vals):
                 item = QtWidgets.QTableWidgetItem(str(v))
                 if c in (2, 4):
                     item.setForeground(QtGui.QColor("#2ca02c" if tr.success else "#d62728"))
-                if c in (4, 9) and tr.diagnosis:
+                if c in (4, 5) and tr.diagnosis:
                     item.setToolTip(f"{tr.failed_at}: {tr.diagnosis} (episode frame {tr.failed_frame})")
                 self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
+        diag = COLUMNS.index("diagnosis")
+        self.table.setColumnWidth(diag, min(self.table.columnWidth(diag), 380))  # the full text is in the tooltip
         self.table.scrollToBottom()
         self._show_subtasks(s.trials)
 
