@@ -136,6 +136,25 @@ def _cm(x: float) -> str:
     return f"{x * 100:.1f} cm"
 
 
+def _ran_out(reason: str) -> str:
+    """How the trial ran out while a subtask was still under way."""
+    if reason in ("timeout", "", "operator", "cancelled"):
+        return "timeout"
+    if reason == "plan_finished":
+        return "plan ended"
+    return "stopped"
+
+
+def _offset(tcp: np.ndarray, obj: np.ndarray) -> str:
+    """'1.7 cm beside' the object's axis, plus the height above/below it when that is the larger miss."""
+    dxy = float(np.linalg.norm(tcp[:2] - obj[:2]))
+    dz = float(tcp[2] - obj[2])
+    out = f"{_cm(dxy)} beside"
+    if abs(dz) > 0.01:
+        out += f" and {_cm(abs(dz))} {'above' if dz > 0 else 'below'}"
+    return out
+
+
 def _ended(reason: str) -> str:
     if reason in ("", "success"):
         return ""
@@ -221,7 +240,7 @@ def _analyse_sim(task, names, ee, g, fps, objects, success, reason, command, par
             return TrialAnalysis(steps)
         if failed.name == "move":
             k = int(np.argmin(dxy + np.maximum(above, 0)))
-            return TrialAnalysis(steps, "move", f"timeout while approaching the button: closest "
+            return TrialAnalysis(steps, "move", f"{_ran_out(reason)} while approaching the button: closest "
                                                 f"{_cm(float(np.hypot(dxy[k], max(above[k], 0))))} above/beside it"
                                  + _ended(reason), last)
         depth = float(button[0, 2] - button[:, 2].min())
@@ -266,7 +285,7 @@ def _analyse_sim(task, names, ee, g, fps, objects, success, reason, command, par
             return TrialAnalysis(steps, name, f"the gripper closed {_cm(float(d[close_at]))} from the cube, before "
                                               "arriving" + ended, close_at)
         k = int(np.argmin(d))
-        return TrialAnalysis(steps, name, f"timeout while approaching: the TCP came no closer than "
+        return TrialAnalysis(steps, name, f"{_ran_out(reason)} while approaching: the TCP came no closer than "
                                           f"{_cm(float(d[k]))} to the cube" + ended, last)
     if name == "grasp":
         close_at = close_near
@@ -280,7 +299,7 @@ def _analyse_sim(task, names, ee, g, fps, objects, success, reason, command, par
         if np.any(status[close_at:] == "closed"):
             k = _first(status == "closed", close_at)
             return TrialAnalysis(steps, name, f"grasp missed: the gripper closed on nothing, "
-                                              f"{_cm(float(dxy[close_at]))} beside the cube" + ended, k)
+                                              f"{_offset(tcp[close_at], cube[close_at])} the cube" + ended, k)
         k = _first(held, close_at)
         if k >= 0:
             return TrialAnalysis(steps, name, "grasp slipped: the cube left the fingers while closing" + ended, k)
@@ -299,14 +318,14 @@ def _analyse_sim(task, names, ee, g, fps, objects, success, reason, command, par
                              lost)
     if name == "lift":
         rise = float(cube[start:, 2].max() - z0)
-        return TrialAnalysis(steps, name, f"timeout while lifting: the cube rose {_cm(rise)}" + ended, last)
+        return TrialAnalysis(steps, name, f"{_ran_out(reason)} while lifting: the cube rose {_cm(rise)}" + ended, last)
     off = float(np.linalg.norm(cube[last, :2] - tgt[last, :2])) if tgt is not None else float("nan")
     if name == "transport":
-        return TrialAnalysis(steps, name, f"timeout while transporting: the cube is {_cm(off)} from the target" + ended,
+        return TrialAnalysis(steps, name, f"{_ran_out(reason)} while transporting: the cube is {_cm(off)} from the target" + ended,
                              last)
     released = _first(status == "open", max(failed.start, 0))
     if released < 0:
-        return TrialAnalysis(steps, name, "timeout before releasing the cube" + ended, last)
+        return TrialAnalysis(steps, name, f"{_ran_out(reason)} before releasing the cube" + ended, last)
     if task == "stack_cubes" and tgt is not None:
         dz = float(cube[last, 2] - tgt[last, 2])
         why = f"place missed: released {_cm(off)} off the green cube's centre (height {_cm(dz)} above it)"

@@ -90,7 +90,12 @@ def test_pick_that_closes_beside_the_cube_fails_at_grasp_on_nothing():
     ee, g, obj, ok = t.arrays(_pick_ok)
     a = analyse_trial("pick_cube", ee, g, FPS, objects=obj, success=ok, reason="timeout")
     assert a.failed_at == "grasp", a
-    assert "closed on nothing" in a.diagnosis and "3.0 cm" in a.diagnosis and "timeout" in a.diagnosis
+    assert "closed on nothing" in a.diagnosis and "3.0 cm beside the cube" in a.diagnosis and "timeout" in a.diagnosis
+    # Over the cube but too high: the miss is named by its height.
+    t = Trial().move(CUBE + [0.0, 0.0, 0.12]).move(CUBE + [0.005, 0.0, 0.035], 20).gripper(0.0).hold(20)
+    ee, g, obj, ok = t.arrays(_pick_ok)
+    a = analyse_trial("pick_cube", ee, g, FPS, objects=obj, success=ok, reason="timeout")
+    assert a.failed_at == "grasp" and "0.5 cm beside and 3.5 cm above the cube" in a.diagnosis, a
     assert a.reached == ["move", "grasp"] and a.completed == ["move"]
     assert 50 <= a.frame <= 60  # where the fingers closed
 
@@ -162,6 +167,7 @@ def test_policy_stop_is_named_in_the_diagnosis_and_success_overrides_checks():
     ee, g, obj, ok = Trial().move(CUBE + [0.0, 0.0, 0.10], 10).arrays(_pick_ok)
     a = analyse_trial("pick_cube", ee, g, FPS, objects=obj, success=ok, reason="out_of_workspace")
     assert a.failed_at == "move" and "left the workspace" in a.diagnosis
+    assert a.diagnosis.startswith("stopped while approaching")
     a = analyse_trial("pick_cube", ee, g, FPS, objects=obj, success=ok, outcome="success", reason="success")
     assert a.completed == ["move", "grasp", "lift"] and not a.failed_at
 
