@@ -36,7 +36,6 @@ from vispy import gloo, scene  # noqa: E402  (backend must be chosen first)
 from vispy.scene import visuals as svisuals  # noqa: E402
 from vispy.visuals import Visual  # noqa: E402
 
-from policies.waypoints import position_curve  # noqa: E402  (the policy's own curve, see set_spline_fn)
 from widgets import style  # noqa: E402
 
 SplineFn = Callable[[np.ndarray], np.ndarray]
@@ -142,6 +141,15 @@ def prepare_cloud(xyz: np.ndarray, rgb: np.ndarray | None = None,
     lod = (np.ascontiguousarray(data[stride_decimate(n, lod_points)]) if 0 < lod_points < n
            else np.zeros((0, 4), np.float32))
     return PreparedCloud(data, bounds, (float(lo), float(hi)), lod, int(lod_points))
+
+
+def policy_curve(waypoints: np.ndarray, samples: int = 200) -> np.ndarray:
+    """Default curve through the waypoints: the policy's own (policies.waypoints.position_curve, PCHIP
+    + slerp through WaypointTrajectory), so the view never draws a curve the arm would not follow.
+    Imported on first use: policies.geometry pulls in torch (~1.5 s), which a bare view does not need."""
+    from policies.waypoints import position_curve
+
+    return position_curve(waypoints, samples)
 
 
 def box_edges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -337,7 +345,7 @@ class PointCloudView(QtWidgets.QWidget):
                  spline_fn: SplineFn | None = None, show_toolbar: bool = True):
         super().__init__(parent)
         self.lod_points = int(lod_points)
-        self.spline_fn: SplineFn = spline_fn or position_curve
+        self.spline_fn: SplineFn = spline_fn or policy_curve
         self._xyz = np.zeros((0, 3), np.float32)
         self._data = np.zeros((0, 4), np.float32)
         # Level of detail: which subset is uploaded for moving ("none" | "stride" | "voxel"), the
