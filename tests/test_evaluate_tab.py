@@ -69,6 +69,31 @@ def test_export_without_a_report_is_a_one_line_message(tab, tmp_path):
     assert tab.status.text().startswith("export: no rollout report")
 
 
+def test_export_failed_trials_on_hardware_copies_the_failed_episodes(tab, qtbot, tmp_path):
+    """No simulator to take over on hardware: the button's worker copies the failed episodes (the sim path,
+    expert takeover, runs in tests/test_rollout.py)."""
+    from app.success import write_report
+    from recorder.episode import EpisodeReader
+    from test_annotate_controller import make_episode
+
+    run = tmp_path / "run"
+    (run / "episodes").mkdir(parents=True)
+    eps = [make_episode(run / "episodes" / f"ep{i}.h5", seed=i) for i in range(2)]
+    trials = [r for r in _tracked_trials()[:2]]
+    for t, ep in zip(trials, eps):
+        t.episode = str(ep)
+    write_report(run, trials, {"title": "hw"})
+    tab.out.setText(str(run))
+    tab.robot.setText("xarm6:192.168.1.5")
+    assert tab.export_failures(str(tmp_path / "corr"))
+    qtbot.waitUntil(lambda: not tab.export_worker.running, timeout=20_000)
+    qtbot.wait(50)
+    assert tab.status.text() == f"export: 1 failed episodes copied to {tmp_path / 'corr'} (correct them in Annotate)"
+    copied = sorted((tmp_path / "corr").glob("*.h5"))
+    assert [p.name for p in copied] == ["ep1.h5"] and EpisodeReader(copied[0]).n_frames > 10
+    assert tab.export_btn.isEnabled()
+
+
 def test_bad_form_gives_a_one_line_message(tab):
     tab.policy.setCurrentText("expert")
     tab.checkpoint.setText("")
