@@ -416,19 +416,27 @@ class RolloutRunner:
         objects, ok = ot.at(t) if ot is not None and len(t) else (None, None)
         a = analyse_trial(rec.task, ee, grip, float(self.session.rate_hz), objects=objects, success=ok,
                           outcome=rec.outcome, reason=rec.reason, command=command)
-        frame = -1
-        if a.frame >= 0 and rec.episode:
+        recorded = None  # tick index of every episode frame
+        if rec.episode:
             from recorder.episode import EpisodeReader
 
             try:
                 with EpisodeReader(rec.episode) as r:
                     recorded = np.asarray(r.extras.get("tick_index", np.arange(r.n_frames)), float)
-                frame = int(min(np.searchsorted(recorded, idx[a.frame]), len(recorded) - 1))
             except (OSError, EpisodeError) as exc:
-                log.warning("trial %d: failure frame not mapped: %s", rec.index, str(exc).splitlines()[0])
+                log.warning("trial %d: frames not mapped: %s", rec.index, str(exc).splitlines()[0])
+
+        def to_frame(i: int) -> int:
+            """The episode frame of tick row ``i`` (the next recorded one when that tick has no frame)."""
+            if recorded is None or not len(recorded):
+                return -1
+            return int(min(np.searchsorted(recorded, idx[min(i, len(idx) - 1)]), len(recorded) - 1))
+
+        segments = " ".join(f"{lab}:{to_frame(s0)}-{to_frame(e0 - 1) + 1}" for s0, e0, lab in a.segments) \
+            if recorded is not None else ""
         return replace(rec, reached=" ".join(a.reached), completed=" ".join(a.completed), failed_at=a.failed_at,
                        diagnosis=a.diagnosis + (f" [arm: {a.segment}]" if a.segment and a.failed_at else ""),
-                       failed_frame=frame)
+                       failed_frame=to_frame(a.frame) if a.frame >= 0 else -1, segments=segments)
 
     def _verdict(self, i: int, verdict: dict, result: EpisodeResult, inner) -> tuple[str, str]:
         if self._outcome is not None:  # the operator's key wins, in sim too

@@ -42,6 +42,7 @@ class TrialRecord:
     failed_at: str = ""
     diagnosis: str = ""
     failed_frame: int = -1
+    segments: str = ""  # the trial's proposal segments as episode frames, "move:0-52 grasp:52-80 …"
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:

@@ -329,6 +329,9 @@ def test_rollout_names_the_failing_subtask_and_the_expert_corrects_it(session, t
     assert t.reached.split()[0] == "move" and t.failed_at not in t.completed.split()
     n = EpisodeReader(t.episode).n_frames
     assert 0 <= t.failed_frame < n
+    # The proposals' segments of the trial, in episode frames, cover it from the first frame to the last.
+    segs = [(lab, *map(int, span.split("-"))) for lab, span in (x.split(":") for x in t.segments.split())]
+    assert segs[0][0] == "move" and segs[0][1] == 0 and segs[-1][2] == n, t.segments
     doc = json.loads((run / "report.json").read_text())
     rows = {s["subtask"]: s for s in doc["subtasks"]}
     assert list(rows) == ["move", "grasp", "lift"] and rows[t.failed_at]["failed_here"] == 1
