@@ -26,6 +26,8 @@ import zlib
 from collections import OrderedDict
 from fractions import Fraction
 
+import av
+import cv2
 import numpy as np
 
 __all__ = ["RGB_CODECS", "DEFAULT_RGB_CODEC", "VideoEncoder", "VideoDecoder", "default_gop", "KEYFRAME",
@@ -63,8 +65,6 @@ class VideoEncoder:
 
     def __init__(self, width: int, height: int, fps: float, *, codec: str = DEFAULT_RGB_CODEC,
                  gop: int | None = None, crf: int = DEFAULT_CRF):
-        import av
-
         if codec not in _ENCODERS:
             raise ValueError(f"unknown RGB codec {codec!r}; use one of {', '.join(RGB_CODECS)}")
         self.width, self.height = int(width), int(height)
@@ -84,8 +84,6 @@ class VideoEncoder:
                       "crf": self.crf, "width": self.width, "height": self.height}
 
     def encode(self, rgb: np.ndarray) -> tuple[bytes, bool]:
-        import av
-        import cv2
 
         if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
             raise VideoError(f"frame {rgb.shape} {rgb.dtype}, expected {(self.height, self.width, 3)} uint8")
@@ -180,8 +178,6 @@ class VideoDecoder:
         return int(self.keyframes[k])
 
     def frame(self, i: int) -> np.ndarray:
-        import cv2
-
         with self._lock:
             start = self.gop_start(i)
             cached = self._cache.get(start, {}).get(i)
@@ -195,8 +191,6 @@ class VideoDecoder:
         return rgb
 
     def _new_context(self):
-        import av
-
         ctx = av.CodecContext.create(self.codec, "r")
         ctx.thread_count = 1  # frame threads would delay output by a frame per thread
         return ctx
@@ -210,8 +204,6 @@ class VideoDecoder:
         first = self._ctx_next
         lo, hi = int(self._offset[first]), int(self._offset[i] + self._size[i])
         blob = self._packets[lo:hi]
-        import av
-
         for j in range(first, i + 1):
             off, size = int(self._offset[j]) - lo, int(self._size[j])
             data = blob[off:off + size].tobytes()
