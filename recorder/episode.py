@@ -54,6 +54,7 @@ from recorder.schema import (
     compression_options,
     frame_fields,
     migrate_file,
+    resolve_compression,
     rgb_is_video,
     schema_version_of,
     validate,
@@ -357,6 +358,8 @@ class EpisodeWriter:
         sizes = {"DoF": self._dof}
         if self._cam:
             sizes.update(H=self._cam["height"], W=self._cam["width"])
+            self._comp = resolve_compression(self._comp, depth)
+            f.attrs["compression"] = self._comp
         if self._video:
             g = f.create_group("obs/rgb")
             g.attrs.update(self._encoder.attrs)
