@@ -144,7 +144,9 @@ def sustained(option: str, seconds: float, folder: Path, frames) -> dict:
     ticker.join()
     late = np.array(ticker.late) * 1e3
     return dict(option=option, frames=n, dropped=w.dropped, max_lag=max_lag, cpu=100 * w.cpu_time / wall,
-                mb_min=path.stat().st_size / 1e6 / (n / FPS) * 60, append_p99=np.percentile(append_ms, 99),
+                # per minute of frames written (a dropped frame costs no bytes)
+                mb_min=path.stat().st_size / 1e6 / (max(1, n - w.dropped) / FPS) * 60,
+                append_p99=np.percentile(append_ms, 99),
                 tick_p99=np.percentile(late, 99), tick_max=late.max(), load=(load0 + os.getloadavg()[0]) / 2)
 
 

@@ -106,7 +106,7 @@ def compression_options(name: str, dtype: np.dtype) -> dict:
         return {"compression": "gzip", "compression_opts": level, "shuffle": itemsize_shuffle}
     if name.endswith("-auto"):  # resolved per episode by resolve_compression; the byte-shuffle variant until then
         return compression_options(name[: -len("-auto")], dtype)
-    if name.startswith("blosc-"):  # blosc-<codec>-<level>[-bit], e.g. blosc-zstd-1, blosc-lz4-5, blosc-zstd-1-bit
+    if name.startswith("blosc-"):  # blosc-<codec>-<level>[-bit], e.g. blosc-zstd-1, blosc-lz4-5, blosc-zstd-3-bit
         codec, _, level = name[6:].partition("-")
         level, _, shuffle = level.partition("-")
         if codec not in ("lz4", "lz4hc", "zstd", "zlib", "blosclz") or shuffle not in ("", "bit"):
@@ -120,15 +120,16 @@ def compression_options(name: str, dtype: np.dtype) -> dict:
     raise ValueError(f"unknown compression {name!r}; use none, lzf, gzip<1-9>, blosc-<lz4|zstd>-<1-9>, zstd<1-22>")
 
 
-COMPRESSIONS = ("none", "lzf", "gzip1", "blosc-lz4-5", "blosc-zstd-1", "blosc-zstd-1-bit", "blosc-zstd-1-auto", "zstd1")
+COMPRESSIONS = ("none", "lzf", "gzip1", "blosc-lz4-5", "blosc-zstd-1", "blosc-zstd-3-bit", "blosc-zstd-3-auto", "zstd1")
 # Chosen from bench/recorder.py: ~3 ms per 640x480 RGB-D frame on one core, ~0.6 of raw size,
 # ~2 ms random read. gzip costs 5x the CPU for ~10 % smaller files. v1's default (RGB and depth).
 V1_COMPRESSION = "blosc-zstd-1"
 # v2: the lossless compression of depth (and of RGB in files written with rgb_codec=None): byte- or
 # bit-shuffle, whichever makes the first depth frame smaller. Sensor noise in the low bits spoils
-# byte-shuffled depth (bit-shuffle: 183 vs 220 KB/frame on the bench's noisy camera-like depth),
-# while smooth noiseless depth (the sim's renders) compresses better byte-shuffled (31 vs 44 KB).
-DEFAULT_COMPRESSION = "blosc-zstd-1-auto"
+# byte-shuffled depth (bit-shuffle: 180 vs 232 KB/frame on the bench's noisy camera-like depth),
+# while smooth noiseless depth (the sim's renders) compresses better byte-shuffled (24 vs 40 KB).
+# Level 3: ~2 % (noisy) to 15 % (sim) smaller than level 1 for ~0.5 ms more per frame (docs/episodes.md).
+DEFAULT_COMPRESSION = "blosc-zstd-3-auto"
 
 
 def resolve_compression(name: str, sample: np.ndarray) -> str:

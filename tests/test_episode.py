@@ -230,7 +230,7 @@ def test_damaged_chunk_reported_on_frame_read(tmp_path):
 def test_damaged_video_packet_reported_on_frame_read(tmp_path):
     """A scribbled H.264 packet fails its CRC-32: an error, never silently wrong pixels."""
     path = tmp_path / "ep.h5"
-    record(path, n=12).finalize("success")  # 20 fps: GOP 10, frames 0-9 and 10-11
+    record(path, n=12).finalize("success")  # 20 fps: GOP 7, frames 0-6 and 7-11
     with h5py.File(path, "r") as f:
         off, size = f["obs/rgb/index"][5, :2]
         ds = f["obs/rgb/packets"]

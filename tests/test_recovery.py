@@ -82,7 +82,7 @@ def test_sigkill_mid_episode_loses_at_most_one_second(tmp_path):
             assert 0 <= lost <= 30, f"lost {lost} frames (> 1 s at 30 fps)"
             assert ep.meta["recovered"] == 1 and ep.outcome == "unknown" and ep.meta["state"] == "complete"
             # Content of every field still belongs to the right frame, at the first and last frame
-            # (the RGB stream, GOP 15, is cut wherever the kill fell: mostly mid-GOP).
+            # (the RGB stream, GOP 10, is cut wherever the kill fell: mostly mid-GOP).
             for i in (0, ep.n_frames - 1):
                 assert frame_tag(ep.rgb(i)) == i
                 assert ep.depth(i)[0, 0] == i
@@ -129,7 +129,7 @@ def test_crashed_file_without_marker_is_recovered_by_the_index(tmp_path):
 
 
 def _mid_gop_copy(tmp_path: Path, n: int = 17) -> tuple[Path, int]:
-    """A byte copy of a v2 take while recording, after n frames (GOP 10 at 20 fps: mid-GOP)."""
+    """A byte copy of a v2 take while recording, after n frames (GOP 7 at 20 fps: mid-GOP)."""
     import shutil
     from bench.kill_sweep import tag_frame
     cam = dict(K=np.eye(3), width=64, height=48, depth_scale=0.001)
@@ -156,8 +156,8 @@ def test_video_cut_mid_gop_keeps_every_whole_packet(tmp_path):
     path, n = _mid_gop_copy(tmp_path)
     assert [r.status for r in recover_partial(tmp_path)] == ["recovered"]
     with EpisodeReader(path) as ep:
-        assert ep.schema_version == 2 and ep.n_frames == n  # 17 = one GOP of 10 + 7 of the next
-        assert [frame_tag(ep.rgb(i)) for i in (0, 9, 10, n - 1)] == [0, 9, 10, n - 1]
+        assert ep.schema_version == 2 and ep.n_frames == n  # 17 = two GOPs of 7 + 3 frames of the third
+        assert [frame_tag(ep.rgb(i)) for i in (0, 13, 14, n - 1)] == [0, 13, 14, n - 1]
         assert ep.depth(n - 1)[5, 5] == n - 1
 
 
