@@ -362,3 +362,25 @@ def test_finalize_adds_keyframes_and_auto_proposals(tmp_path):
     save_annotations(path, human)
     assert path.stat().st_size == size  # slot write in place: no rebuild
     assert set(load_annotations(path)) == {"auto", "ada"}
+
+
+def test_depth_compression_auto_picks_the_smaller_shuffle(tmp_path):
+    """blosc-zstd-3-auto: bit-shuffle for noisy sensor depth, byte-shuffle for smooth rendered depth;
+    the episode records which (root attribute ``compression``) and reads back losslessly."""
+    from recorder.schema import DEFAULT_COMPRESSION, resolve_compression
+
+    yy, xx = np.mgrid[0:96, 0:128]
+    smooth = (800 + 1.7 * yy + 0.4 * xx).astype(np.uint16)  # a tilted table, as a renderer sees it
+    noisy = (smooth + np.random.default_rng(0).normal(0, 2, smooth.shape)).astype(np.uint16)
+    assert DEFAULT_COMPRESSION.endswith("-auto")
+    assert resolve_compression(DEFAULT_COMPRESSION, noisy).endswith("-bit")
+    assert not resolve_compression(DEFAULT_COMPRESSION, smooth).endswith("-bit")
+    assert resolve_compression("gzip1", noisy) == "gzip1"
+    cam = dict(K=np.eye(3), width=128, height=96, depth_scale=0.001)
+    w = EpisodeWriter(tmp_path / "n.h5", META, cam)
+    for i in range(3):
+        w.append(i / 20, np.zeros((96, 128, 3), np.uint8), noisy + i, np.zeros(7), np.zeros(6), 0.0, np.zeros(8))
+    w.finalize("success", propose=False)
+    with EpisodeReader(tmp_path / "n.h5") as ep:
+        assert ep.meta["compression"] == "blosc-zstd-3-bit"
+        np.testing.assert_array_equal(ep.depth(2), noisy + 2)
