@@ -384,3 +384,16 @@ def test_depth_compression_auto_picks_the_smaller_shuffle(tmp_path):
     with EpisodeReader(tmp_path / "n.h5") as ep:
         assert ep.meta["compression"] == "blosc-zstd-3-bit"
         np.testing.assert_array_equal(ep.depth(2), noisy + 2)
+
+
+def test_migrate_takes_a_v0_file_to_v2(tmp_path):
+    from recorder.schema import migrate_file
+
+    path = tmp_path / "v0.h5"
+    g = make_v0(path)
+    assert migrate_file(path) == 0
+    with EpisodeReader(path) as ep:
+        assert ep.schema_version == 2 and ep.gripper.dtype == np.float32
+        np.testing.assert_array_equal(ep.gripper, g.astype(np.float32))
+        assert psnr(ep.rgb(3), frame(3)["rgb"]) > 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v0.h5"]
