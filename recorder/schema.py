@@ -214,7 +214,7 @@ def _dataset(f: h5py.File, path, name: str) -> h5py.Dataset:
 
 
 def validate(f: h5py.File, path) -> int:
-    """Check a current-version episode; return its frame count or raise EpisodeError naming the field.
+    """Check a v1 or v2 episode (READABLE_VERSIONS); return its frame count or raise EpisodeError naming the field.
 
     Cheap enough to run on every open (no image data is decoded except the last frame, which catches
     files cut short inside the data).
