@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "train_keypoints",  # after "train": also hooks `train keypoints` into it
     "eval_language",
     "sim_rerender",
+    "migrate",
     "robot",
     "calibrate",
 ]

@@ -35,6 +35,7 @@ import queue
 import socket
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from importlib import metadata as _metadata
 from pathlib import Path
@@ -44,18 +45,23 @@ import numpy as np
 
 from recorder.durable import copy_file, fsync_path
 from recorder.schema import (
+    AUTO_MIGRATE_TO,
     DEFAULT_COMPRESSION,
-    FIELDS_BY_PATH,
     OUTCOMES,
+    RGB_STREAM,
     SCHEMA,
     SCHEMA_VERSION,
     EpisodeError,
     attr_str,
     compression_options,
+    frame_fields,
     migrate_file,
+    resolve_compression,
+    rgb_is_video,
     schema_version_of,
     validate,
 )
+from recorder.video import DEFAULT_CRF, DEFAULT_RGB_CODEC, KEYFRAME, PACKET_CHUNK, RGB_CODECS, VideoDecoder, VideoEncoder
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,7 @@ FINALIZING_SUFFIX = ".finalizing"  # the complete episode being built by finaliz
 _STOP = object()
 _ABORT = object()
 _SMALL_FIELDS = ("/time", "/obs/ee_pose", "/obs/joint_pos", "/obs/gripper", "/action")
+_RGB_INDEX = "/obs/rgb/index"
 
 
 def _app_version() -> str:
@@ -181,11 +188,16 @@ class EpisodeWriter:
     because the queue was full (also stored as the file's ``dropped_frames`` attribute). A crash
     loses at most the current lag (queue: 0.5 s of frames by default) plus ``flush_interval``
     seconds of written-but-unflushed frames: under 1 s.
+
+    RGB is encoded as H.264 on the writer thread (``rgb_codec``, schema v2, recorder/video.py);
+    ``rgb_codec=None`` keeps raw RGB frames compressed losslessly with ``compression`` (a schema v1
+    file, as earlier versions wrote). Depth is always lossless (``compression``).
     """
 
     def __init__(self, path: str | os.PathLike, meta: dict, camera_meta: dict | None, *,
                  compression: str = DEFAULT_COMPRESSION, queue_frames: int | None = None,
-                 flush_interval: float = 0.25):
+                 flush_interval: float = 0.25, rgb_codec: str | None = DEFAULT_RGB_CODEC,
+                 rgb_gop: int | None = None, rgb_crf: int = DEFAULT_CRF):
         self.path = Path(path)
         if self.path.exists() or creating_path(self.path).exists() or marker_path(self.path).exists():
             raise FileExistsError(f"{self.path}: already exists; refusing to overwrite an episode")
@@ -194,6 +206,19 @@ class EpisodeWriter:
         self._comp = compression
         compression_options(compression, np.dtype("uint8"))  # unknown names fail here, not in the thread
         self._attrs["compression"] = compression
+        if rgb_codec is not None and rgb_codec not in RGB_CODECS:
+            raise ValueError(f"unknown RGB codec {rgb_codec!r}; use one of {', '.join(RGB_CODECS)} or None (lossless)")
+        self._video = bool(self._cam) and rgb_codec is not None
+        self._encoder: VideoEncoder | None = None
+        if self._video:
+            self._encoder = VideoEncoder(self._cam["width"], self._cam["height"], self._attrs["fps"],
+                                         codec=rgb_codec, gop=rgb_gop, crf=rgb_crf)  # bad settings fail here
+            self._attrs["rgb_codec"] = rgb_codec
+        elif self._cam:
+            self._attrs["schema_version"] = 1  # raw RGB frames: the v1 layout
+        self._version = int(self._attrs["schema_version"])
+        self._packets: list[bytes] = []  # encoded since the last flush
+        self._stream_len = 0  # bytes of packets handed out (written or pending)
         self.flush_interval = float(flush_interval)
         fps = self._attrs["fps"]
         # Half a second of frames absorbs a disk hiccup; a longer queue would let a crash lose more
@@ -335,11 +360,25 @@ class EpisodeWriter:
         sizes = {"DoF": self._dof}
         if self._cam:
             sizes.update(H=self._cam["height"], W=self._cam["width"])
-        for spec in FIELDS_BY_PATH.values():
+            self._comp = resolve_compression(self._comp, depth)
+            f.attrs["compression"] = self._comp
+        if self._video:
+            g = f.create_group("obs/rgb")
+            g.attrs.update(self._encoder.attrs)
+            # Packets are compressed already; chunks unfiltered, so a chunk rewritten as a flush adds
+            # bytes to it keeps its place in the file (the bytes already there stay as they were).
+            self._ds[RGB_STREAM] = f.create_dataset(RGB_STREAM, shape=(0,), maxshape=(None,), dtype=np.uint8,
+                                                    chunks=(PACKET_CHUNK,))
+        for spec in frame_fields(self._version):
             if spec.image and not self._cam:
                 continue
             trailing = tuple(sizes[d] if isinstance(d, str) else d for d in spec.trailing)
             fill = {"fillvalue": np.nan} if spec.dtype.kind == "f" else {}
+            if spec.path == _RGB_INDEX:  # rows a crash left unwritten read as -1 (recorder/recovery.py)
+                self._pending[_RGB_INDEX] = []
+                self._ds[spec.path] = f.create_dataset(spec.path, shape=(0, 4), maxshape=(None, 4), dtype=np.int64,
+                                                       chunks=(spec.chunk_frames, 4), fillvalue=-1)
+                continue
             # Images get a Fletcher-32 checksum: a chunk that fails to shrink is stored raw, and
             # without it a damaged raw chunk would be read back as silently wrong pixels.
             comp = {**compression_options(self._comp, spec.dtype), "fletcher32": True} if spec.image else {}
@@ -374,11 +413,18 @@ class EpisodeWriter:
             self._create(item)
         t, rgb, depth, ee_pose, joint_pos, gripper, action, extras = item
         n = self.written
-        if self._cam:
-            for name, img in (("/obs/rgb", rgb), ("/obs/depth", depth)):
-                ds = self._ds[name]
-                ds.resize(n + 1, axis=0)
-                ds[n] = img
+        if self._video:
+            data, key = self._encoder.encode(rgb)
+            self._packets.append(data)
+            self._pending[_RGB_INDEX].append((self._stream_len, len(data), KEYFRAME if key else 0, zlib.crc32(data)))
+            self._stream_len += len(data)
+            images = (("/obs/depth", depth),)
+        else:
+            images = (("/obs/rgb", rgb), ("/obs/depth", depth)) if self._cam else ()
+        for name, img in images:
+            ds = self._ds[name]
+            ds.resize(n + 1, axis=0)
+            ds[n] = img
         for name, value in zip(_SMALL_FIELDS, (t, ee_pose, joint_pos, gripper, action)):
             self._pending[name].append(value)
         for name, (kind, shape) in self._extras.items():
@@ -395,9 +441,17 @@ class EpisodeWriter:
 
     def _flush(self) -> None:
         n = self.written
+        if self._packets:  # packet bytes before the index rows that point at them
+            ds = self._ds[RGB_STREAM]
+            start = ds.shape[0]
+            blob = np.frombuffer(b"".join(self._packets), np.uint8)
+            ds.resize(start + blob.size, axis=0)
+            ds[start:] = blob
+            self._packets.clear()
         # Small per-frame fields go in one block per flush (per-frame h5py calls cost more than the
         # data); /time is written last, so on disk it is never ahead of the images it indexes.
-        for name in (*self._pending_extras, *reversed(_SMALL_FIELDS)):
+        index = (_RGB_INDEX,) if self._video else ()
+        for name in (*index, *self._pending_extras, *reversed(_SMALL_FIELDS)):
             rows = self._pending[name] if name in self._pending else self._pending_extras[name]
             if not rows:
                 continue
@@ -556,8 +610,11 @@ def open_h5(path: Path) -> h5py.File:
 class EpisodeReader:
     """A validated episode, kept open for random frame access (close() or use as a context manager).
 
-    Per-frame vectors are loaded at open; images are read one frame at a time. Files of an older
-    schema version are migrated in place first (atomically; ``migrated_from`` tells from which).
+    Per-frame vectors are loaded at open; images are read one frame at a time (v2 RGB decoded from
+    its H.264 stream with a small decoded-GOP cache, recorder/video.py). v1 files (raw RGB) are
+    read as they are; only v0 files are migrated in place first (a lossless change; atomically;
+    ``migrated_from`` tells from which). v1 -> v2 re-encodes RGB lossily, so it happens only on
+    request (``main.py migrate``), never behind the user's back.
     """
 
     def __init__(self, path: str | os.PathLike, *, migrate: bool = True):
@@ -566,12 +623,14 @@ class EpisodeReader:
         self._f = open_h5(self.path)
         try:
             version = schema_version_of(self._f, self.path)
-            if version < SCHEMA_VERSION:
+            if version < AUTO_MIGRATE_TO:
                 if not migrate:
-                    raise EpisodeError(self.path, "schema_version", f"{version} is older than {SCHEMA_VERSION}; open with migrate=True")
+                    raise EpisodeError(self.path, "schema_version", f"{version} is older than {AUTO_MIGRATE_TO}; open with migrate=True")
                 self._f.close()
-                self.migrated_from = migrate_file(self.path)
+                self.migrated_from = migrate_file(self.path, to=AUTO_MIGRATE_TO)
                 self._f = open_h5(self.path)
+                version = AUTO_MIGRATE_TO
+            self.schema_version = version
             self.n_frames = validate(self._f, self.path)
             self._load()
         except EpisodeError:
@@ -596,7 +655,8 @@ class EpisodeReader:
                 K=np.asarray(cam["K"], dtype=float), T_base_camera=np.asarray(cam["T_base_camera"], dtype=float),
                 depth_scale=float(f["obs/depth"].attrs["depth_scale"]), width=int(cam["width"]),
                 height=int(cam["height"]), model=attr_str(cam["model"]), serial=attr_str(cam["serial"]))
-            self._rgb, self._depth = f["obs/rgb"], f["obs/depth"]
+            self._depth = f["obs/depth"]
+            self._rgb = VideoDecoder(f["obs/rgb"], self.n_frames) if rgb_is_video(f) else f["obs/rgb"]
         else:
             self.camera = None
         self.extras: dict[str, np.ndarray | list] = {}
@@ -611,13 +671,15 @@ class EpisodeReader:
     def duration(self) -> float:
         return float(self.time[-1] - self.time[0]) if self.n_frames > 1 else 0.0
 
-    def _frame(self, ds: h5py.Dataset, name: str, i: int) -> np.ndarray:
+    def _frame(self, ds: h5py.Dataset | VideoDecoder, name: str, i: int) -> np.ndarray:
         if not self.has_images:
             raise EpisodeError(self.path, name, "episode was recorded without a camera")
         i = int(i)
         if not -self.n_frames <= i < self.n_frames:
             raise IndexError(f"{self.path.name}: frame {i} outside 0..{self.n_frames - 1}")
         try:
+            if isinstance(ds, VideoDecoder):
+                return ds.frame(i % self.n_frames)
             return ds[i % self.n_frames]
         except Exception as exc:
             raise EpisodeError(self.path, f"{name}[{i}]", f"cannot decode ({exc})") from None

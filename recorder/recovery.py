@@ -2,8 +2,9 @@
 
 A partial episode is an ``.h5`` with a ``.recording`` marker whose writer process is gone. Its SWMR layout stays readable after
 a SIGKILL; recovery reads it in SWMR-reader mode, finds the longest prefix of frames present in
-*every* dataset, and rebuilds it into a fresh file (compressed image chunks copied as they are,
-not re-encoded) that replaces the partial one only after it validates. The result carries
+*every* dataset, and rebuilds it into a fresh file (compressed image chunks and H.264 packets
+copied as they are, not re-encoded; a video stream cut mid-GOP keeps every frame up to its last
+whole packet, recorder/video.py) that replaces the partial one only after it validates. The result carries
 ``recovered=1`` and ``outcome="unknown"``, or the operator's verdict when the recorder died while
 saving it (the marker carries it, recorder/episode.py).
 
@@ -32,7 +33,8 @@ from recorder.episode import (
     read_marker,
 )
 from recorder.h5flags import clear_write_flags
-from recorder.schema import FRAME_FIELDS, OUTCOMES, EpisodeError, attr_str, validate
+from recorder.schema import OUTCOMES, RGB_STREAM, EpisodeError, attr_str, frame_fields, rgb_is_video, validate
+from recorder.video import VideoDecoder, valid_prefix
 
 __all__ = ["Recovered", "dead_partials", "recover_partial", "recover_file", "writer_alive", "discard_partial",
            "remove_stale_temporaries"]
@@ -104,9 +106,21 @@ def recover_partial(folder: str | os.PathLike) -> list[Recovered]:
     return results
 
 
+def _fields(f: h5py.File):
+    try:
+        version = int(f.attrs.get("schema_version", 2))
+    except (TypeError, ValueError):
+        version = 2
+    return frame_fields(version)
+
+
 def _consistent_length(f: h5py.File) -> int:
-    """Frames present in every dataset: the shortest extent, cut back to written, decodable data."""
-    datasets = [f[s.path] for s in FRAME_FIELDS if s.path in f]
+    """Frames present in every dataset: the shortest extent, cut back to written, decodable data.
+
+    v2 RGB: an index row counts once it is written (not the -1 fill), its packet lies inside the
+    written stream and matches its CRC-32, and the last kept frame decodes (from its GOP's
+    keyframe): a stream cut mid-GOP keeps every frame up to the last whole packet."""
+    datasets = [f[s.path] for s in _fields(f) if s.path in f]
     datasets += [ds for ds in f.get("extras", {}).values() if isinstance(ds, h5py.Dataset)]
     n = min(ds.shape[0] for ds in datasets)
     # Vector fields are NaN-filled, so a slot whose extent was grown but whose data never landed shows.
@@ -115,11 +129,13 @@ def _consistent_length(f: h5py.File) -> int:
             bad = ~np.isfinite(ds[:n].reshape(n, -1)).all(axis=1)
             if bad.any():
                 n = int(np.argmax(bad))
+    if rgb_is_video(f) and n:
+        n = valid_prefix(f["obs/rgb/index"][:n], f[RGB_STREAM])
     t = f["time"][:n]
     if n > 1 and np.any(np.diff(t) < 0):
         n = int(np.argmax(np.diff(t) < 0)) + 1
     for name in ("obs/rgb", "obs/depth"):
-        if name not in f:
+        if not isinstance(f.get(name), h5py.Dataset):
             continue
         ds = f[name]
         zeros = (0,) * (ds.ndim - 1)
@@ -133,6 +149,12 @@ def _consistent_length(f: h5py.File) -> int:
                 break
             except Exception:
                 n -= 1
+    while n and rgb_is_video(f):  # the packets are whole (CRC); the decoder must agree
+        try:
+            VideoDecoder(f["obs/rgb"], n).frame(n - 1)
+            break
+        except Exception:
+            n -= 1
     return n
 
 
@@ -240,10 +262,15 @@ def recover_file(path: str | os.PathLike) -> Recovered:
                     cam = dst.create_group("camera")
                     for key, value in src["camera"].attrs.items():
                         cam.attrs[key] = value
-                datasets = [src[s.path] for s in FRAME_FIELDS if s.path in src]
+                datasets = [src[s.path] for s in _fields(src) if s.path in src]
                 datasets += [ds for ds in src.get("extras", {}).values() if isinstance(ds, h5py.Dataset)]
                 for ds in datasets:
                     _copy_dataset(ds, dst, n)
+                if rgb_is_video(src):  # the packet bytes of the kept frames, and the stream's settings
+                    last = src["obs/rgb/index"][n - 1]
+                    _copy_dataset(src[RGB_STREAM], dst, int(last[0] + last[1]))
+                    for key, value in src["obs/rgb"].attrs.items():
+                        dst["obs/rgb"].attrs[key] = value
                 validate(dst, path)
                 _propose(dst)
             fsync_path(tmp)

@@ -113,10 +113,13 @@ def pick_place(seed: int = 0, fps: float = 20.0, pos_noise: float = 3e-4, grip_n
 
 
 def write_episode(path, syn: Synthetic, *, images: bool = True, width: int = 32, height: int = 24,
-                  task: str = "place_in_bin", extras: bool = True, propose: bool = False):
+                  task: str = "place_in_bin", extras: bool = True, propose: bool = False, rgb_codec: str | None = None):
     """A real episode file (recorder.episode.EpisodeWriter) holding a synthetic trajectory.
 
-    ``propose=False`` (default) leaves it as an older recording would be: no keyframes, no store."""
+    ``propose=False`` (default) leaves it as an older recording would be: no keyframes, no store.
+    ``rgb_codec=None`` (default) stores RGB losslessly (schema v1 layout), every pixel = frame % 256;
+    ``"h264"`` writes the default v2 layout, each frame painted with bench.kill_sweep.tag_frame's
+    colour (read back with frame_tag: H.264 keeps it within a few levels)."""
     from recorder.episode import EpisodeWriter
 
     cam = None
@@ -125,11 +128,17 @@ def write_episode(path, syn: Synthetic, *, images: bool = True, width: int = 32,
         cam = {"K": K, "T_base_camera": np.eye(4), "width": width, "height": height,
                "depth_scale": 0.001, "model": "synthetic", "serial": "0"}
     w = EpisodeWriter(path, {"robot": "franka", "task": task, "instruction": "put the red cube in the bin",
-                             "fps": syn.fps}, cam, queue_frames=len(syn.gripper) + 8)
+                             "fps": syn.fps}, cam, queue_frames=len(syn.gripper) + 8, rgb_codec=rgb_codec)
     for i in range(len(syn.gripper)):
         rgb = depth = None
         if images:
             rgb = np.full((height, width, 3), i % 256, dtype=np.uint8)  # frame index readable in pixels
+            if rgb_codec is not None:
+                from bench.kill_sweep import tag_frame
+
+                rgb = np.empty((height, width, 3), np.uint8)
+                tag_frame(rgb, i)
+                rgb[:] = rgb[0, 0]
             depth = np.full((height, width), 500 + i, dtype=np.uint16)
         w.append(i / syn.fps, rgb, depth, syn.ee_pose[i], np.zeros(7), float(syn.gripper[i]), syn.action[i],
                  {"expert_phase": syn.phases[i]} if extras else None)

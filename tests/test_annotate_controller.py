@@ -9,20 +9,26 @@ from synthetic_pick_place import pick_place
 
 from app.annotate_controller import PROPOSALS, AnnotateController
 from app.frame_cache import FrameCache
+from bench.kill_sweep import frame_tag, tag_frame
 from recorder.annotations import AnnotationDoc, Segment, load_annotations, save_annotations
 from recorder.episode import EpisodeWriter
 
 
-def make_episode(path: Path, *, seed: int = 0, proposals: bool = True, width: int = 64, height: int = 48) -> Path:
+def make_episode(path: Path, *, seed: int = 0, proposals: bool = True, width: int = 64, height: int = 48,
+                 rgb_codec: str | None = None) -> Path:
     """A real episode (EpisodeWriter) of a synthetic pick-and-place; pixel value = frame % 256, so a
-    shown image tells which frame it is. ``proposals`` adds keyframes + the auto document."""
+    shown image tells which frame it is (RGB lossless; ``rgb_codec="h264"``: the v2 layout, frames
+    tagged with bench.kill_sweep.tag_frame). ``proposals`` adds keyframes + the auto document."""
     syn = pick_place(seed)
     cam = {"K": np.array([[50.0, 0, width / 2], [0, 50.0, height / 2], [0, 0, 1]]), "T_base_camera": np.eye(4),
            "width": width, "height": height, "depth_scale": 0.001, "model": "synthetic", "serial": "0"}
     w = EpisodeWriter(path, {"robot": "franka", "task": "pick_cube", "instruction": "pick the cube", "fps": syn.fps},
-                      cam, queue_frames=len(syn.gripper) + 8)
+                      cam, queue_frames=len(syn.gripper) + 8, rgb_codec=rgb_codec)
     for i in range(len(syn.gripper)):
-        w.append(i / syn.fps, np.full((height, width, 3), i % 256, np.uint8), np.full((height, width), 500 + i, np.uint16),
+        rgb = np.full((height, width, 3), i % 256, np.uint8)
+        if rgb_codec is not None:
+            tag_frame(rgb, i)
+        w.append(i / syn.fps, rgb, np.full((height, width), 500 + i, np.uint16),
                  syn.ee_pose[i], np.zeros(7), float(syn.gripper[i]), syn.action[i])
     try:   # newer writers propose at finalize; this test wants to choose
         w.finalize("success", propose=False)
@@ -229,6 +235,21 @@ def test_frame_cache_newest_request_wins_and_prefetches(qtbot, episode):
         cache.request(10)
         qtbot.waitUntil(lambda: got[-1][0] == 10, timeout=3000)
         assert int(got[-1][2][0, 0]) == 510
+    finally:
+        cache.close()
+
+
+def test_frame_cache_on_a_v2_video_episode(qtbot, tmp_path):
+    """Schema v2 (RGB as H.264): the decoder process decodes GOPs; each delivered image is its frame,
+    scrubbing backwards and jumping across GOPs included."""
+    path = make_episode(tmp_path / "v2.h5", proposals=False, rgb_codec="h264")
+    got = []
+    cache = FrameCache(path, lambda i, rgb, depth: got.append((i, frame_tag(rgb))), prefetch=4)
+    try:
+        for i in (30, 29, 12, 13, 55, 3):
+            cache.request(i)
+            qtbot.waitUntil(lambda: bool(got) and got[-1][0] == i, timeout=15000)
+        assert all(i == tag for i, tag in got), got
     finally:
         cache.close()
 

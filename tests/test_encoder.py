@@ -220,6 +220,20 @@ def test_build_clips_from_expert_phases(tmp_path):
     assert got[0] == a and got[-1] == b - 1
 
 
+def test_build_clips_from_a_v2_video_episode(tmp_path):
+    """Schema v2 (RGB as H.264): the clips hold the decoded frames of each segment (tagged frames)."""
+    from bench.kill_sweep import frame_tag
+    from synthetic_pick_place import pick_place, write_episode
+
+    syn = pick_place(seed=3)
+    ep = write_episode(tmp_path / "ep.h5", syn, rgb_codec="h264")
+    n = build_clips([ep], tmp_path / "clips", size=(24, 32))  # full size: the tag block stays readable
+    data = ClipDataset(tmp_path / "clips", size=(24, 32))
+    a, b, _ = expert_segments(syn.phases, syn.gripper)[1]
+    frames = np.load(tmp_path / "clips" / data.records[1].clip)["frames"]
+    assert n >= 5 and frame_tag(frames[0]) == a and frame_tag(frames[-1]) == b - 1
+
+
 def test_cli_train_encoder_streams_json_and_reports_errors(trained, tmp_path, capsys):
     from app.cli import main
 

@@ -77,6 +77,23 @@ def test_encoder_clips_have_16_uniform_frames_and_captions(episodes, tmp_path):
     assert list(clip_indices(0, 4, 16)) == sorted(clip_indices(0, 4, 16))
 
 
+def test_exports_of_a_v2_video_episode_hold_its_frames(tmp_path):
+    """Schema v2 (RGB as H.264): clips and robomimic images are the decoded frames, in order."""
+    from bench.kill_sweep import frame_tag
+
+    path = write_episode(tmp_path / "v2.h5", pick_place(0), rgb_codec="h264", propose=True)
+    _verify([path])
+    assert export_encoder_clips([path], tmp_path / "clips", annotator="alice") > 3
+    cap = json.loads((tmp_path / "clips" / "captions.jsonl").read_text().splitlines()[1])
+    z = np.load(tmp_path / "clips" / cap["clip"])
+    assert [frame_tag(f) for f in z["frames"]] == list(z["indices"])
+    assert export_robomimic([path], tmp_path / "rm.hdf5", images=True) == 1
+    import h5py
+    with h5py.File(tmp_path / "rm.hdf5", "r") as f:
+        img = f["data/demo_0/obs/agentview_image"]
+        assert [frame_tag(img[i]) for i in (0, 17, img.shape[0] - 1)] == [0, 17, img.shape[0] - 1]
+
+
 def test_robomimic_export_loads_with_robomimic_sequence_dataset(episodes, tmp_path):
     robomimic = pytest.importorskip("robomimic")
     import robomimic.utils.obs_utils as ObsUtils

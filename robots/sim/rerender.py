@@ -19,6 +19,7 @@ import mujoco
 import numpy as np
 
 from recorder.episode import EpisodeReader
+from recorder.video import DEFAULT_CRF, write_video
 
 STATE_KEYS = ("sim_qpos", "sim_mocap_pos", "sim_mocap_quat")
 K_TOL = 1e-6  # intrinsics must match the recorded ones: same model, same camera
@@ -98,20 +99,37 @@ def rerender_episode(src: str | os.PathLike, dst: str | os.PathLike | None = Non
         try:
             data = mujoco.MjData(model)
             with h5py.File(tmp, "r+") as f:
-                rgb_ds, depth_ds = f["obs/rgb"], f["obs/depth"]
+                depth_ds = f["obs/depth"]
                 scale = float(depth_ds.attrs.get("depth_scale", cam.depth_scale))
-                for i in range(n):
-                    data.qpos[:] = qpos[i]
-                    data.mocap_pos[:] = mpos[i].reshape(-1, 3)
-                    data.mocap_quat[:] = mquat[i].reshape(-1, 4)
-                    mujoco.mj_kinematics(model, data)
-                    mujoco.mj_camlight(model, data)
-                    rgb, depth, T = renderer.render_u16(data, scale)
-                    if i == 0 and np.abs(T - cam.T_base_camera).max() > 1e-6:
-                        raise RerenderError(f"{src.name}: the model's {cam_name} pose differs from the recorded "
-                                            "T_base_camera")
-                    rgb_ds[i] = rgb
-                    depth_ds[i] = depth
+
+                def frames():
+                    for i in range(n):
+                        data.qpos[:] = qpos[i]
+                        data.mocap_pos[:] = mpos[i].reshape(-1, 3)
+                        data.mocap_quat[:] = mquat[i].reshape(-1, 4)
+                        mujoco.mj_kinematics(model, data)
+                        mujoco.mj_camlight(model, data)
+                        rgb, depth, T = renderer.render_u16(data, scale)
+                        if i == 0 and np.abs(T - cam.T_base_camera).max() > 1e-6:
+                            raise RerenderError(f"{src.name}: the model's {cam_name} pose differs from the recorded "
+                                                "T_base_camera")
+                        depth_ds[i] = depth
+                        yield rgb
+
+                if isinstance(f["obs/rgb"], h5py.Group):  # schema v2: a new H.264 stream, same settings
+                    old = f["obs/rgb"]
+                    settings = dict(codec=str(old.attrs["codec"]), gop=int(old.attrs["gop"]),
+                                    crf=int(old.attrs.get("crf", DEFAULT_CRF)))
+                    attrs = dict(old.attrs)
+                    del f["obs/rgb"]
+                    g = f.create_group("obs/rgb")
+                    write_video(g, frames(), n, float(f.attrs["fps"]), width=cam.width, height=cam.height, **settings)
+                    for key, value in attrs.items():
+                        g.attrs.setdefault(key, value)
+                else:  # v1: raw frames in place
+                    rgb_ds = f["obs/rgb"]
+                    for i, rgb in enumerate(frames()):
+                        rgb_ds[i] = rgb
                 ex = f["extras"]
                 if "frame_index" in ex:
                     if "frame_index_live" not in ex:
