@@ -211,11 +211,9 @@ class EvaluateTab(QtWidgets.QWidget):
         lay.addLayout(keys)
         lay.addWidget(split, 1)
 
-        for key, slot in (("S", lambda: self.operator_outcome(True)), ("F", lambda: self.operator_outcome(False)),
-                          ("Return", self.confirm_reset)):
-            sc = QtGui.QShortcut(QtGui.QKeySequence(key), self)
-            sc.setContext(QtCore.Qt.WidgetWithChildrenShortcut)
-            sc.activated.connect(slot)
+        from widgets.shortcuts import keymap_for, make_action   # S / F / Enter: app/actions.py "evaluate"
+        for name in ("trial_success", "trial_failure", "confirm_reset"):
+            make_action(keymap_for(self.settings), name, self, self)
         self._set_running(False)
 
     def _browse(self) -> None:
