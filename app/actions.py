@@ -232,6 +232,10 @@ class Keymap:
             self._load()
 
     # -- reading
+    def action(self, name: str) -> Action:
+        """The action ``name`` ("actstudio:split" or "split"); ShortcutError if there is none."""
+        return self._action(name)
+
     def keys(self, name: str) -> tuple[str, ...]:
         a = self._action(name)
         return self._overrides.get(a.name, a.keys)

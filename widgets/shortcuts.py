@@ -44,7 +44,7 @@ def sequences(keymap: Keymap, name: str) -> list[QtGui.QKeySequence]:
 
 def follow(keymap: Keymap, owner: QtCore.QObject, name: str, apply: Callable[[], None]) -> None:
     """Call ``apply()`` now and whenever ``name``'s keys change, while ``owner`` lives."""
-    full = actions.get(name).name
+    full = keymap.action(name).name
 
     def changed(changed_name: str) -> None:
         if changed_name == full:
@@ -64,7 +64,7 @@ def make_action(keymap: Keymap, name: str, target: Any, parent: QtWidgets.QWidge
     """A QAction for the registry action ``name`` running its body on ``target`` (or ``on_trigger()``
     instead); added to ``parent`` (so its keys work without a menu) with the Qt shortcut context of
     the action's context. Checkable actions run nothing on trigger: the owner connects ``toggled``."""
-    spec: Action = actions.get(name)
+    spec: Action = keymap.action(name)
     act = QtGui.QAction(text or spec.title, parent)
     act.setObjectName(object_name or f"action_{spec.short}")
     act.setData(spec.name)
@@ -143,6 +143,8 @@ class ShortcutsDialog(QtWidgets.QDialog):
         self.clear_button.clicked.connect(lambda: self._apply(lambda n: self.keymap.set_keys(n, ())))
         self.reset_button.clicked.connect(lambda: self._apply(self.keymap.reset))
         self.reset_all_button.clicked.connect(self._reset_all)
+        self.summary = QtWidgets.QLabel("")
+        self.summary.setObjectName("shortcuts_summary")
         self.message = QtWidgets.QLabel("")
         self.message.setObjectName("shortcuts_message")
         self.message.setWordWrap(True)
@@ -158,6 +160,7 @@ class ShortcutsDialog(QtWidgets.QDialog):
         edit_row.addWidget(self.reset_all_button)
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(self.search)
+        lay.addWidget(self.summary)
         lay.addWidget(self.table, 1)
         lay.addLayout(edit_row)
         lay.addWidget(self.message)
@@ -201,6 +204,11 @@ class ShortcutsDialog(QtWidgets.QDialog):
         self._filter(self.search.text())
         if selected in self._names:
             self.table.selectRow(self._names.index(selected))
+        changed = len(self.keymap.overrides())
+        state = (f"<span style='color:{style.ERROR}'><b>{len(conflicts)} conflict"
+                 f"{'s' * (len(conflicts) != 1)}</b> (red rows; hover for the other action)</span>"
+                 if conflicts else "no conflicts")
+        self.summary.setText(f"{len(acts)} actions · {changed} changed from the default (bold) · {state}")
 
     def rows(self) -> list[dict]:
         """The table as shown (visible rows only), for tests and the screenshot check."""
@@ -222,11 +230,13 @@ class ShortcutsDialog(QtWidgets.QDialog):
         return self._names[rows[0].row()] if rows else None
 
     def select(self, name: str) -> None:
-        self.table.selectRow(self._names.index(actions.get(name).name))
+        row = self._names.index(self.keymap.action(name).name)
+        self.table.selectRow(row)
+        self.table.scrollToItem(self.table.item(row, 0), QtWidgets.QAbstractItemView.PositionAtCenter)
 
     def _on_select(self) -> None:
         name = self.selected_name()
-        a = actions.get(name) if name else None
+        a = self.keymap.action(name) if name else None
         editable = a is not None and not a.fixed
         for w in (self.key_edit, self.assign_button, self.clear_button, self.reset_button):
             w.setEnabled(editable)
@@ -262,7 +272,7 @@ class ShortcutsDialog(QtWidgets.QDialog):
             self._say(f"Refused: {exc}", error=True)
             return False
         keys = self.keymap.key_text(name, " / ") or "no key"
-        self._say(f"{actions.get(name).title}: {keys}")
+        self._say(f"{self.keymap.action(name).title}: {keys}")
         return True
 
     def _reset_all(self) -> None:
