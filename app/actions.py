@@ -59,13 +59,17 @@ class ShortcutError(ValueError):
 @dataclass(frozen=True)
 class Action:
     name: str                      # "actstudio:split"
-    title: str                     # menu text
+    title: str                     # menu text; "&" marks the menu mnemonic (``label`` drops it)
     context: str                   # a key of CONTEXT_TITLES
     keys: tuple[str, ...] = ()     # default keys, Qt portable text ("Ctrl+Shift+Z")
     run: Callable[[Any], Any] | None = None   # body over the context's owner; None: handled elsewhere
     tip: str = ""
     fixed: bool = False            # listed, not rebindable
     checkable: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.title.replace("&", "")
 
     @property
     def short(self) -> str:
@@ -121,34 +125,34 @@ ANNOTATE_PRIMITIVES = 9   # keys 1–9 set the primitive, in vocabulary order
 
 ACTIONS: tuple[Action, ...] = (
     # -- everywhere
-    _a("estop", "E-STOP", "app", ("Esc",), lambda w: w.controller.estop(), fixed=True,
+    _a("estop", "&E-STOP", "app", ("Esc",), lambda w: w.controller.estop(), fixed=True,
        tip="emergency stop (works anywhere in the app, dialogs included)"),
     # -- main window
-    _a("open_dataset", "Open dataset…", "window", ("Ctrl+O",), lambda w: w.choose_dataset(),
+    _a("open_dataset", "&Open dataset…", "window", ("Ctrl+O",), lambda w: w.choose_dataset(),
        tip="choose the folder episodes are recorded into"),
-    _a("refresh_episodes", "Refresh episode list", "window", ("Ctrl+R",), lambda w: w.controller.refresh_dataset()),
-    _a("quit", "Quit", "window", ("Ctrl+Q",), lambda w: w.close()),
-    _a("connect", "Connect", "window", ("Ctrl+K",), _connect,
+    _a("refresh_episodes", "&Refresh episode list", "window", ("Ctrl+R",), lambda w: w.controller.refresh_dataset()),
+    _a("quit", "&Quit", "window", ("Ctrl+Q",), lambda w: w.close()),
+    _a("connect", "&Connect", "window", ("Ctrl+K",), _connect,
        tip="connect / disconnect the devices in the device bar"),
-    _a("reset_estop", "Reset E-stop", "window", ("Ctrl+Shift+E",), lambda w: w.controller.reset_estop()),
-    _a("recover", "Recover arm", "window", ("Ctrl+Shift+R",), lambda w: w.controller.recover(),
+    _a("reset_estop", "&Reset E-stop", "window", ("Ctrl+Shift+E",), lambda w: w.controller.reset_estop()),
+    _a("recover", "Re&cover arm", "window", ("Ctrl+Shift+R",), lambda w: w.controller.recover(),
        tip="clear the controller fault (reflex, error, controller e-stop)"),
-    _a("home", "Home arm", "window", ("Ctrl+Shift+H",), lambda w: w.controller.home(),
+    _a("home", "&Home arm", "window", ("Ctrl+Shift+H",), lambda w: w.controller.home(),
        tip="move the arm to its home configuration (the control loop pauses)"),
-    _a("lab_settings", "Lab settings…", "window", (), lambda w: w.show_lab_settings(),
+    _a("lab_settings", "&Lab settings…", "window", (), lambda w: w.show_lab_settings(),
        tip="TCP offset and workspace box of this bench, per robot"),
     # F5 rather than R for recording: R is "up" for the keyboard teleop input.
-    _a("record", "Start / stop recording", "window", ("F5",), _record,
+    _a("record", "&Start / stop recording", "window", ("F5",), _record,
        tip="record an episode (or the input device's record button)"),
-    _a("scripted_episode", "Run scripted episode", "window", ("F6",), lambda w: w.controller.run_scripted_episode(),
+    _a("scripted_episode", "Run &scripted episode", "window", ("F6",), lambda w: w.controller.run_scripted_episode(),
        tip="sim: reset with the next seed and record the scripted operator"),
-    _a("new_layout", "New layout", "window", ("F7",), lambda w: w.controller.reset_scene(),
+    _a("new_layout", "&New layout", "window", ("F7",), lambda w: w.controller.reset_scene(),
        tip="sim: randomise the scene (next seed) and home the arm"),
-    _a("calibrate", "Calibrate camera…", "window", (), lambda w: w.open_calibration(),
+    _a("calibrate", "&Calibrate camera…", "window", (), lambda w: w.open_calibration(),
        tip="hand-eye calibration: the arm shows a ChArUco board to the camera from several poses"),
-    _a("shortcuts", "Keyboard shortcuts…", "window", ("F1",), lambda w: w.show_shortcuts(),
+    _a("shortcuts", "&Keyboard shortcuts…", "window", ("F1",), lambda w: w.show_shortcuts(),
        tip="every key of the app; change them here"),
-    _a("about", "About ActStudio", "window", (), lambda w: w.show_about()),
+    _a("about", "&About ActStudio", "window", (), lambda w: w.show_about()),
     # -- Annotate tab: playback and navigation
     _a("play", "Play / pause", "annotate", ("Space",), lambda t: t.controller.toggle_playing()),
     _a("prev_frame", "Previous frame", "annotate", ("Left",), _timeline("prev_frame")),
@@ -280,7 +284,7 @@ class Keymap:
         """``keys`` as canonical text if ``name`` may have them; ShortcutError with the reason if not."""
         a = self._action(name)
         if a.fixed:
-            raise ShortcutError(f"{a.title} ({a.name}) is fixed: its keys cannot be changed")
+            raise ShortcutError(f"{a.label} ({a.name}) is fixed: its keys cannot be changed")
         out: list[str] = []
         for k in keys:
             ck = canonical_key(k)
@@ -290,7 +294,7 @@ class Keymap:
             other = self.owner_of(ck, a.context, besides=a.name)
             if other is not None:
                 where = CONTEXT_TITLES[other.context]
-                raise ShortcutError(f"{ck} is already '{other.title}' ({other.name}, {where}): "
+                raise ShortcutError(f"{ck} is already '{other.label}' ({other.name}, {where}): "
                                     "change that one first")
         return tuple(out)
 
@@ -375,7 +379,7 @@ def markdown(keymap: Keymap | None = None) -> str:
         lines += [f"## {title}", "", "| keys | action | name |", "|---|---|---|"]
         for a in acts:
             keys = " / ".join(f"`{k}`" for k in km.keys(a.name)) or "—"
-            lines.append(f"| {keys} | {a.title}{' (fixed)' if a.fixed else ''} | `{a.name}` |")
+            lines.append(f"| {keys} | {a.label}{' (fixed)' if a.fixed else ''} | `{a.name}` |")
         lines.append("")
     return "\n".join(lines)
 

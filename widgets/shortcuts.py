@@ -183,7 +183,7 @@ class ShortcutsDialog(QtWidgets.QDialog):
         dim = QtGui.QColor(style.TEXT_DIM)
         for row, a in enumerate(acts):
             keys = self.keymap.key_text(a.name, " / ")
-            cells = (a.title + ("  (fixed)" if a.fixed else ""), CONTEXT_TITLES[a.context], keys or "—",
+            cells = (a.label + ("  (fixed)" if a.fixed else ""), CONTEXT_TITLES[a.context], keys or "—",
                      " / ".join(a.keys) or "—", a.name)
             for col, text in enumerate(cells):
                 item = QtWidgets.QTableWidgetItem(text)
@@ -243,7 +243,7 @@ class ShortcutsDialog(QtWidgets.QDialog):
         if a is not None:
             self.key_edit.setKeySequence(QtGui.QKeySequence(self.keymap.key_text(a.name)))
             if a.fixed:
-                self._say(f"{a.title}: fixed, cannot be changed")
+                self._say(f"{a.label}: fixed, cannot be changed")
 
     # -- editing
     def assign(self, name: str, key: str) -> bool:
@@ -272,7 +272,7 @@ class ShortcutsDialog(QtWidgets.QDialog):
             self._say(f"Refused: {exc}", error=True)
             return False
         keys = self.keymap.key_text(name, " / ") or "no key"
-        self._say(f"{self.keymap.action(name).title}: {keys}")
+        self._say(f"{self.keymap.action(name).label}: {keys}")
         return True
 
     def _reset_all(self) -> None:

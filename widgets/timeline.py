@@ -75,7 +75,7 @@ TIMELINE_ACTION_NAMES = ("play", "prev_frame", "next_frame", "prev_frame_10", "n
                          *(f"primitive_{i}" for i in range(1, 10)))
 # Action name → (default keys, description), as the registry has them.
 ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    n: (actions.get(n).keys, actions.get(n).title) for n in TIMELINE_ACTION_NAMES}
+    n: (actions.get(n).keys, actions.get(n).label) for n in TIMELINE_ACTION_NAMES}
 
 
 def _key_table(keymap: actions.Keymap | None = None) -> dict[tuple[int, int], str]:
