@@ -282,21 +282,28 @@ class Keymap:
     # -- changing
     def check(self, name: str, keys: Iterable[str]) -> tuple[str, ...]:
         """``keys`` as canonical text if ``name`` may have them; ShortcutError with the reason if not."""
-        a = self._action(name)
-        if a.fixed:
-            raise ShortcutError(f"{a.label} ({a.name}) is fixed: its keys cannot be changed")
-        out: list[str] = []
-        for k in keys:
-            ck = canonical_key(k)
-            if ck not in out:
-                out.append(ck)
+        a, out = self._validate(name, keys)
         for ck in out:
             other = self.owner_of(ck, a.context, besides=a.name)
             if other is not None:
                 where = CONTEXT_TITLES[other.context]
                 raise ShortcutError(f"{ck} is already '{other.label}' ({other.name}, {where}): "
                                     "change that one first")
-        return tuple(out)
+        return out
+
+    def _validate(self, name: str, keys: Iterable[str]) -> tuple[Action, tuple[str, ...]]:
+        """The action and its canonical keys, conflicts aside (unknown / fixed action, bad key)."""
+        a = self._action(name)
+        if a.fixed:
+            raise ShortcutError(f"{a.label} ({a.name}) is fixed: its keys cannot be changed")
+        if isinstance(keys, str) or not isinstance(keys, (list, tuple)):
+            raise ShortcutError(f"keys must be a list, got {keys!r}")
+        out: list[str] = []
+        for k in keys:
+            ck = canonical_key(k)
+            if ck not in out:
+                out.append(ck)
+        return a, tuple(out)
 
     def set_keys(self, name: str, keys: Iterable[str]) -> tuple[str, ...]:
         """Override ``name``'s keys (empty: no key); persisted; refused with ShortcutError on a conflict."""
@@ -348,13 +355,20 @@ class Keymap:
         if not isinstance(stored, Mapping):
             self.problems.append(f"{OVERRIDES_KEY}: not a mapping, ignored")
             return
+        # All at once, then conflicts resolved: one at a time against the defaults would drop a
+        # valid swap (split→M stored before merge→J).
         for name, keys in stored.items():
             try:
-                if isinstance(keys, str) or not isinstance(keys, (list, tuple)):
-                    raise ShortcutError(f"keys must be a list, got {keys!r}")
-                self._overrides[self._action(name).name] = self.check(name, keys)
+                a, canon = self._validate(name, keys)
+                self._overrides[a.name] = canon
             except ShortcutError as exc:
                 self.problems.append(f"shortcut override {name}: {exc}")
+        while (found := [c for c in self.conflicts() if {c.first, c.second} & set(self._overrides)]):
+            c = found[0]
+            drop = c.second if c.second in self._overrides else c.first
+            other = c.first if drop == c.second else c.second
+            del self._overrides[drop]
+            self.problems.append(f"shortcut override {drop}: {c.key} is already {other}'s")
         for line in self.problems:
             log.warning("%s (ignored)", line)
 
