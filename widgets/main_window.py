@@ -133,7 +133,7 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QApplication.instance().installEventFilter(self)
         folder = Path(dataset) if dataset else Path(self.settings.get("dataset/folder") or DEFAULT_DATASET)
         self.open_dataset(folder)
-        self.statusBar().showMessage("Pick devices and press Connect (Ctrl+K)", 8000)
+        self.statusBar().showMessage(f"Pick devices and press Connect ({self.keymap.key_text('connect')})", 8000)
 
     # ================================================================== construction
     PREFERRED_SIZE = QtCore.QSize(1480, 900)
@@ -338,7 +338,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_fault(self, reason: str) -> None:
         self.device_bar.set_fault(reason)
         if reason:
-            self.statusBar().showMessage(f"Robot fault: {reason} — remove the cause, then Recover (Ctrl+Shift+R)", 15000)
+            self.statusBar().showMessage(f"Robot fault: {reason} — remove the cause, then Recover "
+                                         f"({self.keymap.key_text('recover')})", 15000)
         self._update_actions()
 
     def show_lab_settings(self) -> None:
