@@ -31,8 +31,9 @@ with Alt from the notes field) are listed but cannot be rebound.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from PySide6.QtGui import QKeySequence
 
@@ -382,10 +383,10 @@ def markdown(keymap: Keymap | None = None) -> str:
     """The key table for docs/shortcuts.md (defaults unless a keymap is given)."""
     km = keymap or Keymap()
     lines = ["# Keyboard shortcuts", "",
-             "Generated from `app/actions.py` by `python -m app.actions > docs/shortcuts.md` (a test "
-             "checks it is current). In the app: **Help › Keyboard shortcuts…** (F1) lists the same "
-             "table, searchable, and changes a key (stored in the settings; a key another action "
-             "already uses in an overlapping context is refused). Fixed keys cannot be changed.", ""]
+             ("Generated from `app/actions.py` by `python -m app.actions > docs/shortcuts.md` (a test "
+              "checks it is current). In the app: **Help › Keyboard shortcuts…** (F1) lists the same "
+              "table, searchable, and changes a key (stored in the settings; a key another action "
+              "already uses in an overlapping context is refused). Fixed keys cannot be changed."), ""]
     for context, title in CONTEXT_TITLES.items():
         acts = [a for a in km.actions.values() if a.context == context]
         if not acts:

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from app import actions
-from app.actions import ACTIONS, CONTEXT_TITLES, OVERRIDES_KEY, Keymap, ShortcutError, canonical_key
+from app.actions import (
+    ACTIONS,
+    CONTEXT_TITLES,
+    OVERRIDES_KEY,
+    Keymap,
+    ShortcutError,
+    canonical_key,
+)
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]

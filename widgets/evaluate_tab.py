@@ -211,7 +211,8 @@ class EvaluateTab(QtWidgets.QWidget):
         lay.addLayout(keys)
         lay.addWidget(split, 1)
 
-        from widgets.shortcuts import keymap_for, make_action   # S / F / Enter: app/actions.py "evaluate"
+        # S / F / Enter: the action registry's "evaluate" context (app/actions.py).
+        from widgets.shortcuts import keymap_for, make_action
         for name in ("trial_success", "trial_failure", "confirm_reset"):
             make_action(keymap_for(self.settings), name, self, self)
         self._set_running(False)

@@ -7,16 +7,14 @@ QAction at once.
 """
 from __future__ import annotations
 
-import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from app import actions
 from app.actions import CONTEXT_TITLES, Action, Keymap, ShortcutError
 from widgets import style
 
-_KEYMAPS: "weakref.WeakKeyDictionary[Any, Keymap]" = weakref.WeakKeyDictionary()
 _DEFAULT_KEYMAP: list[Keymap] = []
 
 # Qt shortcut context per registry context: the window's keys while the window is active, the tabs'
@@ -32,9 +30,10 @@ def keymap_for(settings) -> Keymap:
         if not _DEFAULT_KEYMAP:
             _DEFAULT_KEYMAP.append(Keymap(None))
         return _DEFAULT_KEYMAP[0]
-    km = _KEYMAPS.get(settings)
+    km = getattr(settings, "_actstudio_keymap", None)
     if km is None:
-        km = _KEYMAPS[settings] = Keymap(settings)
+        km = Keymap(settings)
+        settings._actstudio_keymap = km   # lives and dies with its settings (no global table to leak)
     return km
 
 
