@@ -55,7 +55,7 @@ def _wait_fresh_frame(session: DeviceSession, after: float, timeout: float = FRE
 def record_episode(session: DeviceSession, recorder: RecordingService, task: str, seed: int, *,
                    source=None, max_seconds: float = 30.0, instruction: str | None = None,
                    listeners: Sequence[Callable] = (), cancel: threading.Event | None = None,
-                   on_loop: Callable[[ControlLoop], None] | None = None) -> EpisodeResult:
+                   on_loop: Callable[[ControlLoop], None] | None = None, reset: bool = True) -> EpisodeResult:
     """Reset, run the control loop and record until the episode ends; the episode stays open.
 
     The episode ends when a scripted source says it is done (plus a short settle), when the operator
@@ -63,8 +63,9 @@ def record_episode(session: DeviceSession, recorder: RecordingService, task: str
     device lost), when the camera drops out or after ``max_seconds``. The loop is stopped (arm halted) on return; the caller
     decides the outcome and calls :func:`finish_episode`. ``listeners`` (e.g. the GUI's live view) are
     added to the episode's loop, ``on_loop`` receives the loop as soon as it runs (for an e-stop).
+    ``reset=False`` records from the scene as it is (an expert taking over a failed trial, app.corrections).
     """
-    if session.lab is not None:
+    if session.lab is not None and reset:
         session.lab.reset(task, seed)
         # Frames are stamped when the renderer snapshots the sim state, so a stamp after the reset's
         # return shows the new layout.

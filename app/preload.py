@@ -88,6 +88,14 @@ def imports_done() -> bool:
     return _shared is None or _shared.done
 
 
+def wait_imports(timeout: float = DEFAULT_WAIT_S) -> bool:
+    """Wait for the import thread only (not the gates): for UI code about to import a heavy module
+    itself. Importing it from the UI thread while the preload thread is half-way through it races
+    (diffusers' lazy module then raised "cannot import name 'DDIMScheduler'")."""
+    pre = _shared
+    return pre is None or pre.wait(timeout)
+
+
 def start(modules=HEAVY_MODULES) -> Preloader:
     """Start the process-wide preload (once; later calls return the same one)."""
     global _shared

@@ -92,6 +92,7 @@ class LiveState:
     cloud: np.ndarray | None = None  # (N, 3) the cloud the policy saw for that chunk
     keypoint: np.ndarray | None = None  # (3,) the expert's keypoint head output for that chunk
     plan: np.ndarray | None = None  # (K, 3) the trial's waypoint positions (noise included), base frame
+    plan_curve: np.ndarray | None = None  # (M, 3) the trial's trajectory through them (policies.waypoints.trajectory_curve)
     message: str = ""
     report_dir: str = ""
 
@@ -160,7 +161,7 @@ class RolloutRunner:
             # Lists and arrays the runner updates are copied; the cloud is never written after it is
             # made, so it is shared.
             copied = {k: (None if getattr(s, k) is None else getattr(s, k).copy())
-                      for k in ("chunk", "guidance", "keypoint", "plan")}
+                      for k in ("chunk", "guidance", "keypoint", "plan", "plan_curve")}
             return replace(s, trials=list(s.trials), latencies_s=list(s.latencies_s), **copied)
 
     def _set(self, **kw) -> None:
@@ -250,7 +251,12 @@ class RolloutRunner:
                                 use_cloud=self.session.camera is not None)
         src.reset()
         self._source = src
-        self._set(plan=None if traj is None else np.array([w.pose[:3] for w in traj.waypoints]))
+        from policies.waypoints import trajectory_curve
+
+        self.trajectory = traj
+        # The view draws this exact curve: the one the policy's guidance (or spline-ik's targets) is sampled from.
+        self._set(plan=None if traj is None else np.array([w.pose[:3] for w in traj.waypoints]),
+                  plan_curve=None if traj is None else trajectory_curve(traj))
         return src
 
     # ------------------------------------------------------------------ trials
@@ -284,7 +290,7 @@ class RolloutRunner:
                 if not self._wait_reset(i):
                     break
             self._set(phase="running", trial=i, trial_t=0.0, chunk=None, guidance=None, cloud=None, keypoint=None,
-                      plan=None, message=f"trial {i + 1}/{cfg.trials}, seed {seed}")
+                      plan=None, plan_curve=None, message=f"trial {i + 1}/{cfg.trials}, seed {seed}")
             rec = self._run_trial(i, seed, policy, recorder, latencies)
             if rec is None:
                 break
@@ -334,8 +340,14 @@ class RolloutRunner:
         t_start = time.monotonic()
 
         rejected = [0]
+        # Every control tick's state, for the subtask analysis: the episode holds only ticks with a camera
+        # frame (on a loaded box the first trial's renderer can skip most of them).
+        ticks: list[tuple[int, float, np.ndarray, float]] = []
+        trace: list[tuple[float, dict, bool]] = []  # (loop time, object poses, predicate) from the monitor
 
         def on_tick(tick):
+            ticks.append((tick.index, tick.t, np.asarray(tick.state.ee_pose, float), float(tick.state.gripper),
+                          float(tick.action[7])))
             names = [e.split(":")[0] for e in tick.events]
             events.extend(names)
             # One rejected target only holds the arm for a tick; a policy that keeps asking for jumps
@@ -346,7 +358,7 @@ class RolloutRunner:
                 self._trial_end.set()
 
         def on_loop(loop):
-            threading.Thread(target=self._monitor, args=(loop, verdict, monitor_stop, t_start),
+            threading.Thread(target=self._monitor, args=(loop, verdict, monitor_stop, t_start, trace),
                              name="rollout-monitor", daemon=True).start()
 
         source = self._make_source(policy, seed)
@@ -383,10 +395,48 @@ class RolloutRunner:
                 recorder.discard()
             result.path = None
         lat = latency_stats(inner.latencies if inner is not None else [])
-        return TrialRecord(i, cfg.task, seed, outcome, reason, round(time.monotonic() - t_start, 3),
-                           str(result.path or ""), lat["p50_ms"], lat["p99_ms"],
-                           int(getattr(inner, "chunks", 0)),
-                           sum(e in SAFETY_STOP_EVENTS or e.startswith("clamped") for e in events))
+        rec = TrialRecord(i, cfg.task, seed, outcome, reason, round(time.monotonic() - t_start, 3),
+                          str(result.path or ""), lat["p50_ms"], lat["p99_ms"],
+                          int(getattr(inner, "chunks", 0)),
+                          sum(e in SAFETY_STOP_EVENTS or e.startswith("clamped") for e in events))
+        return self._track_subtasks(rec, ticks, trace)
+
+    def _track_subtasks(self, rec: TrialRecord, ticks: list, trace: list) -> TrialRecord:
+        """Segment the trial's control ticks and name the subtask a failed trial failed at (app.subtasks),
+        with the object poses the monitor sampled put on the ticks by time; the failure's tick is
+        reported as the episode frame that recorded it (the next one when that tick has no frame)."""
+        from app.subtasks import ObjectTrace, analyse_trial
+
+        idx = np.array([k for k, *_ in ticks], int)
+        t = np.array([x[1] for x in ticks], float)
+        ee = np.array([x[2] for x in ticks], float).reshape(-1, 7)
+        grip = np.array([x[3] for x in ticks], float)
+        command = np.array([x[4] for x in ticks], float)
+        ot = ObjectTrace.from_samples(trace)
+        objects, ok = ot.at(t) if ot is not None and len(t) else (None, None)
+        a = analyse_trial(rec.task, ee, grip, float(self.session.rate_hz), objects=objects, success=ok,
+                          outcome=rec.outcome, reason=rec.reason, command=command)
+        recorded = None  # tick index of every episode frame
+        if rec.episode:
+            from recorder.episode import EpisodeReader
+
+            try:
+                with EpisodeReader(rec.episode) as r:
+                    recorded = np.asarray(r.extras.get("tick_index", np.arange(r.n_frames)), float)
+            except (OSError, EpisodeError) as exc:
+                log.warning("trial %d: frames not mapped: %s", rec.index, str(exc).splitlines()[0])
+
+        def to_frame(i: int) -> int:
+            """The episode frame of tick row ``i`` (the next recorded one when that tick has no frame)."""
+            if recorded is None or not len(recorded):
+                return -1
+            return int(min(np.searchsorted(recorded, idx[min(i, len(idx) - 1)]), len(recorded) - 1))
+
+        segments = " ".join(f"{lab}:{to_frame(s0)}-{to_frame(e0 - 1) + 1}" for s0, e0, lab in a.segments) \
+            if recorded is not None else ""
+        return replace(rec, reached=" ".join(a.reached), completed=" ".join(a.completed), failed_at=a.failed_at,
+                       diagnosis=a.diagnosis + (f" [arm: {a.segment}]" if a.segment and a.failed_at else ""),
+                       failed_frame=to_frame(a.frame) if a.frame >= 0 else -1, segments=segments)
 
     def _verdict(self, i: int, verdict: dict, result: EpisodeResult, inner) -> tuple[str, str]:
         if self._outcome is not None:  # the operator's key wins, in sim too
@@ -409,7 +459,7 @@ class RolloutRunner:
         self._outcome_evt.wait()
         return self._outcome or ("failure", "cancelled")
 
-    def _monitor(self, loop, verdict: dict, stop: threading.Event, t_start: float) -> None:
+    def _monitor(self, loop, verdict: dict, stop: threading.Event, t_start: float, trace: list | None = None) -> None:
         """Ends the trial on success (held), a policy stop or a loop fault; tracks dropped objects."""
         lab = None if self.hardware else self.session.lab
         objects: tuple[str, ...] = ()
@@ -447,6 +497,8 @@ class RolloutRunner:
                 poses = lab.object_poses()
             except DeviceError:
                 continue  # the loop reports a lost lab as its fault
+            if trace is not None:
+                trace.append((time.monotonic() - loop.t0, poses, bool(ok)))
             for name in objects:
                 if name in poses:
                     z = float(poses[name][2])

@@ -35,6 +35,14 @@ class TrialRecord:
     latency_p99_ms: float = float("nan")
     chunks: int = 0
     safety_events: int = 0
+    # Per-subtask tracking (app.subtasks): the task's atomic actions reached / completed (space-separated,
+    # in task order), the one a failed trial failed at, why, and the episode frame it was diagnosed at.
+    reached: str = ""
+    completed: str = ""
+    failed_at: str = ""
+    diagnosis: str = ""
+    failed_frame: int = -1
+    segments: str = ""  # the trial's proposal segments as episode frames, "move:0-52 grasp:52-80 …"
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
@@ -98,6 +106,43 @@ def summarize(trials: Iterable[TrialRecord]) -> dict[str, TaskSummary]:
     return out
 
 
+@dataclass
+class SubtaskSummary:
+    task: str
+    subtask: str
+    reached: int  # trials that got to it (the subtask before it was completed)
+    completed: int
+    rate: float  # completed / reached (nan when none reached it)
+    ci_low: float  # Wilson 95 % interval of that rate
+    ci_high: float
+    failed_here: int  # failed trials whose first incomplete subtask this is
+
+
+def subtask_summary(trials: Iterable[TrialRecord]) -> list[SubtaskSummary]:
+    """Reached/completed counts per task and atomic action with the Wilson interval of completed/reached.
+    Trials without subtask tracking (older reports) are left out."""
+    from app.subtasks import subtasks_for
+
+    by_task: dict[str, list[TrialRecord]] = {}
+    for t in trials:
+        if t.reached:
+            by_task.setdefault(t.task, []).append(t)
+    out = []
+    for task, ts in by_task.items():
+        seen = [n for n in subtasks_for(task)]
+        for t in ts:  # a hardware task of another name may name other steps
+            seen += [n for n in t.reached.split() if n not in seen]
+        for name in seen:
+            r = sum(name in t.reached.split() for t in ts)
+            c = sum(name in t.completed.split() for t in ts)
+            if r == 0 and name not in subtasks_for(task):
+                continue
+            lo, hi = wilson_interval(c, r)
+            out.append(SubtaskSummary(task, name, r, c, c / r if r else float("nan"), lo, hi,
+                                      sum(t.failed_at == name for t in ts)))
+    return out
+
+
 def latency_stats(latencies_s: Sequence[float]) -> dict[str, float]:
     a = np.asarray([x for x in latencies_s if math.isfinite(x)], dtype=float) * 1e3
     if a.size == 0:
@@ -117,9 +162,12 @@ def write_report(out_dir: str | Path, trials: Sequence[TrialRecord], meta: dict,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(trials)
+    subtasks = subtask_summary(trials)
     doc = {"meta": meta, "summary": {k: asdict(v) for k, v in summary.items()},
+           "subtasks": [asdict(s) for s in subtasks],
            "latency": latency_stats(latencies_s), "trials": [asdict(t) for t in trials]}
-    paths = {"json": out / "report.json", "csv": out / "trials.csv", "png": out / "report.png"}
+    paths = {"json": out / "report.json", "csv": out / "trials.csv", "png": out / "report.png",
+             "subtasks_csv": out / "subtasks.csv"}
     tmp = paths["json"].with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=_json_default) + "\n")
     tmp.replace(paths["json"])
@@ -130,7 +178,14 @@ def write_report(out_dir: str | Path, trials: Sequence[TrialRecord], meta: dict,
         for t in trials:
             w.writerow(asdict(t))
     tmp.replace(paths["csv"])
-    plot_report(paths["png"], trials, summary, title=str(meta.get("title", "")))
+    tmp = paths["subtasks_csv"].with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(SubtaskSummary.__dataclass_fields__))
+        w.writeheader()
+        for st in subtasks:
+            w.writerow(asdict(st))
+    tmp.replace(paths["subtasks_csv"])
+    plot_report(paths["png"], trials, summary, title=str(meta.get("title", "")), subtasks=subtasks)
     return paths
 
 
@@ -142,17 +197,46 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def plot_subtasks(ax, subtasks: Sequence[SubtaskSummary]) -> None:
+    """Bars of completed/reached per atomic action (task order) with Wilson 95 % error bars, the
+    counts written on them; several tasks get "task: subtask" labels."""
+    tasks = list(dict.fromkeys(s.task for s in subtasks))
+    labels = [s.subtask if len(tasks) == 1 else f"{s.task}: {s.subtask}" for s in subtasks]
+    y = np.arange(len(subtasks))[::-1]
+    rate = np.array([0.0 if s.reached == 0 else s.rate for s in subtasks]) * 100
+    lo = np.array([s.ci_low for s in subtasks]) * 100
+    hi = np.array([s.ci_high for s in subtasks]) * 100
+    colours = ["tab:green" if s.reached and s.completed == s.reached else
+               "tab:red" if s.failed_here else "tab:blue" for s in subtasks]
+    ax.barh(y, rate, color=colours, alpha=0.8)
+    ax.errorbar(rate, y, xerr=[np.clip(rate - lo, 0, None), np.clip(hi - rate, 0, None)], fmt="none",
+                ecolor="black", capsize=3, lw=1)
+    for yi, s in zip(y, subtasks):
+        ax.text(2, yi, f"{s.completed}/{s.reached}", va="center", fontsize=8, color="white" if s.completed else "black")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("completed / reached (%)")
+    ax.set_title("success by subtask (Wilson 95 %)", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+
+
 def plot_report(path: str | Path, trials: Sequence[TrialRecord], summary: dict[str, TaskSummary] | None = None,
-                title: str = "") -> Path:
-    """Cumulative success per task with its final Wilson interval, plus failure reasons (PNG)."""
+                title: str = "", subtasks: Sequence[SubtaskSummary] | None = None) -> Path:
+    """Cumulative success per task with its final Wilson interval, failure reasons and, for trials with
+    subtask tracking, success by subtask (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
     summary = summary if summary is not None else summarize(trials)
-    fig = Figure(figsize=(9, 4), dpi=100)
-    ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    subtasks = list(subtasks) if subtasks is not None else subtask_summary(trials)
+    fig = Figure(figsize=(13 if subtasks else 9, 4), dpi=100)
+    if subtasks:
+        ax, bx, cx = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2, 1, 1.3]})
+        plot_subtasks(cx, subtasks)
+    else:
+        ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
     for task, s in summary.items():
         ts = [t for t in trials if t.task == task]
         curve = cumulative_curve([t.success for t in ts])

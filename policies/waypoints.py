@@ -178,6 +178,23 @@ class WaypointTrajectory:
         self._fresh = t is None
 
 
+def trajectory_curve(trajectory: WaypointTrajectory, samples: int = 200) -> np.ndarray:
+    """(samples, 3) positions of ``trajectory`` at ``samples`` times evenly spread over its span: the
+    curve a view draws for it. Sampled through ``WaypointTrajectory.sample``, the same call that makes
+    the policy's guidance poses, so the drawn polyline is the guidance curve, not a look-alike."""
+    return trajectory.sample(np.linspace(trajectory.t_start, trajectory.t_end, max(2, int(samples))))[:, :3]
+
+
+def position_curve(points: np.ndarray, samples: int = 200) -> np.ndarray:
+    """The policy's curve through bare positions (K, 3): tool-down waypoints, timed from distance as the
+    policy times waypoints without given times; (0, 3) for fewer than two distinct points."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if len(pts) < 2 or not np.any(np.linalg.norm(np.diff(pts, axis=0), axis=1) > 1e-9):
+        return np.zeros((0, 3))
+    down = np.array([1.0, 0.0, 0.0, 0.0])
+    return trajectory_curve(WaypointTrajectory([Waypoint(np.r_[p, down]) for p in pts]), samples)
+
+
 # --------------------------------------------------------------------------------------------
 # Sources
 # --------------------------------------------------------------------------------------------

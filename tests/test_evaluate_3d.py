@@ -19,6 +19,7 @@ def test_evaluate_3d_page_draws_cloud_chunk_keypoint_and_plan(tmp_path):
     assert r["cloud_points"] == 600
     assert r["keypoint_visible"] and r["magenta_px"] > 10  # the keypoint diamond is drawn
     assert r["predicted_visible"] and r["waypoints"] == 3
+    assert r["curve_is_the_trajectory"]  # the drawn spline is the trial trajectory's own samples
     assert r["cleared"]  # a new trial (no chunk, no plan) clears the last one's chunk and keypoint
 
 
@@ -42,8 +43,15 @@ def _gl_checks(png: str) -> dict:
     chunk = np.array([np.r_[0.5, 0.05, 0.2 - 0.01 * i, down] for i in range(16)])
     guidance = np.array([np.r_[0.5, 0.05, 0.18 - 0.03 * i, down, 1.0] for i in range(4)])
     plan = np.array([[0.3, 0.0, 0.3], [0.5, 0.05, 0.12], [0.5, 0.05, 0.02]])
+    from policies.runtime import timed_trajectory
+    from policies.waypoints import trajectory_curve
+    from robots.sim.tasks import Waypoint as TaskWaypoint
+
+    traj = timed_trajectory(np.r_[plan[0], down], [TaskWaypoint(np.r_[p, down], 1.0, "move", dwell=0.3)
+                                                   for p in plan[1:]])
+    curve = trajectory_curve(traj)
     state = LiveState(phase="running", trial=0, n_trials=20, chunk=chunk, guidance=guidance, cloud=cloud,
-                      keypoint=np.array([0.5, 0.05, 0.03]), plan=plan)
+                      keypoint=np.array([0.5, 0.05, 0.03]), plan=plan, plan_curve=curve)
     tab.show_state(state)
     pump(1.0)
     img = tab.grab()
@@ -55,7 +63,9 @@ def _gl_checks(png: str) -> dict:
     out = {"built_before": built_before, "built_on_open": view is not None,
            "cloud_points": int(len(view._xyz)), "keypoint_visible": bool(view.keypoint_marker.visible),
            "magenta_px": magenta, "predicted_visible": bool(view.predicted.visible),
-           "waypoints": len(view.waypoints())}
+           "waypoints": len(view.waypoints()),
+           "curve_is_the_trajectory": bool(np.array_equal(np.asarray(view.spline.pos),
+                                                          curve.astype(np.float32)))}
     tab.show_state(LiveState(phase="running", trial=1, n_trials=20))
     pump(0.2)
     out["cleared"] = not view.keypoint_marker.visible and not view.predicted.visible and not view.waypoints()

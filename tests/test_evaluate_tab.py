@@ -8,7 +8,7 @@ from PySide6 import QtCore
 
 from app.rollout import LiveState
 from app.success import TrialRecord
-from widgets.evaluate_tab import EvaluateTab
+from widgets.evaluate_tab import COLUMNS, EvaluateTab
 
 
 @pytest.fixture
@@ -33,6 +33,65 @@ def test_show_state_draws_summary_curve_ci_and_table(tab):
     assert np.all(lo <= y) and np.all(y <= hi)
     assert tab.table.rowCount() == 4 and tab.table.item(2, 3).text() == "timeout"
     assert "p50 25 ms" in tab.latency.text()
+
+
+def _tracked_trials():
+    rows = [("success", "success", "move grasp lift", "move grasp lift", "", ""),
+            ("failure", "plan_finished", "move grasp", "move", "grasp",
+             "grasp missed: the gripper closed on nothing, 2.1 cm beside the cube"),
+            ("failure", "timeout", "move grasp lift", "move grasp", "lift",
+             "dropped while lifting: the cube left the gripper while moving"),
+            ("success", "success", "move grasp lift", "move grasp lift", "", "")]
+    return [TrialRecord(i, "pick_cube", 1000 + i, o, r, 9.0, reached=re, completed=co, failed_at=fa, diagnosis=d,
+                        failed_frame=80 if fa else -1) for i, (o, r, re, co, fa, d) in enumerate(rows)]
+
+
+def test_evaluate_tab_shows_success_by_subtask_and_where_trials_failed(tab):
+    tab.show_state(LiveState(phase="done", trial=3, n_trials=4, trials=_tracked_trials()))
+    t = tab.subtask_table
+    got = [[t.item(r, c).text() for c in range(t.columnCount())] for r in range(t.rowCount())]
+    assert [t.horizontalHeaderItem(c).text() for c in range(t.columnCount())][:3] == ["subtask", "reached", "done"]
+    assert got == [["move", "4", "4", "100 %", "51–100 %", "0"],
+                   ["grasp", "4", "3", "75 %", "30–95 %", "1"],
+                   ["lift", "3", "2", "67 %", "21–94 %", "1"]]
+    heights = tab.subtask_bars.opts["height"]
+    np.testing.assert_allclose(heights, [100, 75, 200 / 3])
+    col = {name: i for i, name in enumerate(COLUMNS)}
+    assert tab.table.item(1, col["failed at"]).text() == "grasp"
+    assert "closed on nothing" in tab.table.item(1, col["diagnosis"]).text()
+    assert "frame 80" in tab.table.item(1, col["failed at"]).toolTip()
+    assert tab.table.item(0, col["failed at"]).text() == ""
+
+
+def test_export_without_a_report_is_a_one_line_message(tab, tmp_path):
+    tab.out.setText(str(tmp_path / "nothing"))
+    assert tab.export_failures(str(tmp_path / "out")) is False
+    assert tab.status.text().startswith("export: no rollout report")
+
+
+def test_export_failed_trials_on_hardware_copies_the_failed_episodes(tab, qtbot, tmp_path):
+    """No simulator to take over on hardware: the button's worker copies the failed episodes (the sim path,
+    expert takeover, runs in tests/test_rollout.py)."""
+    from app.success import write_report
+    from recorder.episode import EpisodeReader
+    from test_annotate_controller import make_episode
+
+    run = tmp_path / "run"
+    (run / "episodes").mkdir(parents=True)
+    eps = [make_episode(run / "episodes" / f"ep{i}.h5", seed=i) for i in range(2)]
+    trials = [r for r in _tracked_trials()[:2]]
+    for t, ep in zip(trials, eps):
+        t.episode = str(ep)
+    write_report(run, trials, {"title": "hw"})
+    tab.out.setText(str(run))
+    tab.robot.setText("xarm6:192.168.1.5")
+    assert tab.export_failures(str(tmp_path / "corr"))
+    qtbot.waitUntil(lambda: not tab.export_worker.running, timeout=20_000)
+    qtbot.wait(50)
+    assert tab.status.text() == f"export: 1 failed episodes copied to {tmp_path / 'corr'} (correct them in Annotate)"
+    copied = sorted((tmp_path / "corr").glob("*.h5"))
+    assert [p.name for p in copied] == ["ep1.h5"] and EpisodeReader(copied[0]).n_frames > 10
+    assert tab.export_btn.isEnabled()
 
 
 def test_bad_form_gives_a_one_line_message(tab):

@@ -302,3 +302,37 @@ def test_oracle_sparse_waypoints_are_the_plans_gripper_changes(session):
     # Read twice from the live physics: a cube left by an earlier trial may still settle by microns.
     np.testing.assert_allclose(sparse[0].pose, full[2].pose, atol=1e-4)
     assert sparse[0].dwell == full[2].dwell > 0
+
+
+def test_rollout_names_the_failing_subtask_and_the_expert_corrects_it(session, tmp_path):
+    """Imprecise waypoints (3 cm noise) make spline-ik close the gripper beside the cube: the report
+    names the subtask and why; the failed trial becomes an expert correction episode (DAgger-style)."""
+    from app.corrections import record_corrections
+    from recorder.episode import EpisodeReader
+
+    run = tmp_path / "noisy"
+    cfg = RolloutConfig(task="pick_cube", policy="spline-ik", trials=1, seed=1001, waypoint_noise=0.03,
+                        max_seconds=12, out_dir=str(run))
+    t = RolloutRunner(session, cfg).run()[0]
+    assert t.outcome == "failure" and t.failed_at in ("move", "grasp"), t
+    assert t.diagnosis and ("closed" in t.diagnosis or "pushed" in t.diagnosis), t
+    assert t.reached.split()[0] == "move" and t.failed_at not in t.completed.split()
+    n = EpisodeReader(t.episode).n_frames
+    assert 0 <= t.failed_frame < n
+    # The proposals' segments of the trial, in episode frames, cover it from the first frame to the last.
+    segs = [(lab, *map(int, span.split("-"))) for lab, span in (x.split(":") for x in t.segments.split())]
+    assert segs[0][0] == "move" and segs[0][1] == 0 and segs[-1][2] == n, t.segments
+    doc = json.loads((run / "report.json").read_text())
+    rows = {s["subtask"]: s for s in doc["subtasks"]}
+    assert list(rows) == ["move", "grasp", "lift"] and rows[t.failed_at]["failed_here"] == 1
+    assert "failed_at" in (run / "trials.csv").read_text() and (run / "subtasks.csv").is_file()
+    out = tmp_path / "corrections"
+    done = record_corrections(session, run, out, max_seconds=20)
+    assert len(done) == 1 and done[0].takeover_frame == t.failed_frame
+    c = done[0]
+    if c.path is not None:  # the expert picks from where the trial failed (a starved sim may make it fail too)
+        r = EpisodeReader(c.path)
+        assert r.outcome == "success" and r.n_frames > 20 and "took over" in r.meta["notes"]
+        # Recorded from the takeover: the first frame is where the replayed trial had the arm, not home.
+        trial_ee = np.asarray(EpisodeReader(t.episode).ee_pose)[t.failed_frame, :3]
+        assert np.linalg.norm(np.asarray(r.ee_pose)[0, :3] - trial_ee) < 0.03

@@ -52,18 +52,31 @@ def test_voxel_decimate_hits_target_and_covers_the_cloud():
     assert len(pv.voxel_decimate(xyz[:1000], 100_000)) == 1000
 
 
-def test_chord_spline_interpolates_waypoints():
+def test_view_draws_the_policys_curve_through_waypoints():
+    """The view's default curve is policies.waypoints.position_curve (one implementation, PCHIP +
+    slerp), which passes the waypoints and equals the policy's guidance sampled at the same times."""
+    from policies.waypoints import Waypoint, WaypointTrajectory, position_curve
+
     pv = _import_helpers()
     wps = np.array([[0.3, 0, 0.3], [0.45, 0.1, 0.12], [0.45, 0.1, 0.05], [0.6, -0.2, 0.15]])
-    curve = pv.chord_spline(wps, samples=400)
+    curve = pv.policy_curve(wps, samples=400)
+    np.testing.assert_array_equal(curve, position_curve(wps, samples=400))
     assert curve.shape == (400, 3)
     np.testing.assert_allclose(curve[0], wps[0], atol=1e-9)
     np.testing.assert_allclose(curve[-1], wps[-1], atol=1e-9)
     for w in wps[1:-1]:
         assert np.linalg.norm(curve - w, axis=1).min() < 0.003
-    assert pv.chord_spline(wps[:1]).shape == (0, 3)
-    assert pv.chord_spline(np.array([wps[0], wps[0]])).shape == (0, 3)   # duplicate points
-    assert pv.chord_spline(wps[:2], 10).shape == (10, 3)                 # linear for two
+    # The guidance the policy is conditioned on, at each drawn sample's time, is that sample.
+    traj = WaypointTrajectory([Waypoint(np.r_[p, 1.0, 0, 0, 0]) for p in wps])
+    ts = np.linspace(traj.t_start, traj.t_end, 400)
+    h = 0.05
+    guide = np.array([traj.guidance(t - h, horizon_s=h, n=1)[0, :3] for t in ts[1:]])
+    np.testing.assert_allclose(curve[1:], guide, rtol=0, atol=1e-12)
+    # PCHIP never overshoots a descent: nothing below the lowest waypoint (make_interp_spline dipped 5 mm).
+    assert curve[:, 2].min() >= wps[:, 2].min() - 1e-9
+    assert position_curve(wps[:1]).shape == (0, 3)
+    assert position_curve(np.array([wps[0], wps[0]])).shape == (0, 3)   # duplicate points
+    assert position_curve(wps[:2], 10).shape == (10, 3)
 
 
 def test_box_edges_and_handles():

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from app import actions
+from app import actions, preload
 from app.annotate_controller import AnnotateController, EpisodeData
 from recorder.primitives import PRIMITIVES
 from widgets import style
@@ -498,6 +498,7 @@ class AnnotateTab(QtWidgets.QWidget):
 
     def build_3d_page(self) -> None:
         """The 3D page's view (the main window builds it before connecting: see _start_prebuild)."""
+        preload.wait_imports()  # never import torch/diffusers/vispy beside the preload thread
         if self.scene3d is None:
             from widgets.scene3d_panel import Scene3DPanel
             self.scene3d = Scene3DPanel(self._scene3d_page)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app import preload
 from app.collect_controller import CollectController, LiveStats
 from recorder.dataset import EpisodeInfo
 from widgets import style
@@ -297,6 +298,7 @@ class CollectTab(QtWidgets.QWidget):
 
     def build_3d_page(self) -> None:
         """The 3D page's view (the main window builds it before connecting: see _start_prebuild)."""
+        preload.wait_imports()  # never import torch/diffusers/vispy beside the preload thread
         if self.scene3d is not None:
             return
         from widgets.scene3d_panel import Scene3DPanel, TrailBuffer

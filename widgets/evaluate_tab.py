@@ -18,14 +18,17 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app import preload
 from app.rollout import POLICIES, WAYPOINT_SOURCES, LiveState, RolloutConfig, RolloutRunner
-from app.success import cumulative_curve, latency_stats, summarize, wilson_interval
+from app.success import cumulative_curve, latency_stats, subtask_summary, summarize, wilson_interval
 
 log = logging.getLogger(__name__)
 
 TASKS = ("pick_cube", "place_in_bin", "stack_cubes", "press_button")
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "expert_pick_cube.pt"
-COLUMNS = ("trial", "seed", "outcome", "reason", "seconds", "latency p50 ms", "chunks", "episode")
+COLUMNS = ("trial", "seed", "outcome", "reason", "failed at", "diagnosis", "seconds", "latency p50 ms", "chunks",
+           "episode")
+SUBTASK_COLUMNS = ("subtask", "reached", "done", "rate", "Wilson 95 %", "failed here")
 
 
 class RolloutWorker(QtCore.QObject):
@@ -90,6 +93,70 @@ class RolloutWorker(QtCore.QObject):
         return self._thread is not None and self._thread.is_alive()
 
 
+class FailureExportWorker(QtCore.QObject):
+    """Turns a run folder's failed trials into a correction dataset on a worker thread: in the sim the
+    scripted expert takes over each failed trial (app.corrections.record_corrections, its own
+    DeviceSession), on hardware the failed episodes are copied."""
+
+    progress = QtCore.Signal(str)
+    finished = QtCore.Signal(str)  # the summary line, or "error: …"
+
+    def __init__(self, run_dir: str, out_dir: str, robot: str = "sim-xarm6", rate_hz: float = 20.0, session=None,
+                 parent=None):
+        super().__init__(parent)
+        self.run_dir, self.out_dir, self.robot, self.rate_hz = run_dir, out_dir, robot, rate_hz
+        self._session = session
+        self._cancel = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="export-failures", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from app.corrections import copy_failures, failed_trials, record_corrections
+
+        own = None
+        try:
+            _, failed = failed_trials(self.run_dir)
+            if not failed:
+                self.finished.emit("no failed trials with an episode to export")
+                return
+            if not self.robot.startswith("sim"):
+                n = len(copy_failures(self.run_dir, self.out_dir))
+                self.finished.emit(f"{n} failed episodes copied to {self.out_dir} (correct them in Annotate)")
+                return
+            from app.session import DeviceSession
+
+            session = self._session
+            if session is None:
+                own = session = DeviceSession(self.robot, "sim", "none", self.rate_hz, task=failed[0].task,
+                                              seed=failed[0].seed).open()
+            done = record_corrections(session, self.run_dir, self.out_dir, progress=self.progress.emit,
+                                      cancel=self._cancel)
+            kept = sum(c.path is not None for c in done)
+            self.finished.emit(f"{kept}/{len(done)} failed trials corrected by the expert → {self.out_dir}")
+        except Exception as exc:  # a line in the tab, never a traceback in the GUI
+            log.exception("export of failed trials failed")
+            self.finished.emit(f"error: {type(exc).__name__}: {exc}".splitlines()[0])
+        finally:
+            if own is not None:
+                own.close()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
 class EvaluateTab(QtWidgets.QWidget):
     chunkChanged = QtCore.Signal(object)  # (H, 7) latest predicted action chunk, for the 3D view
     runFinished = QtCore.Signal(str)
@@ -98,6 +165,7 @@ class EvaluateTab(QtWidgets.QWidget):
         super().__init__(parent)
         self.settings = settings
         self.worker: RolloutWorker | None = None
+        self.export_worker: FailureExportWorker | None = None
         self._last_chunk_id = None
         self._shown_trials = -1
         self._build()
@@ -161,11 +229,17 @@ class EvaluateTab(QtWidgets.QWidget):
         self.success_btn.clicked.connect(lambda: self.operator_outcome(True))
         self.failure_btn.clicked.connect(lambda: self.operator_outcome(False))
         self.reset_btn.clicked.connect(self.confirm_reset)
+        self.export_btn = QtWidgets.QPushButton("Export failed trials…")
+        self.export_btn.setObjectName("exportFailures")
+        self.export_btn.setToolTip("write the run's failed trials as a correction dataset (DAgger-style): in the sim "
+                                   "the scripted expert takes over each failed trial where it failed; the episodes "
+                                   "open in Annotate and train with 'train expert --episodes'")
+        self.export_btn.clicked.connect(self._ask_export)
         keys = QtWidgets.QHBoxLayout()
         for w in (self.status, self.latency):
             keys.addWidget(w)
         keys.addStretch(1)
-        for w in (self.reset_btn, self.success_btn, self.failure_btn):
+        for w in (self.export_btn, self.reset_btn, self.success_btn, self.failure_btn):
             keys.addWidget(w)
 
         self.plot = pg.PlotWidget()
@@ -180,6 +254,29 @@ class EvaluateTab(QtWidgets.QWidget):
         self.ci_high = self.plot.plot([], [], pen=pg.mkPen(None))
         self.band = pg.FillBetweenItem(self.ci_low, self.ci_high, brush=pg.mkBrush(31, 119, 180, 50))
         self.plot.addItem(self.band)
+
+        # Success by subtask: completed/reached per atomic action with its Wilson interval (table + bars).
+        self.subtask_table = QtWidgets.QTableWidget(0, len(SUBTASK_COLUMNS))
+        self.subtask_table.setObjectName("subtaskTable")
+        self.subtask_table.setHorizontalHeaderLabels(SUBTASK_COLUMNS)
+        self.subtask_table.verticalHeader().setVisible(False)
+        self.subtask_table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
+        self.subtask_table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.ResizeToContents)
+        self.subtask_table.horizontalHeader().setStretchLastSection(True)
+        self.subtask_plot = pg.PlotWidget()
+        self.subtask_plot.setBackground("w")
+        self.subtask_plot.setLabel("left", "completed / reached (%)")
+        self.subtask_plot.setYRange(0, 100)
+        self.subtask_plot.showGrid(y=True, alpha=0.3)
+        self.subtask_plot.setTitle("success by subtask (Wilson 95 %)", color="#333", size="9pt")
+        self.subtask_bars = pg.BarGraphItem(x=[], height=[], width=0.6, brush="#1f77b4")
+        self.subtask_err = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), pen=pg.mkPen("k", width=1.5), beam=0.2)
+        self.subtask_plot.addItem(self.subtask_bars)
+        self.subtask_plot.addItem(self.subtask_err)
+        subtasks = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
+        subtasks.addWidget(self.subtask_table)
+        subtasks.addWidget(self.subtask_plot)
+        subtasks.setSizes([360, 260])
 
         self.table = QtWidgets.QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
@@ -201,8 +298,12 @@ class EvaluateTab(QtWidgets.QWidget):
         self._scene3d_shown = False
         self._shown_plan: np.ndarray | None = None
         self._framed = False
+        left = QtWidgets.QSplitter(QtCore.Qt.Vertical)
+        left.addWidget(self.plot)
+        left.addWidget(subtasks)
+        left.setSizes([300, 260])
         split = QtWidgets.QSplitter(QtCore.Qt.Horizontal)
-        split.addWidget(self.plot)
+        split.addWidget(left)
         split.addWidget(self.view_tabs)
         split.setSizes([500, 600])
         lay = QtWidgets.QVBoxLayout(self)
@@ -295,7 +396,39 @@ class EvaluateTab(QtWidgets.QWidget):
         self._set_running(False)
         self.runFinished.emit(error)
 
+    def _ask_export(self) -> None:
+        out = QtWidgets.QFileDialog.getExistingDirectory(self, "Folder for the correction episodes",
+                                                         str(Path(self.out.text().strip() or ".") / "corrections"))
+        if out:
+            self.export_failures(out)
+
+    def export_failures(self, out_dir: str, session=None) -> bool:
+        """Export the run folder's failed trials into ``out_dir`` (see FailureExportWorker)."""
+        busy = (self.worker is not None and self.worker.running) or (
+            self.export_worker is not None and self.export_worker.running)
+        if busy:
+            return False
+        run = self.out.text().strip()
+        if not (Path(run) / "report.json").is_file():
+            self.status.setText(f"export: no rollout report in {run}")
+            return False
+        self.export_worker = FailureExportWorker(run, out_dir, robot=self.robot.text().strip(), session=session,
+                                                 parent=self)
+        self.export_worker.progress.connect(lambda m: self.status.setText(f"export: {m}"))
+        self.export_worker.finished.connect(self._on_export_finished)
+        self.export_btn.setEnabled(False)
+        self.start_btn.setEnabled(False)
+        self.status.setText("export: starting…")
+        self.export_worker.start()
+        return True
+
+    def _on_export_finished(self, message: str) -> None:
+        self.status.setText(f"export: {message}")
+        self.export_btn.setEnabled(True)
+        self.start_btn.setEnabled(self.worker is None or not self.worker.running)
+
     def _set_running(self, running: bool) -> None:
+        self.export_btn.setEnabled(not running)
         self.start_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
         for w in (self.checkpoint, self.policy, self.task, self.waypoints, self.trials, self.seed, self.robot, self.out):
@@ -345,15 +478,46 @@ class EvaluateTab(QtWidgets.QWidget):
         self.plot.setXRange(0.5, max(s.n_trials, len(ok)) + 0.5)
         self.table.setRowCount(len(s.trials))
         for r, tr in enumerate(s.trials):
-            vals = (tr.index + 1, tr.seed, tr.outcome, tr.reason, f"{tr.duration_s:.1f}",
+            vals = (tr.index + 1, tr.seed, tr.outcome, tr.reason, tr.failed_at, tr.diagnosis, f"{tr.duration_s:.1f}",
                     "–" if not np.isfinite(tr.latency_p50_ms) else f"{tr.latency_p50_ms:.0f}", tr.chunks,
                     Path(tr.episode).name if tr.episode else "")
             for c, v in enumerate(vals):
                 item = QtWidgets.QTableWidgetItem(str(v))
-                if c == 2:
+                if c in (2, 4):
                     item.setForeground(QtGui.QColor("#2ca02c" if tr.success else "#d62728"))
+                if c in (4, 5) and tr.diagnosis:
+                    item.setToolTip(f"{tr.failed_at}: {tr.diagnosis} (episode frame {tr.failed_frame})")
                 self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
+        diag = COLUMNS.index("diagnosis")
+        self.table.setColumnWidth(diag, min(self.table.columnWidth(diag), 380))  # the full text is in the tooltip
         self.table.scrollToBottom()
+        self._show_subtasks(s.trials)
+
+    def _show_subtasks(self, trials) -> None:
+        rows = subtask_summary(trials)
+        several = len({r.task for r in rows}) > 1
+        self.subtask_table.setRowCount(len(rows))
+        for i, r in enumerate(rows):
+            rate = "–" if not r.reached else f"{r.rate * 100:.0f} %"
+            vals = (f"{r.task}: {r.subtask}" if several else r.subtask, r.reached, r.completed, rate,
+                    f"{r.ci_low * 100:.0f}–{r.ci_high * 100:.0f} %", r.failed_here)
+            for c, v in enumerate(vals):
+                item = QtWidgets.QTableWidgetItem(str(v))
+                if c == 5 and r.failed_here:
+                    item.setForeground(QtGui.QColor("#d62728"))
+                self.subtask_table.setItem(i, c, item)
+        x = np.arange(len(rows), dtype=float)
+        rate = np.array([0.0 if not r.reached else r.rate * 100 for r in rows])
+        lo = np.array([r.ci_low * 100 for r in rows])
+        hi = np.array([r.ci_high * 100 for r in rows])
+        brushes = [pg.mkBrush("#2ca02c" if r.reached and r.completed == r.reached else
+                              "#d62728" if r.failed_here else "#1f77b4") for r in rows]
+        self.subtask_bars.setOpts(x=x, height=rate, width=0.6, brushes=brushes)
+        self.subtask_err.setData(x=x, y=rate, top=np.clip(hi - rate, 0, None), bottom=np.clip(rate - lo, 0, None))
+        ax = self.subtask_plot.getAxis("bottom")
+        ax.setTicks([[(float(i), r.subtask) for i, r in enumerate(rows)]])
+        self.subtask_plot.setXRange(-0.6, max(len(rows), 1) - 0.4)
 
     def _on_view_tab(self, index: int) -> None:
         if index != 1 or self.scene3d is not None and self._scene3d_shown:
@@ -366,6 +530,7 @@ class EvaluateTab(QtWidgets.QWidget):
 
     def build_3d_page(self) -> None:
         """The 3D page's view (the main window builds it before connecting: see _start_prebuild)."""
+        preload.wait_imports()  # never import torch/diffusers/vispy beside the preload thread
         if self.scene3d is not None:
             return
         # Imported when the page is first opened: vispy needs GL, and the waypoint/workspace helpers
@@ -398,18 +563,23 @@ class EvaluateTab(QtWidgets.QWidget):
         if not same_plan:  # once per trial: the spline is rebuilt only when the waypoints change
             self._shown_plan = s.plan
             if s.plan is not None:
-                from policies.waypoints import Waypoint  # loaded by then (see _on_view_tab)
-                from widgets.scene3d_panel import waypoint_spline_fn
+                # The trial's own trajectory (timing, dwells and noise included), sampled by the runner
+                # with policies.waypoints.trajectory_curve: exactly the curve the guidance comes from.
+                curve = None if s.plan_curve is None else np.asarray(s.plan_curve, float)
+                if curve is None:  # a state without it (older runner): the policy's curve through the points
+                    from policies.waypoints import position_curve
 
-                # The policy's own spline shape (PCHIP) through the plan's positions.
-                down = np.array([1.0, 0.0, 0.0, 0.0])
-                view.set_spline_fn(waypoint_spline_fn([Waypoint(np.r_[p, down]) for p in s.plan]))
+                    curve = position_curve(s.plan)
+                view.set_spline_fn(lambda _pts, c=curve: c)
             view.set_waypoints(s.plan)
         view.set_trajectory(None if s.guidance is None else s.guidance[:, :3])
 
     def shutdown(self) -> None:
         """Cancel a running rollout and wait for it (the arm is halted by the runner's loop stop)."""
         self._timer.stop()
+        if self.export_worker is not None:
+            self.export_worker.cancel()
+            self.export_worker.wait(30.0)
         if self.worker is not None:
             self.worker.cancel()
             self.worker.wait(15.0)

@@ -28,7 +28,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PySide6 import QtCore, QtWidgets
-from scipy.interpolate import make_interp_spline
 
 import vispy
 
@@ -144,19 +143,13 @@ def prepare_cloud(xyz: np.ndarray, rgb: np.ndarray | None = None,
     return PreparedCloud(data, bounds, (float(lo), float(hi)), lod, int(lod_points))
 
 
-def chord_spline(waypoints: np.ndarray, samples: int = 200) -> np.ndarray:
-    """Default curve through the waypoints: a cubic B-spline (lower order for fewer points)
-    parametrised by cumulative chord length, so unevenly spaced waypoints do not overshoot."""
-    pts = np.asarray(waypoints, dtype=float).reshape(-1, 3)
-    if len(pts) < 2:
-        return np.zeros((0, 3))
-    keep = np.r_[True, np.linalg.norm(np.diff(pts, axis=0), axis=1) > 1e-9]
-    pts = pts[keep]
-    if len(pts) < 2:
-        return np.zeros((0, 3))
-    u = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))]
-    spline = make_interp_spline(u, pts, k=min(3, len(pts) - 1))
-    return spline(np.linspace(0.0, u[-1], samples))
+def policy_curve(waypoints: np.ndarray, samples: int = 200) -> np.ndarray:
+    """Default curve through the waypoints: the policy's own (policies.waypoints.position_curve, PCHIP
+    + slerp through WaypointTrajectory), so the view never draws a curve the arm would not follow.
+    Imported on first use: policies.geometry pulls in torch (~1.5 s), which a bare view does not need."""
+    from policies.waypoints import position_curve
+
+    return position_curve(waypoints, samples)
 
 
 def box_edges(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -352,7 +345,7 @@ class PointCloudView(QtWidgets.QWidget):
                  spline_fn: SplineFn | None = None, show_toolbar: bool = True):
         super().__init__(parent)
         self.lod_points = int(lod_points)
-        self.spline_fn: SplineFn = spline_fn or chord_spline
+        self.spline_fn: SplineFn = spline_fn or policy_curve
         self._xyz = np.zeros((0, 3), np.float32)
         self._data = np.zeros((0, 4), np.float32)
         # Level of detail: which subset is uploaded for moving ("none" | "stride" | "voxel"), the
@@ -450,9 +443,14 @@ class PointCloudView(QtWidgets.QWidget):
         bar.setObjectName("viewToolbar")
         bar.setStyleSheet(style.TOOLBAR_QSS)
         bar.setAttribute(QtCore.Qt.WA_StyledBackground, True)
-        row = QtWidgets.QHBoxLayout(bar)
-        row.setContentsMargins(6, 4, 6, 4)
+        # Two rows: in one the six crop boxes made the toolbar 1220 px wide, and once the Collect
+        # tab's 3D page was built the window no longer fit 1280 px (E-STOP off screen; issue 12).
+        rows = QtWidgets.QVBoxLayout(bar)
+        rows.setContentsMargins(6, 4, 6, 4)
+        rows.setSpacing(4)
+        row = QtWidgets.QHBoxLayout()
         row.setSpacing(6)
+        rows.addLayout(row)
         reset = QtWidgets.QPushButton("Reset view", bar)
         reset.clicked.connect(self.reset_view)
         row.addWidget(reset)
@@ -469,7 +467,15 @@ class PointCloudView(QtWidgets.QWidget):
         self.size_spin.valueChanged.connect(self.set_point_size)
         row.addWidget(self.size_spin)
         row.addSpacing(10)
-        row.addWidget(QtWidgets.QLabel("Crop", bar))
+        self.clip_check = QtWidgets.QCheckBox("crop: only inside", bar)
+        self.clip_check.toggled.connect(self.set_clip_to_crop)
+        row.addWidget(self.clip_check)
+        row.addStretch(1)
+        crop = QtWidgets.QGridLayout()  # lower corner on one line, upper on the next
+        crop.setHorizontalSpacing(6)
+        crop.setVerticalSpacing(2)
+        rows.addLayout(crop)
+        crop.addWidget(QtWidgets.QLabel("Crop", bar), 0, 0, 2, 1)
         self.crop_spins: list[QtWidgets.QDoubleSpinBox] = []
         for i, name in enumerate(["x≥", "y≥", "z≥", "x≤", "y≤", "z≤"]):
             spin = QtWidgets.QDoubleSpinBox(bar)
@@ -481,11 +487,8 @@ class PointCloudView(QtWidgets.QWidget):
             spin.setKeyboardTracking(False)
             spin.valueChanged.connect(self._on_crop_spin)
             self.crop_spins.append(spin)
-            row.addWidget(spin)
-        self.clip_check = QtWidgets.QCheckBox("only inside", bar)
-        self.clip_check.toggled.connect(self.set_clip_to_crop)
-        row.addWidget(self.clip_check)
-        row.addStretch(1)
+            crop.addWidget(spin, i // 3, 1 + i % 3)
+        crop.setColumnStretch(4, 1)
         return bar
 
     # -- public API ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from policies.geometry import crop, depth_to_points
-from policies.waypoints import DemoKeyframeSource, Waypoint, WaypointTrajectory
+from policies.waypoints import DemoKeyframeSource, Waypoint, WaypointTrajectory, trajectory_curve
 from widgets import style
 
 PREDICTED_RGBA = style.hex_to_rgbf(style.PREDICTED)
@@ -80,7 +80,7 @@ def waypoint_spline_fn(waypoints: Sequence[Waypoint], samples: int = 200) -> Cal
             traj = WaypointTrajectory(wps)
         except ValueError:
             return np.zeros((0, 3))   # e.g. two keyframes at the same time: no curve rather than an error
-        return traj.sample(np.linspace(traj.t_start, traj.t_end, samples))[:, :3]
+        return trajectory_curve(traj, samples)
 
     return fn
 

@@ -10,6 +10,8 @@ Without --checkpoint (policy expert) the bundled checkpoint for the task and the
 Every trial is saved as an episode under OUT/episodes; OUT/report.json, trials.csv and report.png are
 rewritten after each trial. In the simulated lab the outcome comes from the task's success predicate;
 on hardware the operator confirms each reset (Enter) and types the outcome (s/f + reason).
+Each trial is segmented into the task's atomic actions (report: success by subtask, where and why each
+failed trial failed); --save-failures DIR turns the failed trials into a correction dataset.
 Exit code 0 when all trials ran, 2 on bad arguments or a device error, 130 when interrupted.
 """
 from __future__ import annotations
@@ -45,6 +47,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-seconds", type=float, default=15.0, help="trial timeout (default %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device for the policy (cpu | cuda)")
     p.add_argument("--out", required=True, help="run folder for the report and the trial episodes")
+    p.add_argument("--save-failures", default=None, metavar="DIR",
+                   help="after the run, write a correction dataset of the failed trials into DIR: in the sim the "
+                        "scripted expert takes over each failed trial where it failed (DAgger-style, app/corrections.py); "
+                        "on hardware the failed episodes are copied for correcting in Annotate")
     p.add_argument("--home", action=argparse.BooleanOptionalAction, default=None,
                    help="home the arm before every trial (default: on hardware yes; the sim's reset homes it)")
     add_lab_args(p)
@@ -80,6 +86,19 @@ def _bundled_defaults(args) -> None:
         print(f"rollout: no --keypoints, using the bundled {args.keypoints}", file=sys.stderr)
 
 
+def _save_failures(session, run_dir: str, out_dir: str) -> None:
+    from app.corrections import copy_failures, record_corrections
+
+    if session.lab is None:
+        paths = copy_failures(run_dir, out_dir)
+        print(f"failures: {len(paths)} failed episodes copied to {out_dir}")
+        return
+    done = record_corrections(session, run_dir, out_dir, progress=lambda m: print(f"correction: {m}", flush=True))
+    kept = [c for c in done if c.path is not None]
+    print(f"failures: {len(kept)}/{len(done)} failed trials corrected by the expert -> {out_dir} "
+          f"(train: python main.py train expert --episodes {out_dir} …)")
+
+
 def run_rollout(args) -> int:
     from app.rollout import RolloutConfig, RolloutRunner
     from app.session import DeviceSession
@@ -111,11 +130,14 @@ def run_rollout(args) -> int:
                         k = sum(x.success for x in s.trials[: t.index + 1])
                         print(f"trial {t.index + 1:3d}/{cfg.trials} seed {t.seed}: {t.outcome:7s} {t.reason:16s} "
                               f"{t.duration_s:5.1f} s  latency p50 {t.latency_p50_ms:5.1f} ms  "
-                              f"running {k}/{t.index + 1}", flush=True)
+                              f"running {k}/{t.index + 1}"
+                              + (f"  failed at {t.failed_at}: {t.diagnosis}" if t.failed_at else ""), flush=True)
                     printed[0] = len(s.trials)
 
             runner.on_update = on_update
             trials = runner.run()
+            if args.save_failures:
+                _save_failures(session, args.out, args.save_failures)
     except (DeviceError, ValueError, FileNotFoundError) as exc:
         print(f"rollout: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
@@ -125,5 +147,10 @@ def run_rollout(args) -> int:
         lo, hi = wilson_interval(s.successes, s.trials)
         print(f"{task}: {s.successes}/{s.trials} = {s.rate * 100:.0f} % (Wilson 95 % CI {lo * 100:.0f}–{hi * 100:.0f} %), "
               f"reasons {s.reasons}")
-    print(f"report: {args.out}/report.json, trials.csv, report.png")
+    from app.success import subtask_summary
+
+    for st in subtask_summary(trials):
+        print(f"  {st.task} {st.subtask:10s} {st.completed}/{st.reached} completed"
+              f" (Wilson 95 % CI {st.ci_low * 100:.0f}–{st.ci_high * 100:.0f} %), failed here {st.failed_here}")
+    print(f"report: {args.out}/report.json, trials.csv, subtasks.csv, report.png")
     return 0
