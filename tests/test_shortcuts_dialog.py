@@ -134,3 +134,23 @@ def test_help_menu_opens_the_dialog_and_esc_in_it_is_still_the_estop(qtbot, tmp_
         assert s.get(actions.OVERRIDES_KEY, {}) == {"actstudio:recover": ["Ctrl+Alt+R"]}
     finally:
         win.close()
+
+
+def test_evaluate_tab_keys_and_button_labels_follow_an_override(qtbot, tmp_path):
+    from widgets.evaluate_tab import EvaluateTab
+    from widgets.shortcuts import keymap_for
+
+    s = Settings(tmp_path / "s.ini")
+    tab = EvaluateTab(s)
+    qtbot.addWidget(tab)
+    try:
+        acts = {a.data(): a for a in tab.actions()}
+        assert {n: acts[n].shortcut().toString() for n in ("actstudio:trial_success", "actstudio:trial_failure",
+                                                           "actstudio:confirm_reset")} == {
+            "actstudio:trial_success": "S", "actstudio:trial_failure": "F", "actstudio:confirm_reset": "Return"}
+        assert tab.success_btn.text() == "Success  (S)"
+        keymap_for(s).set_keys("trial_success", ["G"])
+        assert acts["actstudio:trial_success"].shortcut().toString() == "G"
+        assert tab.success_btn.text() == "Success  (G)"
+    finally:
+        tab.shutdown()

@@ -312,10 +312,14 @@ class EvaluateTab(QtWidgets.QWidget):
         lay.addLayout(keys)
         lay.addWidget(split, 1)
 
-        # S / F / Enter: the action registry's "evaluate" context (app/actions.py).
-        from widgets.shortcuts import keymap_for, make_action
-        for name in ("trial_success", "trial_failure", "confirm_reset"):
+        # S / F / Enter: the action registry's "evaluate" context (app/actions.py); the buttons name
+        # the keys as the user has them.
+        from widgets.shortcuts import hint_button, keymap_for, make_action
+        for name, button, label in (("trial_success", self.success_btn, "Success"),
+                                    ("trial_failure", self.failure_btn, "Failure"),
+                                    ("confirm_reset", self.reset_btn, "Scene reset")):
             make_action(keymap_for(self.settings), name, self, self)
+            hint_button(keymap_for(self.settings), button, name, label)
         self._set_running(False)
 
     def _browse(self) -> None:
