@@ -31,11 +31,35 @@ COLUMNS = ("trial", "seed", "outcome", "reason", "failed at", "diagnosis", "seco
 SUBTASK_COLUMNS = ("subtask", "reached", "done", "rate", "Wilson 95 %", "failed here")
 
 
-class RolloutWorker(QtCore.QObject):
+class _ThreadWorker(QtCore.QObject):
+    """A QObject whose ``_run`` runs once on its own daemon thread (the GUI never waits on it)."""
+
+    thread_name = "worker"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+
+class RolloutWorker(_ThreadWorker):
     """Runs a RolloutRunner on a worker thread (opening its own DeviceSession unless one is given)."""
 
     updated = QtCore.Signal()
     finished = QtCore.Signal(str)  # "" when the run ended normally, else the error line
+    thread_name = "rollout"
 
     def __init__(self, config: RolloutConfig, robot: str = "sim-xarm6", camera: str = "sim", rate_hz: float = 20.0,
                  session=None, policy=None, parent=None, lab=None):
@@ -48,10 +72,6 @@ class RolloutWorker(QtCore.QObject):
         self.runner: RolloutRunner | None = None
         self._thread: threading.Thread | None = None
         self._cancelled = threading.Event()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="rollout", daemon=True)
-        self._thread.start()
 
     def _run(self) -> None:
         from app.session import DeviceSession
@@ -82,24 +102,15 @@ class RolloutWorker(QtCore.QObject):
         if self.runner is not None:
             self.runner.cancel()
 
-    def wait(self, timeout: float = 10.0) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-
-class FailureExportWorker(QtCore.QObject):
+class FailureExportWorker(_ThreadWorker):
     """Turns a run folder's failed trials into a correction dataset on a worker thread: in the sim the
     scripted expert takes over each failed trial (app.corrections.record_corrections, its own
     DeviceSession), on hardware the failed episodes are copied."""
 
     progress = QtCore.Signal(str)
     finished = QtCore.Signal(str)  # the summary line, or "error: …"
+    thread_name = "export-failures"
 
     def __init__(self, run_dir: str, out_dir: str, robot: str = "sim-xarm6", rate_hz: float = 20.0, session=None,
                  parent=None):
@@ -108,10 +119,6 @@ class FailureExportWorker(QtCore.QObject):
         self._session = session
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="export-failures", daemon=True)
-        self._thread.start()
 
     def _run(self) -> None:
         from app.corrections import copy_failures, failed_trials, record_corrections
@@ -145,16 +152,6 @@ class FailureExportWorker(QtCore.QObject):
 
     def cancel(self) -> None:
         self._cancel.set()
-
-    def wait(self, timeout: float = 10.0) -> bool:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
 
 class EvaluateTab(QtWidgets.QWidget):
