@@ -134,6 +134,7 @@ class ShortcutsDialog(QtWidgets.QDialog):
         self.key_edit = QtWidgets.QKeySequenceEdit()
         self.key_edit.setObjectName("shortcuts_key_edit")
         self.key_edit.setToolTip("click, then press the new key combination")
+        self.key_edit.setMaximumSequenceLength(1)   # one combination per shortcut (the registry's rule)
         self.assign_button = QtWidgets.QPushButton("Assign")
         self.clear_button = QtWidgets.QPushButton("No key")
         self.reset_button = QtWidgets.QPushButton("Reset to default")
