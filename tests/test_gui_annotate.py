@@ -235,3 +235,23 @@ def test_menu_actions_have_the_listed_shortcuts(tab):
     assert keys["accept_all"] == "Ctrl+Shift+A"
     assert [keys[f"primitive_{k}"] for k in range(1, 10)] == [str(k) for k in range(1, 10)]
     assert acts["primitive_3"].text().endswith(PRIMITIVES[2])
+
+
+def test_a_shortcut_override_rekeys_the_tab_and_its_timeline(qtbot, tab):
+    """An override (Help › Keyboard shortcuts…, app/actions.py Keymap) changes the key that splits:
+    the new key works, the old one no longer does — neither as the tab's QAction nor in the timeline."""
+    c = tab.controller
+    n0, s0 = len(c.doc), c.doc[0]
+    c.set_frame(s0.start + s0.length // 2)
+    tab.keymap.set_keys("split", ["K"])
+    assert tab.action("split").shortcut().toString() == "K"
+    key(tab, Qt.Key_S)
+    assert len(c.doc) == n0
+    key(tab, Qt.Key_K)
+    assert len(c.doc) == n0 + 1 and c.doc[0].end == s0.start + s0.length // 2
+    assert tab.settings.values["shortcuts/overrides"] == {"actstudio:split": ["K"]}
+    tab.keymap.reset("split")
+    assert tab.action("split").shortcut().toString() == "S"
+    key(tab, Qt.Key_Z, Qt.ControlModifier)
+    key(tab, Qt.Key_S)
+    assert len(c.doc) == n0 + 1

@@ -1,10 +1,12 @@
 """The Annotate tab: dataset browser | video + timeline | segment inspector, over an AnnotateController.
 
-Keys are QActions on this tab (context: the tab and its children), so they work wherever focus
-is inside the tab — except in text fields, which keep their own typing keys — and the main window
-can list the same actions in its "Annotate" menu (``menu_actions()``). Navigation and edit keys
-go through ``Timeline.trigger`` so the timeline's notion of "selected segment" and "boundary"
-decides what they act on; the resulting intents are applied by the controller's undo stack.
+Keys are QActions built from the app's action registry (app/actions.py, context "annotate"; the
+user's overrides included) on this tab (Qt context: the tab and its children), so they work wherever
+focus is inside the tab — except in text fields, which keep their own typing keys — and the main
+window can list the same actions in its "Annotate" menu (``menu_actions()``). The registry's bodies
+send navigation and edit keys through ``Timeline.trigger`` so the timeline's notion of "selected
+segment" and "boundary" decides what they act on; the resulting intents are applied by the
+controller's undo stack.
 """
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from app import preload
+from app import actions, preload
 from app.annotate_controller import AnnotateController, EpisodeData
 from recorder.primitives import PRIMITIVES
 from widgets import style
 from widgets.dataset_browser import DatasetBrowser
 from widgets.segment_inspector import SegmentInspector
-from widgets.timeline import ACTIONS as TIMELINE_ACTIONS
+from widgets.shortcuts import keymap_for, make_action
 from widgets.timeline import Timeline
 from widgets.video_player import VideoPlayer
 
@@ -30,18 +32,9 @@ ENCODER_KEY = "annotate/encoder"       # label-suggestion checkpoint; "" = expli
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
 PRIMITIVE_KEYS = tuple(PRIMITIVES[:9])   # keys 1–9, in vocabulary order (shown in the legend)
 
-# Tab-level actions beyond the timeline's (name → keys, text, checkable).
-EXTRA_ACTIONS = {
-    "loop": (("L",), "Loop current segment", True),
-    "accept_all": (("Ctrl+Shift+A",), "Accept all proposals", False),
-    "propose": (("Ctrl+Shift+P",), "Propose segments", False),
-    "save": (("Ctrl+S",), "Save annotations now", False),
-    # A: free in the tab (S/M/L/1–9 are taken) and next to the number keys the hand is already on.
-    "accept_suggestion": (("A",), "Accept top label suggestion", False),
-    "choose_encoder": ((), "Choose encoder for suggestions…", False),
-    # N (new): a segment over the unsegmented gap at the playhead (segmenting by hand).
-    "fill_gap": (("N",), "Add segment over the gap at the playhead", False),
-}
+# The tab's actions (names, titles, default keys, bodies) are the registry's "annotate" context
+# (app/actions.py); these are the ones that need no open episode.
+NO_EPISODE_ACTIONS = ("choose_encoder",)
 
 
 def default_encoder() -> Path | None:
@@ -65,7 +58,8 @@ class AnnotateTab(QtWidgets.QWidget):
 
         self.browser = DatasetBrowser()
         self.player = VideoPlayer()
-        self.timeline = Timeline(fps=20.0, primitive_keys=PRIMITIVE_KEYS)
+        self.keymap = keymap_for(settings)
+        self.timeline = Timeline(fps=20.0, primitive_keys=PRIMITIVE_KEYS, keymap=self.keymap)
         self.inspector = SegmentInspector(primitive_keys=PRIMITIVE_KEYS)
 
         # Top bar: who annotates, whose segments are shown, agreement, proposal actions.
@@ -323,53 +317,27 @@ class AnnotateTab(QtWidgets.QWidget):
     # -- actions ---------------------------------------------------------------------------------
 
     def _build_actions(self) -> None:
-        specs = {name: (keys, text, False) for name, (keys, text) in TIMELINE_ACTIONS.items()}
-        specs.update(EXTRA_ACTIONS)
-        for name, (keys, text, checkable) in specs.items():
+        for spec in actions.in_context("annotate"):
+            name = spec.short
+            text = None
             if name.startswith("primitive_"):
                 k = int(name.rsplit("_", 1)[1])
                 text = f"Primitive {k}: {PRIMITIVE_KEYS[k - 1]}"
-            act = QtGui.QAction(text, self)
-            act.setObjectName(f"annotate_{name}")
-            act.setShortcuts([QtGui.QKeySequence(k) for k in keys])
-            act.setShortcutContext(QtCore.Qt.WidgetWithChildrenShortcut)
-            act.setCheckable(checkable)
-            if checkable:
+            # Through trigger(): the "open an episode first" guard.
+            act = make_action(self.keymap, spec.name, self, self, text=text, object_name=f"annotate_{name}",
+                              on_trigger=None if spec.checkable else (lambda n=name: self.trigger(n)))
+            if spec.checkable:
                 act.toggled.connect(lambda on, n=name: self._on_toggle(n, on))
-            else:
-                act.triggered.connect(lambda _=False, n=name: self.trigger(n))
-            self.addAction(act)
             self._actions[name] = act
 
     def trigger(self, name: str) -> None:
-        """Run a named action (menu, key or button)."""
-        if name == "choose_encoder":   # needs no episode
-            self.choose_encoder()
-            return
+        """Run a named action of the registry's annotate context (menu, key or button)."""
+        spec = actions.get(name)
         c = self.controller
-        if c is None or c.episode is None:
+        if spec.short not in NO_EPISODE_ACTIONS and (c is None or c.episode is None):
             self._show_message("open an episode first")
             return
-        if name == "play":
-            c.toggle_playing()
-        elif name == "undo":
-            c.undo()
-        elif name == "redo":
-            c.redo()
-        elif name == "accept_all":
-            c.accept_all()
-        elif name == "propose":
-            c.propose()
-        elif name == "save":
-            c.save_now(queue_behind=True)
-        elif name == "loop":
-            self._actions["loop"].toggle()
-        elif name == "fill_gap":
-            c.fill_gap(c.frame)
-        elif name == "accept_suggestion":
-            c.accept_suggestion(self.inspector.index)
-        else:
-            self.timeline.trigger(name)
+        spec.run(self)
 
     def _on_toggle(self, name: str, on: bool) -> None:
         if name == "loop" and self.controller is not None:
@@ -416,8 +384,10 @@ class AnnotateTab(QtWidgets.QWidget):
         if c.annotator not in c.docs and len(c.doc):
             auto_note = " — starting from the automatic proposals"
         elif not len(c.doc):
-            auto_note = (f" — {ep.cannot_propose} (N adds a segment, S splits, 1–9 label)" if ep.cannot_propose
-                         else " — no segments yet: Propose segments (Ctrl+Shift+P)")
+            k = self.keymap.key_text   # the keys as the user has them (overrides included)
+            auto_note = (f" — {ep.cannot_propose} ({k('fill_gap')} adds a segment, {k('split')} splits, "
+                         f"{k('primitive_1')}–{k('primitive_9')} label)" if ep.cannot_propose
+                         else f" — no segments yet: Propose segments ({k('propose')})")
         self._show_message(f"{ep.path.name}: {ep.n_frames} frames at {ep.fps:g} fps{auto_note}")
         self._update_enabled()
         self.timeline.setFocus()

@@ -10,9 +10,12 @@ from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app import actions
 from widgets import style
 
-OUTCOME_KEYS = {"success": "S", "failure": "F", "discard": "D"}
+# The letters are the action registry's (app/actions.py, context "outcome"; fixed there: they also
+# answer with Alt from the notes field, which the handling below relies on).
+OUTCOME_KEYS = {o: actions.get(f"outcome_{o}").keys[0] for o in ("success", "failure", "discard")}
 OUTCOME_LABELS = {"success": "&Success", "failure": "&Failure", "discard": "&Discard"}
 OUTCOME_COLORS = {"success": "#3bb273", "failure": style.ERROR, "discard": style.TEXT_DIM}
 

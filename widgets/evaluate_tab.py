@@ -309,11 +309,14 @@ class EvaluateTab(QtWidgets.QWidget):
         lay.addLayout(keys)
         lay.addWidget(split, 1)
 
-        for key, slot in (("S", lambda: self.operator_outcome(True)), ("F", lambda: self.operator_outcome(False)),
-                          ("Return", self.confirm_reset)):
-            sc = QtGui.QShortcut(QtGui.QKeySequence(key), self)
-            sc.setContext(QtCore.Qt.WidgetWithChildrenShortcut)
-            sc.activated.connect(slot)
+        # S / F / Enter: the action registry's "evaluate" context (app/actions.py); the buttons name
+        # the keys as the user has them.
+        from widgets.shortcuts import hint_button, keymap_for, make_action
+        for name, button, label in (("trial_success", self.success_btn, "Success"),
+                                    ("trial_failure", self.failure_btn, "Failure"),
+                                    ("confirm_reset", self.reset_btn, "Scene reset")):
+            make_action(keymap_for(self.settings), name, self, self)
+            hint_button(keymap_for(self.settings), button, name, label)
         self._set_running(False)
 
     def _browse(self) -> None:

@@ -3,10 +3,9 @@ Evaluate tabs.
 
 Behaviour lives in ``app.collect_controller.CollectController``; this window wires its signals to
 views and dialogs, forwards keys to a keyboard teleop input, and persists settings.
-Shortcuts (also listed in the menus): Esc E-STOP (application-wide), F5 record start/stop,
-F6 scripted episode, F7 new layout, Ctrl+K connect/disconnect, Ctrl+O open dataset,
-Ctrl+Shift+R recover the arm, Ctrl+Shift+H home the arm.
-F5 rather than R for recording: R is "up" for the keyboard teleop input.
+Actions and their keys come from the one registry, app/actions.py (Help › Keyboard shortcuts… lists
+and changes them): Esc E-STOP (application-wide), F5 record start/stop, F6 scripted episode, F7 new
+layout, Ctrl+K connect/disconnect, Ctrl+O open dataset, Ctrl+Shift+R recover, Ctrl+Shift+H home.
 """
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from widgets import style
 from widgets.collect_tab import CollectTab
 from widgets.device_bar import DeviceBar
 from widgets.dialogs import OutcomeDialog, RecoveryDialog, show_error
+from widgets.shortcuts import ShortcutsDialog, hint_button, hint_tooltip, keymap_for, make_action
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,14 @@ class MainWindow(QtWidgets.QMainWindow):
         preload.start()
         self.setWindowTitle("ActStudio")
         self.settings = settings or Settings()
+        self.keymap = keymap_for(self.settings)   # the action registry with the user's overrides
         self.controller = controller or CollectController(self, operator=self.settings.get("collect/operator"))
         self.controller.next_seed = self.settings.get("collect/next_seed")
         self.outcome_dialog: OutcomeDialog | None = None
         self.lab_settings_dialog = None
         self.recovery_dialog: RecoveryDialog | None = None
         self.calibration_dialog = None
+        self.shortcuts_dialog: ShortcutsDialog | None = None
         self.error_box: QtWidgets.QMessageBox | None = None
         self._closing = False
         # The Annotate tab shows the dataset Collect records into: it is (re)opened or rescanned
@@ -131,7 +133,7 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QApplication.instance().installEventFilter(self)
         folder = Path(dataset) if dataset else Path(self.settings.get("dataset/folder") or DEFAULT_DATASET)
         self.open_dataset(folder)
-        self.statusBar().showMessage("Pick devices and press Connect (Ctrl+K)", 8000)
+        self.statusBar().showMessage(f"Pick devices and press Connect ({self.keymap.key_text('connect')})", 8000)
 
     # ================================================================== construction
     PREFERRED_SIZE = QtCore.QSize(1480, 900)
@@ -207,49 +209,36 @@ class MainWindow(QtWidgets.QMainWindow):
         self.train_tab.openInEvaluate.connect(evaluate)
         self.train_tab.useEncoder.connect(suggest_with)
 
-    def _action(self, text: str, shortcut: str | QtGui.QKeySequence | None, slot, *, tip: str = "",
-                object_name: str = "") -> QtGui.QAction:
-        a = QtGui.QAction(text, self)
-        if shortcut:
-            a.setShortcut(QtGui.QKeySequence(shortcut))
-        if tip:
-            a.setStatusTip(tip)
-            a.setToolTip(tip)
-        if object_name:
-            a.setObjectName(object_name)
-        a.triggered.connect(slot)
-        self.addAction(a)  # shortcuts work even when the menu bar is hidden
-        return a
+    def _action(self, name: str) -> QtGui.QAction:
+        """The QAction of registry action ``name`` (app/actions.py) over this window; its keys follow
+        the user's overrides and work even when the menu bar is hidden."""
+        return make_action(self.keymap, name, self, self)
 
     def _build_actions(self) -> None:
-        c = self.controller
-        self.act_open = self._action("&Open dataset…", QtGui.QKeySequence.Open, self.choose_dataset,
-                                     tip="choose the folder episodes are recorded into")
-        self.act_refresh = self._action("&Refresh episode list", "Ctrl+R", c.refresh_dataset)
-        self.act_quit = self._action("&Quit", QtGui.QKeySequence.Quit, self.close)
-        self.act_connect = self._action("&Connect", "Ctrl+K", self.device_bar.connect_button.click,
-                                        tip="connect / disconnect the devices in the device bar")
-        self.act_estop = self._action("&E-STOP", "Esc", c.estop, tip="emergency stop (works anywhere in the app)",
-                                      object_name="action_estop")
-        self.act_estop.setShortcutContext(QtCore.Qt.ApplicationShortcut)
-        self.act_reset_estop = self._action("&Reset E-stop", "Ctrl+Shift+E", c.reset_estop)
-        self.act_recover = self._action("Re&cover arm", "Ctrl+Shift+R", c.recover, object_name="action_recover",
-                                        tip="clear the controller fault (reflex, error, controller e-stop)")
-        self.act_home = self._action("&Home arm", "Ctrl+Shift+H", c.home, object_name="action_home",
-                                     tip="move the arm to its home configuration (the control loop pauses)")
-        self.act_lab_settings = self._action("&Lab settings…", None, self.show_lab_settings,
-                                             tip="TCP offset and workspace box of this bench, per robot")
-        self.act_record = self._action("&Start / stop recording", "F5", self.collect_tab.record_button.click,
-                                       tip="record an episode (or the input device's record button)")
-        self.act_scripted = self._action("Run &scripted episode", "F6", c.run_scripted_episode,
-                                         tip="sim: reset with the next seed and record the scripted operator")
-        self.act_reset_scene = self._action("&New layout", "F7", c.reset_scene,
-                                            tip="sim: randomise the scene (next seed) and home the arm")
-        self.act_calibrate = self._action("&Calibrate camera…", None, self.open_calibration,
-                                          tip="hand-eye calibration: the arm shows a ChArUco board to the camera "
-                                              "from several poses", object_name="action_calibrate")
-        self.act_shortcuts = self._action("&Keyboard shortcuts", QtGui.QKeySequence.HelpContents, self.show_shortcuts)
-        self.act_about = self._action("&About ActStudio", None, self.show_about)
+        self.act_open = self._action("open_dataset")
+        self.act_refresh = self._action("refresh_episodes")
+        self.act_quit = self._action("quit")
+        self.act_connect = self._action("connect")
+        self.act_estop = self._action("estop")   # ApplicationShortcut; eventFilter catches the rest
+        self.act_reset_estop = self._action("reset_estop")
+        self.act_recover = self._action("recover")
+        self.act_home = self._action("home")
+        self.act_lab_settings = self._action("lab_settings")
+        self.act_record = self._action("record")
+        self.act_scripted = self._action("scripted_episode")
+        self.act_reset_scene = self._action("new_layout")
+        self.act_calibrate = self._action("calibrate")
+        self.act_shortcuts = self._action("shortcuts")
+        self.act_about = self._action("about")
+        # The buttons name the keys the registry gives them (an override renames them).
+        bar = self.device_bar
+        hint_button(self.keymap, bar.recover_button, "recover", "Recover")
+        hint_tooltip(self.keymap, bar.home_button, "home",
+                     "Move the arm to its home configuration ({key})")
+        hint_tooltip(self.keymap, self.collect_tab.record_button, "record",
+                     "start / stop recording ({key}, or the input device's record button)")
+        hint_tooltip(self.keymap, self.collect_tab.scripted_button, "scripted_episode",
+                     "sim: reset with the next seed and record the scripted operator ({key})")
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
@@ -349,7 +338,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_fault(self, reason: str) -> None:
         self.device_bar.set_fault(reason)
         if reason:
-            self.statusBar().showMessage(f"Robot fault: {reason} — remove the cause, then Recover (Ctrl+Shift+R)", 15000)
+            self.statusBar().showMessage(f"Robot fault: {reason} — remove the cause, then Recover "
+                                         f"({self.keymap.key_text('recover')})", 15000)
         self._update_actions()
 
     def show_lab_settings(self) -> None:
@@ -488,11 +478,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.controller.set_dataset(folder)
 
     def show_shortcuts(self) -> None:
-        rows = [(a.text().replace("&", ""), a.shortcut().toString(QtGui.QKeySequence.NativeText))
-                for a in self.actions() if not a.shortcut().isEmpty()]
-        rows += [("Keyboard teleop (input 'keyboard')", "W/S A/D R/F Q/E, arrows, Space = gripper, Enter = record")]
-        text = "".join(f"<tr><td>{name}</td><td><b>{key}</b></td></tr>" for name, key in rows)
-        QtWidgets.QMessageBox.information(self, "Keyboard shortcuts", f"<table cellspacing=6>{text}</table>")
+        """Help › Keyboard shortcuts…: every action of the registry, searchable, keys changeable."""
+        if self.shortcuts_dialog is None:
+            self.shortcuts_dialog = ShortcutsDialog(self.keymap, self)
+        self.shortcuts_dialog.show()
+        self.shortcuts_dialog.raise_()
 
     def show_about(self) -> None:
         from app.config import APP_VERSION

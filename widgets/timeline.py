@@ -9,8 +9,9 @@ The timeline never edits segments itself: it emits what the user asked for (``bo
 applies the edit and calls ``set_segments`` back. A boundary drag the owner does not apply snaps
 back, so the bars always show the model's state.
 
-Keyboard: ``handle_key`` maps a key to a named action and ``trigger(name)`` runs it, so the Annotate
-tab can put the same actions in its menus (``shortcuts()`` lists them).
+Keyboard: ``handle_key`` maps a key to a named action and ``trigger(name)`` runs it. The names,
+titles and default keys are the app's action registry's (app/actions.py); given a Keymap, the
+timeline follows the user's overrides too. The Annotate tab puts the same actions in its menus.
 
 Segments are half-open frame intervals ``[start, end)``: touching segments share one boundary.
 """
@@ -23,6 +24,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from app import actions
 from app.playback import Playback
 from widgets import style
 
@@ -66,27 +68,20 @@ def as_span(seg: Any) -> SegmentSpan:
     return SegmentSpan(int(start), int(end), str(get("primitive", "") or ""), str(get("label", "") or ""))
 
 
-# Action name → (default keys, description). Shift+arrow steps 10 frames.
+# The timeline's own actions: their names, titles and default keys live in the app's one action
+# registry (app/actions.py, context "annotate"); the user's overrides arrive through a Keymap.
+TIMELINE_ACTION_NAMES = ("play", "prev_frame", "next_frame", "prev_frame_10", "next_frame_10",
+                         "prev_boundary", "next_boundary", "split", "merge", "delete", "undo", "redo",
+                         *(f"primitive_{i}" for i in range(1, 10)))
+# Action name → (default keys, description), as the registry has them.
 ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "play": (("Space",), "Play / pause"),
-    "prev_frame": (("Left",), "Previous frame"),
-    "next_frame": (("Right",), "Next frame"),
-    "prev_frame_10": (("Shift+Left",), "Back 10 frames"),
-    "next_frame_10": (("Shift+Right",), "Forward 10 frames"),
-    "prev_boundary": (("[",), "Previous boundary"),
-    "next_boundary": (("]",), "Next boundary"),
-    "split": (("S",), "Split segment at playhead"),
-    "merge": (("M",), "Merge segment with the next"),
-    "delete": (("Delete", "Backspace"), "Delete segment"),
-    "undo": (("Ctrl+Z",), "Undo"),
-    "redo": (("Ctrl+Shift+Z", "Ctrl+Y"), "Redo"),
-    **{f"primitive_{i}": ((str(i),), f"Set primitive #{i}") for i in range(1, 10)},
-}
+    n: (actions.get(n).keys, actions.get(n).label) for n in TIMELINE_ACTION_NAMES}
 
 
-def _key_table() -> dict[tuple[int, int], str]:
+def _key_table(keymap: actions.Keymap | None = None) -> dict[tuple[int, int], str]:
     table: dict[tuple[int, int], str] = {}
-    for name, (keys, _) in ACTIONS.items():
+    for name in TIMELINE_ACTION_NAMES:
+        keys = keymap.keys(name) if keymap is not None else ACTIONS[name][0]
         for text in keys:
             combo = QtGui.QKeySequence(text)[0]
             mods = combo.keyboardModifiers() & ~QtCore.Qt.KeypadModifier
@@ -125,7 +120,7 @@ class Timeline(QtWidgets.QWidget):
     SNAP_PX = 8.0   # keyframes closer than this (screen pixels) capture a dragged boundary
 
     def __init__(self, parent: QtWidgets.QWidget | None = None, *, fps: float = 20.0,
-                 primitive_keys: Sequence[str] = DEFAULT_PRIMITIVE_KEYS):
+                 primitive_keys: Sequence[str] = DEFAULT_PRIMITIVE_KEYS, keymap: actions.Keymap | None = None):
         super().__init__(parent)
         self.setFocusPolicy(QtCore.Qt.StrongFocus)
         self._n_frames = 1
@@ -137,7 +132,11 @@ class Timeline(QtWidgets.QWidget):
         self._primitive_keys = list(primitive_keys)
         self._undo_stack: QtGui.QUndoStack | None = None
         self._set_segments_calls = 0
-        self._keys = _key_table()
+        self._keymap = keymap
+        self._keys = _key_table(keymap)
+        if keymap is not None:   # an override re-keys the timeline too (its old key must stop working)
+            unsubscribe = keymap.subscribe(self._on_keymap_changed)
+            self.destroyed.connect(lambda *_: unsubscribe())
 
         self.plot = pg.PlotWidget(background=style.BACKGROUND)
         self.plot.setMenuEnabled(False)
@@ -449,8 +448,12 @@ class Timeline(QtWidgets.QWidget):
 
     @staticmethod
     def shortcuts() -> list[tuple[str, str, str]]:
-        """(action name, key sequence, description) for menus and the help overlay."""
+        """(action name, default key sequence, description) of the timeline's registry actions."""
         return [(name, keys[0], text) for name, (keys, text) in ACTIONS.items()]
+
+    def _on_keymap_changed(self, name: str) -> None:
+        if name.removeprefix(actions.PREFIX) in ACTIONS:
+            self._keys = _key_table(self._keymap)
 
     def handle_key(self, key: int, modifiers: QtCore.Qt.KeyboardModifier = QtCore.Qt.NoModifier) -> bool:
         mods = QtCore.Qt.KeyboardModifier(modifiers) & ~QtCore.Qt.KeypadModifier
