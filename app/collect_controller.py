@@ -17,6 +17,10 @@ Flows (the same from the window and from tests):
     connect_devices → set_dataset → start_recording / stop_recording → outcomeRequested
     → resolve_outcome → episodeSaved + episodesChanged
     run_scripted_episode → (expert finishes) → outcomeRequested → resolve_outcome → …
+
+Size (~820 lines): one QObject whose state (session, control loop, recorder, busy job,
+E-STOP and fault latches) every method reads; the pieces it drives live in app/session.py,
+app/teleop.py, app/recording.py and app/episodes.py.
 """
 from __future__ import annotations
 

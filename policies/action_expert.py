@@ -10,6 +10,9 @@ embedding (Diffusion Policy / DP3). DDPM noise schedule for training, DDIM for f
 both from diffusers.
 
 Pose vectors everywhere are 10-D: xyz + rot6d + gripper (policies/geometry.py explains rot6d).
+
+Size (~670 lines): the model (config, encoders, U-Net, heads) and its sampling loop, which
+must change together when a checkpoint field changes; training is in policies/train.py.
 """
 from __future__ import annotations
 

@@ -19,6 +19,9 @@ point a heat logit and a 3-D offset; the keypoint is Σ softmax_i · (p_i + offs
 coarse branch: cross-entropy against a Gaussian heat (σ = 2 cm) around the target + L1 on the offsets
 of the points nearest to it, plus L1 on the fused keypoint, BCE on the gripper and a 4-fold-symmetric
 yaw term (a cube grasp is the same every 90°). No Qt here.
+
+Size (~730 lines): the keypoint predictor's data (steps from segments, clouds), model, loss
+and inference for one checkpoint format; split it when a second predictor shares parts of it.
 """
 from __future__ import annotations
 

@@ -24,6 +24,9 @@ What is on disk under the episode's name is recoverable at every instant of the 
 Only the writer thread touches the HDF5 file while recording. h5py holds the GIL inside HDF5 calls,
 so the default compression is the cheapest one that keeps files small (bench/recorder.py): the
 control thread then waits at most a few milliseconds per written frame.
+
+Size (~730 lines): the writer and the reader of one file format, whose crash-safety rules
+(marker phases, SWMR order, finalize copy) they must agree on; the RGB codec is recorder/video.py.
 """
 from __future__ import annotations
 

@@ -41,6 +41,9 @@ episodes, 234 VGA frames: 2.2 s without depth, 6.2 s with; bench/lerobot_export.
 
 Crash safety: everything is written into ``OUT.<pid>.partial`` and renamed to OUT at the end, so a
 failed or interrupted export leaves no half-written dataset under OUT.
+
+Size (~590 lines): one file format (LeRobot v3.0) end to end — features, parquet and video
+writers, stats, subtasks — kept together so the format lives in one place beside its docstring.
 """
 from __future__ import annotations
 

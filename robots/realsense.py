@@ -19,6 +19,9 @@ Recordings: pyrealsense2 2.59 plays ROS1 ``.bag`` files made by older SDKs and w
 rosbag2 ``.db3`` files. ``write_rgbd_recording`` writes a ``.db3`` through the SDK's own
 ``software_device`` + ``recorder`` — the same writer a real camera uses — so tests and demos can
 make real recordings without hardware.
+
+Size (~760 lines): the RealSense driver (start, frame thread, loss and reconnect) plus the SDK
+software device and .bag writer the tests and demos drive it with, through the same SDK calls.
 """
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ window can list the same actions in its "Annotate" menu (``menu_actions()``). Th
 send navigation and edit keys through ``Timeline.trigger`` so the timeline's notion of "selected
 segment" and "boundary" decides what they act on; the resulting intents are applied by the
 controller's undo stack.
+
+Size (~550 lines): one tab's layout and its wiring to the controller; the logic lives in
+app/annotate_controller.py and its modules, the widgets in timeline/video_player/segment_inspector.
 """
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ interval as a band (pyqtgraph), the trial table, the policy latency, and takes t
 The runner (app.rollout.RolloutRunner) works on a plain thread; ``RolloutWorker`` bridges it to Qt with
 signals, and the view redraws from ``runner.snapshot()`` on a timer, so the UI thread never waits on the
 robot, the simulator or the network.
+
+Size (~590 lines): the tab's form, plots, trial and subtask tables and two thread workers;
+the rollout logic is in app/rollout.py, app/subtasks.py and app/corrections.py.
 """
 from __future__ import annotations
 

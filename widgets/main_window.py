@@ -6,6 +6,9 @@ views and dialogs, forwards keys to a keyboard teleop input, and persists settin
 Actions and their keys come from the one registry, app/actions.py (Help › Keyboard shortcuts… lists
 and changes them): Esc E-STOP (application-wide), F5 record start/stop, F6 scripted episode, F7 new
 layout, Ctrl+K connect/disconnect, Ctrl+O open dataset, Ctrl+Shift+R recover, Ctrl+Shift+H home.
+
+Size (~570 lines): the window's menus, tabs, device bar and dialogs wired to the controllers;
+no logic of its own beyond routing (keys come from app/actions.py).
 """
 from __future__ import annotations
 
