@@ -67,6 +67,35 @@ class GraspParams:
     open_speed: float = 0.05  # m/s
 
 
+CONNECT_TIMEOUT_S = 20.0  # a controller answers in ~1 s; libfranka itself waits forever
+
+
+def open_with_timeout(factory, timeout: float, what: str):
+    """Run a blocking SDK constructor on a helper thread and give up after ``timeout`` s.
+
+    libfranka's connect has no timeout: a controller (or franky-sim) that accepts the TCP connection
+    but is still serving another client never answers, and the caller hung for good (seen in CI when
+    a failed test's traceback kept the previous client alive). The helper thread is left behind
+    (daemon) if it never returns; the error names the likely cause."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = factory()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name=f"connect {what}", daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise DeviceDisconnected(f"{what}: no answer within {timeout:.0f} s (is another client connected? "
+                                 f"the controller serves one at a time)")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def pose_from_affine(affine) -> np.ndarray:
     """franky.Affine → (7,) xyz + quat xyzw (franky already uses xyzw)."""
     q = np.asarray(affine.quaternion, dtype=float).reshape(4)
@@ -114,7 +143,10 @@ class FrankaGripper:
         import franky
 
         try:
-            self._gripper = franky.Gripper(self.host)
+            self._gripper = open_with_timeout(lambda: franky.Gripper(self.host), CONNECT_TIMEOUT_S,
+                                              f"Franka hand at {self.host}")
+        except DeviceDisconnected:
+            raise
         except Exception as exc:
             raise DeviceDisconnected(f"Franka hand at {self.host}: cannot connect ({one_line(exc, limit=SDK_MESSAGE_LIMIT)})") from None
         # max_width is 0 until the hand was homed once; keep the nominal opening then.
@@ -272,7 +304,10 @@ class FrankaArm:
         import franky
 
         try:
-            robot = franky.Robot(self.host, realtime_config=franky.RealtimeConfig.Ignore)
+            robot = open_with_timeout(lambda: franky.Robot(self.host, realtime_config=franky.RealtimeConfig.Ignore),
+                                      CONNECT_TIMEOUT_S, f"Franka at {self.host}")
+        except DeviceDisconnected:
+            raise
         except Exception as exc:
             raise DeviceDisconnected(f"Franka at {self.host}: cannot connect ({one_line(exc, limit=SDK_MESSAGE_LIMIT)})") from None
         # franky switches the calling thread to SCHED_FIFO 99 when it may; every thread started
