@@ -15,8 +15,9 @@ episodes of new − old macro (95 % interval), which is how "as good within the 
 
 Usage:
   python -m bench.encoder_arms --train DIR… --test DIR… --clips CLIPDIR --out DIR [--old CKPT] [--epochs 15]
-Clips are built from the episodes (expert phases as labels, bench.encoder.CROP) unless CLIPDIR holds
-them; their ``robot`` field says which arm each clip shows.
+Clips are built from the successful episodes (expert phases as labels, bench.encoder.CROP) unless
+CLIPDIR holds them; their ``robot`` field says which arm each clip shows. The held-out episodes are
+named by --test (file names) also when the clips already exist.
 """
 from __future__ import annotations
 
@@ -34,6 +35,18 @@ from policies.clip_data import ClipDataset, build_clips
 from policies.encoder import RoboActCLIP
 from policies.encoder_train import EncoderTrainConfig, accuracy_table, evaluate, train_encoder, vocabulary
 from recorder.export import find_episodes
+
+
+def successful(episodes) -> list:
+    """The episodes whose recorded outcome is "success"."""
+    from recorder.episode import EpisodeReader
+
+    keep = []
+    for p in episodes:
+        with EpisodeReader(p) as r:
+            if r.meta.get("outcome") == "success":
+                keep.append(p)
+    return keep
 
 
 def split_indices(data: ClipDataset, test_episodes: set[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +99,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--all-outcomes", action="store_true",
+                    help="also clip failed demos (default: successful ones only — a timed-out demo's expert "
+                         "phases no longer say what its images show)")
     ap.add_argument("--out", default="runs/encoder_arms")
     args = ap.parse_args(argv)
     out, clips = Path(args.out), Path(args.clips)
@@ -97,9 +113,11 @@ def main(argv=None) -> int:
             print("error: no clip folder yet, and --train / --test episodes are missing", file=sys.stderr)
             return 2
         t0 = time.perf_counter()
-        n = build_clips(list(train_eps) + find_episodes(args.test), clips, crop=CROP)
-        print(f"built {n} clips from {len(train_eps) + len(test_eps)} episodes in {time.perf_counter() - t0:.0f} s",
-              file=sys.stderr)
+        eps = list(train_eps) + list(find_episodes(args.test))
+        if not args.all_outcomes:
+            eps = successful(eps)
+        n = build_clips(eps, clips, crop=CROP)
+        print(f"built {n} clips from {len(eps)} episodes in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     data = ClipDataset(clips)
     if not test_eps:
         print("error: --test names the held-out episodes (by file name)", file=sys.stderr)
