@@ -92,3 +92,21 @@ def test_paired_bootstrap_is_zero_for_equal_predictions_and_signed_otherwise(tmp
     assert paired_bootstrap(data, idx, right, right, ["lift", "move"], n=50) == (0.0, 0.0, 0.0)
     d, lo, hi = paired_bootstrap(data, idx, right, wrong, ["lift", "move"], n=50)
     assert d == 0.5 and 0 < lo <= d <= hi
+
+
+def test_only_successful_demos_are_clipped(tmp_path):
+    """A timed-out demo's expert phases no longer say what its images show: bench/encoder_arms skips it."""
+    from bench.encoder_arms import successful
+    from recorder.episode import EpisodeWriter
+
+    cam = {"K": np.eye(3), "width": 8, "height": 6, "T_base_camera": np.eye(4), "depth_scale": 0.001,
+           "model": "sim:scene_cam", "serial": ""}
+    paths = []
+    for name, outcome in (("ok.h5", "success"), ("late.h5", "failure")):
+        w = EpisodeWriter(tmp_path / name, {"robot": "sim-franka", "task": "pick_cube", "fps": 20.0}, cam)
+        for i in range(3):
+            w.append(0.05 * i, np.zeros((6, 8, 3), np.uint8), np.zeros((6, 8), np.uint16),
+                     np.r_[0.3, 0, 0.3, 0, 0, 0, 1], np.zeros(7), 1.0, np.r_[0.3, 0, 0.3, 0, 0, 0, 1, 1.0], {},
+                     block=True)
+        paths.append(w.finalize(outcome, propose=False))
+    assert [p.name for p in successful(paths)] == ["ok.h5"]
