@@ -149,6 +149,7 @@ def build_clips(episodes: Sequence[str | os.PathLike], out_dir: str | os.PathLik
                     cap.write(json.dumps({
                         "clip": name, "caption": caption(prim, o), "primitive": prim, "object": o,
                         "subject": SUBJECT, "episode": ep.name, "task": r.meta.get("task"),
+                        "robot": str(r.meta.get("robot", "")),
                         "start": int(a), "end": int(b), "crop": list(crop) if crop else None,
                         "camera_frames": camera_frames(r, idx)}) + "\n")
                     count += 1
@@ -166,6 +167,7 @@ class ClipRecord:
     episode: str
     task: str
     camera_frames: int = -1  # distinct camera images among the clip's frames; -1 unknown
+    robot: str = ""  # the episode's robot ("sim-franka", "sim-xarm6"); "" in folders built before it was kept
 
 
 class ClipDataset:
@@ -188,7 +190,7 @@ class ClipDataset:
                     d = json.loads(line)
                     rec = ClipRecord(d["clip"], d["caption"], d["primitive"], d.get("object") or "",
                                      d.get("subject") or SUBJECT, d.get("episode", ""), d.get("task") or "",
-                                     int(d.get("camera_frames", -1)))
+                                     int(d.get("camera_frames", -1)), str(d.get("robot") or ""))
                 except (json.JSONDecodeError, KeyError) as exc:
                     raise ClipDataError(f"{index}: line {ln}: bad record ({exc})") from None
                 crop = tuple(d["crop"]) if d.get("crop") else None

@@ -1,8 +1,9 @@
 """`python main.py sim-rerender EPISODES… [--out DIR]`: rebuild a sim episode's RGB-D per tick.
 
 The live sim camera delivers a few frames per second on a loaded machine, so a 20 Hz recording repeats
-images; sim-xarm6 episodes keep the simulator state of every tick, and this renders each tick's view
-again with the same camera (robots/sim/rerender.py). Without --out the episodes are rewritten in place.
+images; sim episodes (sim-xarm6, sim-franka) keep the simulator state of every tick, and this renders
+each tick's view again with the same camera (robots/sim/rerender.py). Without --out the episodes are
+rewritten in place.
 Exit code 0 when every episode was re-rendered, 1 if any failed (each failure is one line).
 """
 from __future__ import annotations

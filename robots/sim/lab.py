@@ -200,12 +200,12 @@ class SimLab:
         """The lab's arm (one instance per lab: franky allows one client per robot)."""
         if self._arm is None:
             if self.robot == "franka":
-                from robots.franka import FrankaArm
+                from robots.sim.franka_arm import SimFrankaArm
 
                 # 127.0.0.2 unless another sim-franka lab already serves it (see process.py).
                 # tcp_offset None: the simulated hand keeps franky-sim's own TCP (the fingertips the
                 # scripted tasks were written for); a lab setting cannot move modelled fingers.
-                self._arm = FrankaArm(self.info["franka_host"], tcp_offset=None)
+                self._arm = SimFrankaArm(self, self.info["franka_host"], tcp_offset=None)
             else:
                 from robots.sim.xarm_arm import SimXArm6
 

@@ -340,11 +340,14 @@ class LabServer:
                 "busy": sv.busy,
                 "error": sv.error,
                 # Same snapshot as ee_pose: enough to re-render this instant offline (robots/sim/rerender.py).
-                "sim_state": {"qpos": d.qpos.copy(), "mocap_pos": d.mocap_pos.ravel().copy(),
-                              "mocap_quat": d.mocap_quat.ravel().copy()},
+                "sim_state": _snapshot(d),
             }
 
         return self.call(read)
+
+    def sim_state(self) -> dict:
+        """The whole simulator state now (for the FR3, whose arm state comes through franky)."""
+        return self.call(lambda: _snapshot(self.data))
 
     def info(self) -> dict:
         return {"robot": self.robot, "realtime": self.realtime, "width": WIDTH, "height": HEIGHT,
@@ -382,6 +385,8 @@ class LabServer:
             return self.reset(*args)
         if op == "object_poses":
             return self.object_poses()
+        if op == "sim_state":
+            return self.sim_state()
         if op == "success":
             return self.success()
         if op == "oracle_waypoints":
@@ -412,6 +417,12 @@ class LabServer:
         self._render_thread.join(timeout=3.0)
         for b in self._buffers.values():
             b.close()
+
+
+def _snapshot(d: mujoco.MjData) -> dict:
+    """Enough of ``d`` to re-render this instant offline (robots/sim/rerender.py); physics thread only."""
+    return {"qpos": d.qpos.copy(), "mocap_pos": d.mocap_pos.ravel().copy(),
+            "mocap_quat": d.mocap_quat.ravel().copy()}
 
 
 def main(conn, robot: str, wrist_camera: bool, render_hz: float, realtime: bool, shm: dict[str, str]) -> None:

@@ -42,7 +42,12 @@ def _model_for(robot: str, name: str) -> mujoco.MjModel:
         from robots.sim.world import build_xarm_model
 
         return build_xarm_model()
-    raise RerenderError(f"{name}: robot {robot!r} records no simulator state; only sim-xarm6 episodes re-render")
+    if "franka" in robot:
+        from robots.sim.world import build_franka_model
+
+        return build_franka_model()
+    raise RerenderError(f"{name}: robot {robot!r} is not a simulated arm; only sim-franka and sim-xarm6 "
+                        "episodes re-render")
 
 
 def _camera_name(model_attr: str) -> str:

@@ -212,6 +212,21 @@ def decorate_franka_scene(sim) -> None:
     add_table_board(sim.worldbody)
 
 
+def build_franka_model() -> mujoco.MjModel:
+    """The sim-franka lab's MuJoCo model without a franky-sim server (offline re-rendering).
+
+    The same scene franky-sim compiles in ``MujocoSimulator._start`` (its XML, our decoration), so the
+    qpos/mocap layout matches what a sim-franka episode recorded in /extras/sim_qpos.
+    """
+    from franky_sim.mujoco_simulator import MujocoSimulator
+
+    sim = MujocoSimulator()
+    sim.init()
+    sim.add_robot()
+    decorate_franka_scene(sim)
+    return mujoco.MjModel.from_xml_string(ET.tostring(sim.scene, encoding="unicode"))
+
+
 # ---------------------------------------------------------------------------------------------
 # xArm6: pybullet's URDF -> MjSpec with position actuators, then the same scene.
 # ---------------------------------------------------------------------------------------------
