@@ -145,7 +145,7 @@ def _gl_checks() -> dict:
 
     import threading
 
-    import widgets.pointcloud_view as pvm
+    import widgets.scene.geometry as pvm   # the LOD worker calls geometry.voxel_decimate
 
     decimated_on = []
     real_decimate = pvm.voxel_decimate
