@@ -20,7 +20,7 @@ import time
 from typing import Sequence
 
 import numpy as np
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 import vispy
 
@@ -28,7 +28,7 @@ vispy.use(app="pyside6")
 from vispy import scene  # noqa: E402  (backend must be chosen first)
 
 from widgets import style  # noqa: E402
-from widgets.scene import mouse  # noqa: E402
+from widgets.scene import mouse, native_canvas  # noqa: E402
 from widgets.scene.geometry import (PreparedCloud, SplineFn, box_edges, box_face_handles,  # noqa: E402,F401
                                     pack_rgb, pick_nearest_on_screen, policy_curve, prepare_cloud,
                                     stride_decimate, unpack_rgb, voxel_decimate)
@@ -81,13 +81,23 @@ class PointCloudView(QtWidgets.QWidget):
     PICK_RADIUS_PX = mouse.PICK_RADIUS_PX
 
     def __init__(self, parent: QtWidgets.QWidget | None = None, *, lod_points: int = 50_000,
-                 spline_fn: SplineFn | None = None, show_toolbar: bool = True):
+                 spline_fn: SplineFn | None = None, show_toolbar: bool = True,
+                 native_window: bool | None = None):
+        """``native_window``: draw into a native QOpenGLWindow (widgets/scene/native_canvas.py;
+        about twice the orbit frame rate on software GL) or vispy's QOpenGLWidget; None picks
+        native on xcb unless ACTSTUDIO_GL_WINDOW says otherwise."""
         super().__init__(parent)
         self.model = SceneModel(lod_points=lod_points, spline_fn=spline_fn)
         self._drag: mouse.Drag | None = None
 
-        self.canvas = scene.SceneCanvas(keys=None, show=False, bgcolor=style.BACKGROUND,
-                                        size=(800, 600))
+        self.native_window = native_canvas.native_window_wanted() if native_window is None else native_window
+        canvas_args = dict(keys=None, show=False, bgcolor=style.BACKGROUND, size=(800, 600))
+        if self.native_window:
+            self.canvas = native_canvas.make_canvas(scene.SceneCanvas, **canvas_args)
+            self.canvas_widget = self.canvas.native.container
+        else:
+            self.canvas = scene.SceneCanvas(**canvas_args)
+            self.canvas_widget = self.canvas.native
         self.view = self.canvas.central_widget.add_view()
         self.view.camera = scene.TurntableCamera(fov=45.0, elevation=25.0, azimuth=-60.0,
                                                  up="+z")
@@ -120,13 +130,18 @@ class PointCloudView(QtWidgets.QWidget):
         self.toolbar = self._build_toolbar()
         self.toolbar.setVisible(show_toolbar)
         layout.addWidget(self.toolbar)
-        layout.addWidget(self.canvas.native, 1)
+        layout.addWidget(self.canvas_widget, 1)
         # A Qt label over the GL widget: updating it never forces a GL redraw (a vispy Text
-        # node would, and the fps it shows would then count its own redraws).
-        self.hud = QtWidgets.QLabel(self.canvas.native)
-        self.hud.setStyleSheet(f"color: {style.TEXT_DIM}; background: rgba(30,33,39,150);"
+        # node would, and the fps it shows would then count its own redraws). Over a native GL
+        # window only another native window shows, so then the label is one (opaque: no alpha).
+        self.hud = QtWidgets.QLabel(self.canvas_widget)
+        background = "rgb(30,33,39)" if self.native_window else "rgba(30,33,39,150)"
+        self.hud.setStyleSheet(f"color: {style.TEXT_DIM}; background: {background};"
                                " padding: 2px 6px; font-size: 11px;")
+        if self.native_window:
+            self.hud.setAttribute(QtCore.Qt.WA_NativeWindow, True)
         self.hud.move(6, 6)
+        self.hud.raise_()
         self._hud_timer = QtCore.QTimer(self)
         self._hud_timer.timeout.connect(self._update_hud)
         self._hud_timer.start(500)
@@ -346,6 +361,24 @@ class PointCloudView(QtWidgets.QWidget):
             self.view.camera.interactive = True
         if mouse.release(self.model, drag):
             event.handled = True
+
+    def grab(self, *args) -> QtGui.QPixmap:
+        """QWidget.grab, with the GL pixels painted in: a native GL window is not part of the
+        widget tree's paint, so the plain grab would show an empty rectangle there."""
+        pix = super().grab(*args)
+        if self.native_window and self.canvas_widget.isVisible() and not args:
+            img = np.ascontiguousarray(self.canvas.render()[:, :, :4])
+            qimg = QtGui.QImage(img.data, img.shape[1], img.shape[0], img.strides[0],
+                                QtGui.QImage.Format_RGBA8888)
+            top_left = self.canvas_widget.mapTo(self, QtCore.QPoint(0, 0))
+            painter = QtGui.QPainter(pix)
+            painter.drawImage(QtCore.QRect(top_left, self.canvas_widget.size()), qimg)
+            painter.end()
+            # The HUD is a native window too: paint it back on top.
+            painter = QtGui.QPainter(pix)
+            painter.drawPixmap(top_left + self.hud.pos(), self.hud.grab())
+            painter.end()
+        return pix
 
     # -- toolbar and HUD follow the model -----------------------------------------------------
 
