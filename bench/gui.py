@@ -84,6 +84,7 @@ def _time_orbit(canvas, camera, frames: int, app=None) -> tuple[float, float]:
 
 def bench_points(app, sizes: list[int], frames: int, lod_points: int = 50_000,
                  native_window: bool | None = None) -> list[dict]:
+    from PySide6 import QtCore
     from vispy import scene
 
     from widgets.pointcloud_view import PointCloudView
@@ -138,6 +139,9 @@ def bench_points(app, sizes: list[int], frames: int, lod_points: int = 50_000,
         pcv.close()
         pcv.deleteLater()
         _pump(app, 0.1)
+        # processEvents() does not run deferred deletes; a native GL window left for PySide's exit
+        # cleanup segfaults (widgets/scene/native_canvas.py).
+        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
         rows.append(row)
     return rows
 

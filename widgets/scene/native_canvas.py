@@ -8,7 +8,9 @@ window swaps straight to its X window; nothing else is redrawn.
 
 Costs of a native child window: Qt widgets cannot be drawn over it (the view's HUD is a native
 label stacked above it) and ``QWidget.grab()`` does not see its pixels (PointCloudView.grab paints
-``canvas.render()`` in). Used where Qt has a windowing system (xcb); under the ``offscreen``
+``canvas.render()`` in). A top-level view given deleteLater() and never deleted because no event
+loop ran again crashes PySide's exit cleanup (it deletes the Python-made window before Qt destroys
+its container): scripts that do that flush the delete (bench/gui.py). Used where Qt has a windowing system (xcb); under the ``offscreen``
 platform, or with ACTSTUDIO_GL_WINDOW=widget, the view keeps the QOpenGLWidget.
 """
 from __future__ import annotations
