@@ -85,7 +85,7 @@ def _time_orbit(canvas, camera, frames: int, app=None) -> tuple[float, float]:
 def bench_points(app, sizes: list[int], frames: int, lod_points: int = 50_000,
                  native_window: bool | None = None) -> list[dict]:
     from PySide6 import QtCore
-    from vispy import scene
+    from vispy import gloo, scene
 
     from widgets.pointcloud_view import PointCloudView
 
@@ -112,6 +112,8 @@ def bench_points(app, sizes: list[int], frames: int, lod_points: int = 50_000,
             g.visible = False    # points only, like the Markers canvas
         pcv.reset_view()
         _pump(app, 0.2)
+        pcv.canvas.set_current()
+        row["renderer"] = gloo.gl.glGetParameter(gloo.gl.GL_RENDERER)
         uploads, first = [], []
         for _ in range(5):
             pcv._rest_timer.stop()
@@ -278,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.gl_window.split(","):
             rows += bench_points(app, sizes, args.frames, args.lod_points, native_window=path == "native")
         print(f"\n3D view, 800×600 canvas, orbiting (median of {args.frames} frames); "
-              f"GL renderer: {gloo.gl.glGetParameter(gloo.gl.GL_RENDERER)}")
+              f"GL renderer: {rows[0]['renderer']}")
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         print("| path | points | Markers ms (fps) | lean shader ms (fps) | shader+LOD ms (fps) | LOD pts |"
               " shader/Markers | LOD/Markers | CPU ms/frame Markers · shader · LOD |"

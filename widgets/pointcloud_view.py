@@ -17,24 +17,33 @@ the ``xcb`` platform (Xvfb on headless machines).
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+import vispy
 from PySide6 import QtCore, QtGui, QtWidgets
 
-import vispy
-
 vispy.use(app="pyside6")
-from vispy import scene  # noqa: E402  (backend must be chosen first)
+from vispy import scene
 
-from widgets import style  # noqa: E402
-from widgets.scene import mouse, native_canvas  # noqa: E402
-from widgets.scene.geometry import (PreparedCloud, SplineFn, box_edges, box_face_handles,  # noqa: E402,F401
-                                    pack_rgb, pick_nearest_on_screen, policy_curve, prepare_cloud,
-                                    stride_decimate, unpack_rgb, voxel_decimate)
-from widgets.scene.layer import LeanPoints, LeanPointsVisual, SceneLayer  # noqa: E402,F401
-from widgets.scene.lod import LodScheduler  # noqa: E402
-from widgets.scene.model import SceneModel  # noqa: E402
+from widgets import style
+from widgets.scene import mouse, native_canvas
+from widgets.scene.geometry import (  # noqa: F401
+    PreparedCloud,
+    SplineFn,
+    box_edges,
+    box_face_handles,
+    pack_rgb,
+    pick_nearest_on_screen,
+    policy_curve,
+    prepare_cloud,
+    stride_decimate,
+    unpack_rgb,
+    voxel_decimate,
+)
+from widgets.scene.layer import LeanPoints, LeanPointsVisual, SceneLayer  # noqa: F401
+from widgets.scene.lod import LodScheduler
+from widgets.scene.model import SceneModel
 
 
 class _CameraProjector:
@@ -91,7 +100,7 @@ class PointCloudView(QtWidgets.QWidget):
         self._drag: mouse.Drag | None = None
 
         self.native_window = native_canvas.native_window_wanted() if native_window is None else native_window
-        canvas_args = dict(keys=None, show=False, bgcolor=style.BACKGROUND, size=(800, 600))
+        canvas_args = {"keys": None, "show": False, "bgcolor": style.BACKGROUND, "size": (800, 600)}
         if self.native_window:
             self.canvas = native_canvas.make_canvas(scene.SceneCanvas, **canvas_args)
             self.canvas_widget = self.canvas.native.container

@@ -6,8 +6,8 @@ Why one packed float per point and a voxel subset while moving: see widgets/scen
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -13,7 +13,8 @@ follow a drag live), ``waypoints_committed`` / ``crop_committed`` only when a us
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -12,8 +12,9 @@ held, switches the camera off so the view does not orbit under an edit.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 
