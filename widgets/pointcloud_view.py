@@ -141,16 +141,17 @@ class PointCloudView(QtWidgets.QWidget):
         layout.addWidget(self.toolbar)
         layout.addWidget(self.canvas_widget, 1)
         # A Qt label over the GL widget: updating it never forces a GL redraw (a vispy Text
-        # node would, and the fps it shows would then count its own redraws). Over a native GL
-        # window only another native window shows, so then the label is one (opaque: no alpha).
-        self.hud = QtWidgets.QLabel(self.canvas_widget)
+        # node would, and the fps it shows would then count its own redraws).
+        # Over a native GL window only another native window shows: then the label is one, a
+        # sibling of the window container stacked above it (inside the container, the GL window's
+        # own parent window covered it), and opaque (no alpha across windows).
+        self.hud = QtWidgets.QLabel(self if self.native_window else self.canvas_widget)
         background = "rgb(30,33,39)" if self.native_window else "rgba(30,33,39,150)"
         self.hud.setStyleSheet(f"color: {style.TEXT_DIM}; background: {background};"
                                " padding: 2px 6px; font-size: 11px;")
         if self.native_window:
             self.hud.setAttribute(QtCore.Qt.WA_NativeWindow, True)
-        self.hud.move(6, 6)
-        self.hud.raise_()
+        self._place_hud()
         self._hud_timer = QtCore.QTimer(self)
         self._hud_timer.timeout.connect(self._update_hud)
         self._hud_timer.start(500)
@@ -371,6 +372,21 @@ class PointCloudView(QtWidgets.QWidget):
         if mouse.release(self.model, drag):
             event.handled = True
 
+    def _place_hud(self) -> None:
+        offset = self.canvas_widget.pos() if self.native_window else QtCore.QPoint(0, 0)
+        self.hud.move(offset + QtCore.QPoint(6, 6))
+        self.hud.raise_()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.native_window:   # the layout has placed the container by the next turn
+            QtCore.QTimer.singleShot(0, self._place_hud)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self.native_window:
+            QtCore.QTimer.singleShot(0, self._place_hud)
+
     def grab(self, *args) -> QtGui.QPixmap:
         """QWidget.grab, with the GL pixels painted in: a native GL window is not part of the
         widget tree's paint, so the plain grab would show an empty rectangle there."""
@@ -382,10 +398,7 @@ class PointCloudView(QtWidgets.QWidget):
             top_left = self.canvas_widget.mapTo(self, QtCore.QPoint(0, 0))
             painter = QtGui.QPainter(pix)
             painter.drawImage(QtCore.QRect(top_left, self.canvas_widget.size()), qimg)
-            painter.end()
-            # The HUD is a native window too: paint it back on top.
-            painter = QtGui.QPainter(pix)
-            painter.drawPixmap(top_left + self.hud.pos(), self.hud.grab())
+            painter.drawPixmap(self.hud.pos(), self.hud.grab())   # native too: paint it back on top
             painter.end()
         return pix
 
