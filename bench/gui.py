@@ -82,8 +82,10 @@ def _time_orbit(canvas, camera, frames: int, app=None) -> tuple[float, float]:
     return statistics.median(times), (time.process_time() - cpu0) * 1000 / frames
 
 
-def bench_points(app, sizes: list[int], frames: int, lod_points: int = 50_000) -> list[dict]:
-    from vispy import scene
+def bench_points(app, sizes: list[int], frames: int, lod_points: int = 50_000,
+                 native_window: bool | None = None) -> list[dict]:
+    from PySide6 import QtCore
+    from vispy import gloo, scene
 
     from widgets.pointcloud_view import PointCloudView
 
@@ -102,13 +104,16 @@ def bench_points(app, sizes: list[int], frames: int, lod_points: int = 50_000) -
         row["markers_ms"], row["markers_cpu"] = _time_orbit(canvas, view.camera, frames)
         canvas.close()
 
-        pcv = PointCloudView(lod_points=lod_points, show_toolbar=False)
+        pcv = PointCloudView(lod_points=lod_points, show_toolbar=False, native_window=native_window)
+        row["path"] = "native QOpenGLWindow" if pcv.native_window else "QOpenGLWidget"
         pcv.canvas.native.setFixedSize(800, 600)
         pcv.show()
         for g in (pcv.grid, pcv.axes, pcv.crop_lines, pcv.crop_handles):
             g.visible = False    # points only, like the Markers canvas
         pcv.reset_view()
         _pump(app, 0.2)
+        pcv.canvas.set_current()
+        row["renderer"] = gloo.gl.glGetParameter(gloo.gl.GL_RENDERER)
         uploads, first = [], []
         for _ in range(5):
             pcv._rest_timer.stop()
@@ -136,6 +141,9 @@ def bench_points(app, sizes: list[int], frames: int, lod_points: int = 50_000) -
         pcv.close()
         pcv.deleteLater()
         _pump(app, 0.1)
+        # processEvents() does not run deferred deletes; a native GL window left for PySide's exit
+        # cleanup segfaults (widgets/scene/native_canvas.py).
+        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.DeferredDelete)
         rows.append(row)
     return rows
 
@@ -250,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", default="30000,100000,300000")
     ap.add_argument("--frames", type=int, default=20, help="orbit frames timed per case")
     ap.add_argument("--lod-points", type=int, default=50_000, help="subset drawn while moving")
+    ap.add_argument("--gl-window", default="widget,native",
+                    help="PointCloudView GL paths to compare, in this order: widget (QOpenGLWidget, "
+                         "composited by Qt) and/or native (QOpenGLWindow in a window container)")
     ap.add_argument("--skip-scrub", action="store_true")
     ap.add_argument("--skip-points", action="store_true")
     args = ap.parse_args(argv)
@@ -265,16 +276,18 @@ def main(argv: list[str] | None = None) -> int:
         from vispy import gloo
 
         sizes = [int(s) for s in args.points.split(",")]
-        rows = bench_points(app, sizes, args.frames, args.lod_points)
+        rows = []
+        for path in args.gl_window.split(","):
+            rows += bench_points(app, sizes, args.frames, args.lod_points, native_window=path == "native")
         print(f"\n3D view, 800×600 canvas, orbiting (median of {args.frames} frames); "
-              f"GL renderer: {gloo.gl.glGetParameter(gloo.gl.GL_RENDERER)}")
+              f"GL renderer: {rows[0]['renderer']}")
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        print("| points | Markers ms (fps) | lean shader ms (fps) | shader+LOD ms (fps) | LOD pts |"
+        print("| path | points | Markers ms (fps) | lean shader ms (fps) | shader+LOD ms (fps) | LOD pts |"
               " shader/Markers | LOD/Markers | CPU ms/frame Markers · shader · LOD |"
               " set_cloud ms | first move ms | voxel build ms (worker) |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['points']:,} | {r['markers_ms']:.1f} ({1000 / r['markers_ms']:.0f}) | "
+            print(f"| {r['path']} | {r['points']:,} | {r['markers_ms']:.1f} ({1000 / r['markers_ms']:.0f}) | "
                   f"{r['shader_ms']:.1f} ({1000 / r['shader_ms']:.0f}) | {r['lod_ms']:.1f} "
                   f"({1000 / r['lod_ms']:.0f}) | {r['lod_drawn']:,} | {r['shader_ms'] / r['markers_ms']:.2f} | "
                   f"{r['lod_ms'] / r['markers_ms']:.2f} | {r['markers_cpu']:.0f} · {r['shader_cpu']:.0f} · "
@@ -282,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['lod_build_ms']:.1f} ({r['lod_kind']}) |")
         print("\nSame view on screen (repaint of the GL widget + window composition; a moving camera"
               " draws the LOD subset):")
-        print("| points | full cloud ms (fps) | CPU ms | LOD ms (fps) | CPU ms |")
-        print("|---|---|---|---|---|")
+        print("| path | points | full cloud ms (fps) | CPU ms | LOD ms (fps) | CPU ms |")
+        print("|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['points']:,} | {r['screen_full_ms']:.1f} ({1000 / r['screen_full_ms']:.0f}) | "
+            print(f"| {r['path']} | {r['points']:,} | {r['screen_full_ms']:.1f} ({1000 / r['screen_full_ms']:.0f}) | "
                   f"{r['screen_full_cpu']:.0f} | {r['screen_lod_ms']:.1f} ({1000 / r['screen_lod_ms']:.0f}) | "
                   f"{r['screen_lod_cpu']:.0f} |")
     if not args.skip_scrub:

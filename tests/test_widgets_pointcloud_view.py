@@ -101,9 +101,26 @@ def test_pick_prefers_the_point_in_front():
     assert pv.pick_nearest_on_screen(xy, depth, (30, 30), 3.0) is None
 
 
+def test_gl_window_choice(qapp, monkeypatch):
+    """Native QOpenGLWindow on xcb, QOpenGLWidget elsewhere; ACTSTUDIO_GL_WINDOW forces one."""
+    from widgets.scene import native_canvas as nc
+
+    monkeypatch.delenv(nc.ENV, raising=False)
+    assert not nc.native_window_wanted()            # the suite runs on Qt's offscreen platform
+    monkeypatch.setenv(nc.ENV, "native")
+    assert nc.native_window_wanted()
+    monkeypatch.setenv(nc.ENV, " Widget ")
+    assert not nc.native_window_wanted()
+    monkeypatch.setenv(nc.ENV, "glx")
+    with pytest.raises(ValueError, match="'native' or 'widget'"):
+        nc.native_window_wanted()
+
+
 @pytest.mark.gui
 def test_gl_view_renders_and_edits():
     r = run_gl_checks(__file__, timeout=240)
+    # On xcb the view draws into a native GL window, and grab() still shows its pixels.
+    assert r["native_window"] and r["grab_center"][0] > 180 and r["grab_center"][1] < 80, r
     # Lean shader draws the RGB of the points; height mode recolours without new data.
     assert r["rgb_center"][0] > 180 and r["rgb_center"][1] < 80, r
     assert r["height_center"] != r["rgb_center"]
@@ -139,13 +156,14 @@ def _gl_checks() -> dict:
     import time
 
     app, pump = child_app()
+    from PySide6 import QtCore
     from vispy.util import keys
 
     from widgets.pointcloud_view import PointCloudView
 
     import threading
 
-    import widgets.pointcloud_view as pvm
+    import widgets.scene.geometry as pvm   # the LOD worker calls geometry.voxel_decimate
 
     decimated_on = []
     real_decimate = pvm.voxel_decimate
@@ -195,6 +213,11 @@ def _gl_checks() -> dict:
         return [int(v) for v in img[int(round(probe[1])), int(round(probe[0])), :3]]
 
     out["rgb_center"] = center_px()
+    out["native_window"] = view.native_window
+    grab = view.grab().toImage()
+    at = view.canvas_widget.mapTo(view, QtCore.QPoint(int(round(probe[0])), int(round(probe[1]))))
+    c = grab.pixelColor(at)
+    out["grab_center"] = [c.red(), c.green(), c.blue()]
     view.set_color_mode("height")
     out["height_center"] = center_px()
     view.set_color_mode("rgb")
