@@ -290,4 +290,7 @@ def test_take_is_marked_and_stopped_when_the_camera_is_unplugged(tmp_path):
     assert len(np.unique(fresh)) == len(fresh)
     assert rep.sum() <= 0.3 * 20 + 3
     for i in range(r.n_frames):
-        np.testing.assert_array_equal(r.rgb(i), pattern(int(idx[i]))[0])
+        rgb, depth = pattern(int(idx[i]))
+        # Depth is lossless and names the frame exactly; RGB is H.264 (schema v2): within codec error.
+        np.testing.assert_array_equal(r.depth(i), depth)
+        assert np.abs(r.rgb(i).astype(int) - rgb).mean() < 4, i
