@@ -130,6 +130,38 @@ def test_wrist_camera_needs_to_be_enabled(lockstep_lab):
 # ------------------------------------------------------------------------------------- arm
 
 
+def test_estop_ends_a_running_move_at_once(lockstep_lab):
+    """E-STOP during a blocking move (calibration, Home) must end the move's wait, not its timeout."""
+    import threading
+
+    _, arm = lockstep_lab
+    start = arm.state().ee_pose.copy()
+    target = start.copy()
+    target[1] += 0.15
+    errors = []
+
+    def move():
+        try:
+            arm.move_to(target, timeout=20.0)
+        except DeviceError as exc:
+            errors.append(str(exc))
+
+    t = threading.Thread(target=move)
+    t.start()
+    while t.is_alive() and np.linalg.norm(arm.state().ee_pose[:3] - start[:3]) < 0.01:
+        time.sleep(0.002)  # E-STOP once the arm is on its way (lock-step moves are fast)
+    assert t.is_alive(), "the move finished before the E-STOP could hit it"
+    t0 = time.monotonic()
+    arm.estop()
+    t.join(10.0)
+    try:
+        assert not t.is_alive() and time.monotonic() - t0 < 3.0
+        assert errors and "stopped: e-stopped" in errors[0]
+    finally:
+        arm.recover()
+        arm.move_to(start, timeout=20.0)
+
+
 def test_sim_xarm6_is_an_arm_and_refuses_bad_targets(lockstep_lab):
     lab, arm = lockstep_lab
     assert isinstance(arm, Arm) and arm.name == "xarm6" and arm.dof == 6

@@ -129,6 +129,8 @@ class SimXArm6:
                 self._lab.advance(0.05)
             else:
                 time.sleep(0.02)
+            if self._estopped:  # estop() from another thread (the E-STOP button) ends the wait at once
+                raise DeviceError(f"sim-xarm6 {what} stopped: {self._estopped}")
             s = self._lab.call("arm_state")
             close = pose is None or np.linalg.norm(np.asarray(s["ee_pose"])[:3] - pose[:3]) < SETTLE_TOL
             if not s["busy"] and close and not s["moving"]:
