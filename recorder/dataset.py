@@ -19,7 +19,7 @@ from recorder.schema import EpisodeError
 __all__ = ["Dataset", "EpisodeInfo", "summarize", "INDEX_NAME"]
 
 INDEX_NAME = ".actstudio-index.json"
-_INDEX_VERSION = 1
+_INDEX_VERSION = 2  # 2: schema_version in the summaries
 
 
 @dataclass
@@ -39,6 +39,7 @@ class EpisodeInfo:
     annotators: list[str] = field(default_factory=list)
     recovered: bool = False
     size: int = 0
+    schema_version: int = 0
 
     @property
     def name(self) -> str:
@@ -50,9 +51,12 @@ class EpisodeInfo:
             return self.error
         annot = self.annotation + (f" ({', '.join(self.annotators)})" if self.annotators else "")
         flags = " recovered" if self.recovered else ""
+        # v1 keeps RGB lossless and ~5x larger; it is never converted behind the user's back.
+        schema = f"schema v{self.schema_version}" + (" (lossless RGB; `main.py migrate` makes it v2)"
+                                                     if self.schema_version == 1 else "")
         return (f"{self.name}: {self.n_frames} frames, {self.duration:.1f} s, {self.fps:g} fps, "
                 f"task {self.task}, robot {self.robot}, {self.outcome}{flags}, annotations {annot}, "
-                f"{self.size / 1e6:.1f} MB")
+                f"{self.size / 1e6:.1f} MB, {schema}")
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -86,7 +90,8 @@ def summarize(path: str | os.PathLike) -> EpisodeInfo:
                 path, True, n_frames=ep.n_frames, duration=ep.duration, fps=float(m["fps"]),
                 task=str(m["task"]), robot=str(m["robot"]), outcome=ep.outcome,
                 instruction=str(m["instruction"]), started_at=str(m["started_at"]), annotation=status,
-                annotators=annotators, recovered=bool(m.get("recovered", 0)), size=path.stat().st_size)
+                annotators=annotators, recovered=bool(m.get("recovered", 0)), size=path.stat().st_size,
+                schema_version=int(m.get("schema_version", 0)))
     except EpisodeError as exc:
         return EpisodeInfo(path, False, str(exc), size=size)
     except Exception as exc:  # the promise is "never a traceback": anything else still names the file

@@ -55,7 +55,7 @@ def test_folder_lists_good_and_bad_and_caches(tmp_path):
     assert ds2.cache_hits == 4
     assert (ds2[1].annotation, ds2[1].annotators) == ("proposed", ["auto"])
     assert [e.to_json() for i, e in enumerate(ds2) if i != 1] == [e.to_json() for i, e in enumerate(ds) if i != 1]
-    assert json.loads((tmp_path / INDEX_NAME).read_text())["version"] == 1
+    assert json.loads((tmp_path / INDEX_NAME).read_text())["version"] == 2
 
     (tmp_path / INDEX_NAME).write_text("{broken")  # a damaged cache costs a rescan, nothing else
     assert [e.ok for e in Dataset(tmp_path)] == [True, True, False, False, True]
@@ -76,7 +76,7 @@ def test_reopen_of_many_episodes_is_fast(tmp_path):
 
 
 def test_info_command(tmp_path):
-    record(tmp_path / "ep_000.h5", n=8).finalize("success", notes="x")
+    record(tmp_path / "ep_000.h5", n=8, rgb_codec=None).finalize("success", notes="x")  # a v1 (lossless) file
     (tmp_path / "ep_001.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
     # A crashed recording (dead writer) is recovered by `info` on the folder.
     w = record(tmp_path / "ep_002.h5", n=5)
@@ -93,7 +93,9 @@ def test_info_command(tmp_path):
     assert lines[0] == "ep_002.h5: recovered"
     assert lines[1].startswith("ep_000.h5: 8 frames, 0.3 s, 20 fps, task place_in_bin, robot xarm6, success,")
     assert lines[2].startswith("ep_001.h5: file: ")
+    assert lines[1].endswith("schema v1 (lossless RGB; `main.py migrate` makes it v2)")  # which files migrate
     assert lines[3].startswith("ep_002.h5: 5 frames") and "unknown recovered" in lines[3]
+    assert lines[3].endswith("MB, schema v2")
     assert lines[4] == "3 episodes, 2 ok, 1 bad"
     with EpisodeReader(tmp_path / "ep_002.h5") as ep:
         assert ep.meta["recovered"] == 1
