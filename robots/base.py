@@ -110,6 +110,36 @@ class TeleopState:
 # --------------------------------------------------------------------------------------------
 
 
+class GripperBase:
+    """What every gripper driver shares: open/close are commands to the normalised opening."""
+
+    def command(self, opening: float) -> None:
+        raise NotImplementedError
+
+    def open(self) -> None:
+        self.command(1.0)
+
+    def close(self) -> None:
+        self.command(0.0)
+
+
+class ArmBase:
+    """What every arm driver shares: ``with arm:`` connects and always disconnects."""
+
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def disconnect(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.disconnect()
+
+
 @runtime_checkable
 class Gripper(Protocol):
     def width(self) -> float:

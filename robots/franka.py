@@ -30,7 +30,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from recorder.messages import SDK_MESSAGE_LIMIT, one_line
-from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError
+from robots.base import ArmBase, ArmLimits, ArmState, DeviceDisconnected, DeviceError, GripperBase
 from robots.lab_config import DEFAULT_TCP_OFFSET
 from robots.safety import check_target, default_limits
 
@@ -116,7 +116,7 @@ def _matrix(affine) -> np.ndarray:
     return np.asarray(affine, dtype=float).reshape(4, 4, order="F")
 
 
-class FrankaGripper:
+class FrankaGripper(GripperBase):
     """Franka Hand through ``franky.Gripper``; opening normalised to 0 … 1 of 0.08 m.
 
     Commands are non-blocking: a worker thread issues the (blocking) franky calls so the control
@@ -181,11 +181,6 @@ class FrankaGripper:
     def is_grasped(self) -> bool:
         return bool(self._require().is_grasped)
 
-    def open(self) -> None:
-        self.command(1.0)
-
-    def close(self) -> None:
-        self.command(0.0)
 
     def command(self, opening: float) -> None:
         """opening < 0.5 → force-limited grasp; otherwise move to that opening. Non-blocking."""
@@ -259,7 +254,7 @@ class FrankaGripper:
                 self._cv.notify_all()
 
 
-class FrankaArm:
+class FrankaArm(ArmBase):
     """Arm protocol for a Franka FR3 through franky (hardware or franky-sim)."""
 
     name = "franka"
@@ -355,12 +350,6 @@ class FrankaArm:
         self.gripper.disconnect()
         self._robot = None
 
-    def __enter__(self) -> "FrankaArm":
-        self.connect()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.disconnect()
 
     # -- state ----------------------------------------------------------------------------
     def state(self) -> ArmState:

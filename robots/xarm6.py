@@ -22,7 +22,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
 from recorder.messages import SDK_MESSAGE_LIMIT, one_line
-from robots.base import ArmLimits, ArmState, DeviceDisconnected, DeviceError
+from robots.base import ArmBase, ArmLimits, ArmState, DeviceDisconnected, DeviceError, GripperBase
 from robots.lab_config import DEFAULT_TCP_OFFSET
 from robots.safety import check_target, default_limits
 
@@ -56,7 +56,7 @@ def split_steps(start: np.ndarray, goal: np.ndarray, max_step_m: float, max_step
     return [np.concatenate([start[:3] + f * (goal[:3] - start[:3]), q]) for f, q in zip(fr, quats)]
 
 
-class XArmGripper:
+class XArmGripper(GripperBase):
     """xArm Gripper via set_gripper_position (pulses 0 … 850); non-blocking (wait=False)."""
 
     def __init__(self, owner: "XArm6", speed_rpm: float = 3000):
@@ -75,11 +75,6 @@ class XArmGripper:
         self._owner._check(code, "get_gripper_position")
         return float(np.clip(float(pulse) / GRIPPER_MAX_PULSE, 0.0, 1.0))
 
-    def open(self) -> None:
-        self.command(1.0)
-
-    def close(self) -> None:
-        self.command(0.0)
 
     def command(self, opening: float) -> None:
         """Position command; closing on an object stalls it there under the gripper's current limit."""
@@ -95,7 +90,7 @@ class XArmGripper:
         self._last_pulse = pulse
 
 
-class XArm6:
+class XArm6(ArmBase):
     """Arm protocol for a real xArm6 (``xarm6:<ip>``)."""
 
     name = "xarm6"
@@ -188,12 +183,6 @@ class XArm6:
             except Exception:
                 pass
 
-    def __enter__(self) -> "XArm6":
-        self.connect()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.disconnect()
 
     # -- state ----------------------------------------------------------------------------
     def state(self) -> ArmState:

@@ -55,3 +55,27 @@ def test_cli_builds_every_command():
     for name in ("gui", "demo", "info", "record", "sim-demos", "annotate-propose", "export", "train",
                  "train-encoder", "rollout"):
         assert name in sub.choices, name
+
+
+def test_drivers_share_the_gripper_and_context_manager_bases():
+    """One open/close and one ``with arm:`` for every driver (issue 15: shared driver code)."""
+    from robots.base import ArmBase, GripperBase
+    from robots.franka import FrankaArm, FrankaGripper
+    from robots.sim.xarm_arm import SimXArm6, SimXArm6Gripper
+    from robots.xarm6 import XArm6, XArmGripper
+
+    for cls in (FrankaGripper, XArmGripper, SimXArm6Gripper):
+        assert issubclass(cls, GripperBase) and "open" not in vars(cls) and "close" not in vars(cls)
+    for cls in (FrankaArm, XArm6, SimXArm6):
+        assert issubclass(cls, ArmBase) and "__enter__" not in vars(cls)
+
+    sent = []
+
+    class Recording(GripperBase):
+        def command(self, opening: float) -> None:
+            sent.append(opening)
+
+    g = Recording()
+    g.open()
+    g.close()
+    assert sent == [1.0, 0.0]

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from robots.base import ArmLimits, ArmState, DeviceError
+from robots.base import ArmBase, ArmLimits, ArmState, DeviceError, GripperBase
 from robots.lab_config import DEFAULT_TCP_OFFSET
 from robots.safety import check_target, default_limits
 
@@ -21,7 +21,7 @@ def check_pose(target, limits: ArmLimits, who: str = "xArm6") -> np.ndarray:
     return check_target(target, limits.workspace, who)
 
 
-class SimXArm6Gripper:
+class SimXArm6Gripper(GripperBase):
     """xArm gripper in sim: a force-limited position actuator on the drive joint."""
 
     def __init__(self, lab):
@@ -30,11 +30,6 @@ class SimXArm6Gripper:
     def width(self) -> float:
         return float(self._lab.call("arm_state")["gripper"])
 
-    def open(self) -> None:
-        self.command(1.0)
-
-    def close(self) -> None:
-        self.command(0.0)
 
     def command(self, opening: float) -> None:
         opening = float(opening)
@@ -45,7 +40,7 @@ class SimXArm6Gripper:
         self._lab.call("gripper", float(np.clip(opening, 0.0, 1.0)))
 
 
-class SimXArm6:
+class SimXArm6(ArmBase):
     name = "xarm6"
     dof = 6
 
@@ -68,12 +63,6 @@ class SimXArm6:
     def disconnect(self) -> None:
         self._connected = False
 
-    def __enter__(self) -> "SimXArm6":
-        self.connect()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.disconnect()
 
     # -- Arm protocol ---------------------------------------------------------------------------
     def state(self) -> ArmState:
