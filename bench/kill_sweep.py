@@ -307,8 +307,8 @@ def sweep_episode(workdir: Path, step: float = 0.02, log=print) -> list[Row]:
 # ------------------------------------------------------------------------------------------------ saves, exports
 
 
-def make_annotated_episode(path: Path) -> Path:
-    """A finalized take (through the same child) with an accepted 'alice' document."""
+def make_annotated_episode(path: Path) -> tuple[Path, int]:
+    """A finalized take (through the same child) with an accepted 'alice' document; (path, frames)."""
     from recorder.annotations import AnnotationDoc, load_annotations, save_annotations
     run, _ = run_child(RECORD_CHILD, [str(path), str(TAKE_FRAMES)], None, until="finalized")
     if run.time_of("finalized") is None:
@@ -316,16 +316,14 @@ def make_annotated_episode(path: Path) -> Path:
     auto = load_annotations(path)["auto"]
     doc, _ = AnnotationDoc("alice", auto.n_frames, auto.segments).accept_all(quality=3)
     save_annotations(path, doc)
-    return path
+    return path, auto.n_frames
 
 
 def sweep_annotation_saves(workdir: Path, n: int = 8, span: float = 1.5, log=print) -> list[Row]:
     from recorder.annotations import load_annotations, read_store
     from recorder.episode import EpisodeReader
     from recorder.recovery import remove_stale_temporaries
-    src = make_annotated_episode(workdir / "src.h5")
-    with EpisodeReader(src) as ep:
-        n_frames = ep.n_frames
+    src, n_frames = make_annotated_episode(workdir / "src.h5")
     rows = []
     for k, at in enumerate(np.linspace(0.05, span, n)):
         folder = workdir / f"save_{k:02d}"
@@ -395,10 +393,7 @@ def _check_exports(out: Path, run: Run, n_frames: int) -> tuple[str, bool, str]:
 
 
 def sweep_exports(workdir: Path, n: int = 8, span: float = 3.0, log=print) -> list[Row]:
-    from recorder.episode import EpisodeReader
-    src = make_annotated_episode(workdir / "src.h5")
-    with EpisodeReader(src) as ep:
-        n_frames = ep.n_frames
+    src, n_frames = make_annotated_episode(workdir / "src.h5")
     rows = []
     for k, at in enumerate(np.linspace(0.05, span, n)):
         out = workdir / f"export_{k:02d}"
