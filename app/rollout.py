@@ -55,6 +55,9 @@ class RolloutConfig:
     out_dir: str = "runs/eval"
     device: str = "cpu"
     keypoints: str | None = None  # keypoint checkpoint for waypoints "predicted" (or "predicted:PATH")
+    # What the operator asks for, for "predicted" waypoints: it picks the predictor's plan (the nearest
+    # trained task) and conditions every step. None: the task's own instruction.
+    instruction: str | None = None
     # Home the arm before each trial: None = on hardware only (the sim reset homes it already).
     home_between: bool | None = None
 
@@ -189,7 +192,11 @@ class RolloutRunner:
         if cfg.waypoints == "predicted":
             from policies.keypoints import PredictedSource
 
-            return PredictedSource(self._keypoints, cfg.task).waypoints(frame)
+            src = PredictedSource(self._keypoints, cfg.task, instruction=cfg.instruction)
+            if src.task != cfg.task:
+                log.warning("instruction %r was read as task %s (similarity %.2f), the trial judges %s",
+                            cfg.instruction, src.task, src.similarity or 0.0, cfg.task)
+            return src.waypoints(frame)
         if cfg.waypoints == "oracle":
             return self.session.lab.oracle_waypoints()
         if cfg.waypoints == "oracle-sparse":
@@ -270,7 +277,13 @@ class RolloutRunner:
                 from policies.keypoints import KeypointPredictor
 
                 self._keypoints = KeypointPredictor.load(cfg.keypoints)
-                self._keypoints.plan(cfg.task)  # a checkpoint without this task's plan fails here, not mid-trial
+                # A checkpoint without this task's plan, or an instruction it cannot place, fails here,
+                # not mid-trial (and the sentence model, if the instruction is new, loads now).
+                if cfg.instruction and self._keypoints.task_instructions:
+                    task, sim = self._keypoints.resolve(cfg.instruction)
+                    self._set(message=f"instruction read as {task} (similarity {sim:.2f})")
+                else:
+                    self._keypoints.plan(cfg.task)
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
             self._set(phase="error", message=str(exc).splitlines()[0])
             raise

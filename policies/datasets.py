@@ -103,13 +103,30 @@ class Windows:
                        torch.cat(clouds) if clouds else None, lang, target)
 
 
+PRESS_PROMINENCE = 0.03  # m a commanded dip must go down and back up to count as a contact (a press)
+PRESS_MERGE_FRAMES = 20  # a dip this close to a gripper change is that grasp / release itself
+
+
+def contact_frames(action: np.ndarray) -> list[int]:
+    """Frames where the demo makes contact: every gripper-command change (grasp, release) and every
+    press — a dip of the commanded height by ``PRESS_PROMINENCE`` down and back up with the gripper
+    unchanged (scipy ``find_peaks`` on −z: the middle of the dwell at the bottom)."""
+    from scipy.signal import find_peaks
+
+    action = np.asarray(action, dtype=np.float64)
+    changes = [int(f) for f in gripper_transition_frames(action[:, 7])]
+    dips, _ = find_peaks(-action[:, 2], prominence=PRESS_PROMINENCE, plateau_size=(1, None))
+    presses = [int(d) for d in dips if all(abs(int(d) - c) > PRESS_MERGE_FRAMES for c in changes)]
+    return sorted(changes + presses)
+
+
 def next_gripper_change_targets(action: np.ndarray) -> np.ndarray:
-    """(T, 3): for every frame, the commanded position where the gripper command next changes (at or
-    after the frame: the grasp, the release), NaN after the last change. ``action`` (T, 8) is
-    pose7 + gripper as recorded."""
+    """(T, 3): for every frame, the commanded position of the next contact at or after the frame
+    (:func:`contact_frames`: the grasp, the release, a button press), NaN after the last one — the
+    keypoint head's target. ``action`` (T, 8) is pose7 + gripper as recorded."""
     action = np.asarray(action, dtype=np.float64)
     out = np.full((len(action), 3), np.nan)
-    changes = gripper_transition_frames(action[:, 7])
+    changes = contact_frames(action)
     start = 0
     for f in changes:
         f = int(f)

@@ -194,12 +194,17 @@ class FrankaGripper(GripperBase):
                 return
             self._wanted = opening
             self._cv.notify_all()
-        if self._busy:
-            # Preempt the running grasp/move so the newest command takes effect now.
-            try:
-                self._gripper.stop_async()
-            except Exception:
-                pass
+            if self._busy:
+                # Preempt the running grasp/move so the newest command takes effect now. Under the
+                # lock: the worker takes a new request only while holding it, so the operation
+                # running now is the old one. Stopping after releasing the lock raced the worker,
+                # which could already have started *this* command (a close right after the reset's
+                # open was stopped at once and the fingers stayed half open: sim-franka
+                # press_button 0/5).
+                try:
+                    self._gripper.stop_async()
+                except Exception:
+                    pass
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Block until the last command finished (tests, scripted moves). True if idle in time."""

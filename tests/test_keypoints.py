@@ -232,3 +232,100 @@ def test_square_yaw_measures_a_cube_top_within_a_few_degrees(yaw_deg):
     clutter = np.c_[rng.uniform(0.6, 0.7, (40, 2)), rng.uniform(0.02, 0.1, 40)]  # another object, far away
     est = square_yaw(np.r_[top, clutter], np.array([0.452, 0.098, 0.022]))
     assert abs(np.degrees(est) - yaw_deg) < 4.0
+
+
+# --------------------------------------------------------------------------------------------
+# One predictor for several tasks: conditioned on the task instruction, plan chosen by it
+# --------------------------------------------------------------------------------------------
+
+STEP = "move the gripper to the object"
+TASK_TEXTS = [INITIAL_STATE, STEP, "unused", "fetch the red one", "fetch the blue one"]
+
+
+class FakeTaskText(FakeText):
+    def pair(self, a, b, task=None):
+        parts = [self.features[torch.as_tensor(a)], self.features[torch.as_tensor(b)]]
+        if task is not None:
+            parts.append(self.features[torch.as_tensor(task)])
+        return torch.cat(parts, dim=-1)
+
+
+def two_task(n: int, seed: int) -> KeypointData:
+    """The same step text in two tasks; only the task instruction says which cluster is the target."""
+    d = synthetic(n, seed)
+    which = np.arange(n) % 2
+    d.text = np.full(n, 1)
+    d.task = 3 + which
+    d.texts = TASK_TEXTS
+    d.gripper = np.zeros(n, np.float32)
+    d.plans = {"red": [{"primitive": "move", "instruction": STEP}], "blue": [{"primitive": "move", "instruction": STEP}]}
+    d.task_instructions = {"red": TASK_TEXTS[3], "blue": TASK_TEXTS[4]}
+    return d
+
+
+def test_task_instruction_conditioning_tells_tasks_with_the_same_steps_apart(tmp_path):
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    text = FakeTaskText(TASK_TEXTS)
+    train, test = two_task(96, 0), two_task(40, 1)
+    tcfg = KeypointTrainConfig(steps=250, batch_size=16, lr=3e-3, augment=False, log_every=1000)
+    errs = {}
+    for task_text in (False, True):
+        cfg = KeypointConfig(n_points=256, width=32, task_text=task_text)
+        model = train_keypoints(train, cfg, tcfg, text).model
+        errs[task_text] = evaluate(model, test, text)["all"]["median_cm"]
+    # Without the task text the step is ambiguous (it can at best pick one cluster or the middle).
+    assert errs[True] < 4.0 and errs[False] > 2 * errs[True], errs
+
+    path = save_checkpoint(tmp_path / "kp.pt", model, TASK_TEXTS, text.features, train.plans, {},
+                           train.task_instructions)
+    pred = KeypointPredictor.load(path)
+    assert pred.config.task_text and pred.task_instructions == train.task_instructions
+    assert pred.resolve("fetch the blue one") == ("blue", pytest.approx(1.0, abs=1e-3))
+    cloud = test.clouds[1]  # an odd sample: blue is the target
+    src = PredictedSource(pred, instruction="fetch the blue one")
+    assert src.task == "blue"
+    (wp,) = [w for w in src.waypoints(cloud) if w.label == "move"][-1:]
+    assert np.linalg.norm(wp.pose[:3] - test.target[1]) < 0.05
+    red = PredictedSource(pred, task="blue", instruction="fetch the red one")  # the instruction wins
+    assert red.task == "red" and red.asked_task == "blue"
+    with pytest.raises(KeypointError, match="no trained task matches"):
+        pred.resolve(INITIAL_STATE)  # orthogonal to both task texts here
+    with pytest.raises(KeypointError, match="conditioned on the task instruction"):
+        pred.predict(cloud, STEP)
+
+
+def test_old_two_text_checkpoints_still_load_and_predict(toy_model, tmp_path):
+    model, _ = toy_model
+    path = save_checkpoint(tmp_path / "old.pt", model, TEXTS, FakeText(TEXTS).features, {"toy": []})
+    blob = torch.load(path, weights_only=True)
+    blob["config"].pop("task_text")
+    blob.pop("task_instructions")
+    torch.save(blob, path)
+    pred = KeypointPredictor.load(path)
+    assert not pred.config.task_text
+    xyz, _ = pred.predict(synthetic(2, 3).clouds[0], TEXTS[1])
+    assert np.isfinite(xyz).all()
+    with pytest.raises(KeypointError, match="stores no task instructions"):
+        pred.resolve("pick up the red cube")
+
+
+def test_sentence_model_places_paraphrases_with_their_task():
+    """The real MiniLM features (policies.text): paraphrases of the sim tasks' instructions are nearest
+    their own task and above MIN_TASK_SIMILARITY; an unrelated request is below it."""
+    from policies.keypoints import MIN_TASK_SIMILARITY
+    from policies.text import TextEncoder
+    from robots.sim.tasks import TASKS
+
+    enc = TextEncoder()
+    names = list(TASKS)
+    ref = torch.as_tensor(enc.encode([TASKS[t].instruction for t in names]))
+    asks = {"pick_cube": "grab the red cube", "place_in_bin": "put the red cube into the bin",
+            "stack_cubes": "put the red cube on top of the green one", "press_button": "push the button"}
+    q = torch.as_tensor(enc.encode(list(asks.values())))
+    sims = torch.nn.functional.cosine_similarity(q[:, None], ref[None], dim=-1)
+    for i, task in enumerate(asks):
+        assert names[int(sims[i].argmax())] == task, (task, sims[i])
+        assert float(sims[i].max()) >= MIN_TASK_SIMILARITY
+    other = torch.as_tensor(enc.encode(["open the door"]))
+    assert float(torch.nn.functional.cosine_similarity(other, ref).max()) < MIN_TASK_SIMILARITY

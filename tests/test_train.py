@@ -258,6 +258,28 @@ def test_next_gripper_change_targets_point_at_the_grasp_then_the_release():
     assert np.isnan(t[7:]).all()
 
 
+def test_contact_targets_include_a_press_but_not_the_dips_of_a_grasp():
+    """A press (down 5 cm, dwell, up, gripper closed throughout) is a contact; a pick's lower-grasp-lift
+    dip is the grasp itself, not a second contact; a shallow wobble is none."""
+    from policies.datasets import contact_frames, next_gripper_change_targets
+
+    n = 60
+    press = np.zeros((n, 8))
+    press[:, 0] = np.arange(n) / 100
+    press[:, 2] = np.concatenate([np.linspace(0.15, 0.10, 20), np.full(10, 0.10), np.linspace(0.10, 0.15, 30)])
+    press[:, 2] += 0.005 * np.sin(np.arange(n))  # 5 mm wobble: no contact of its own
+    (f,) = contact_frames(press)
+    assert 19 <= f <= 31  # at the bottom
+    t = next_gripper_change_targets(press)
+    np.testing.assert_allclose(t[:f + 1], np.repeat(press[f:f + 1, :3], f + 1, 0))
+    assert np.isnan(t[f + 1:]).all()
+
+    pick = press.copy()
+    pick[:, 7] = 1.0
+    pick[25:, 7] = 0.0  # closes in the dwell at the bottom
+    assert contact_frames(pick) == [25]
+
+
 def test_keypoint_head_learns_where_the_box_is():
     """The head alone, on clouds of a table with a 4 cm box at a random place: after a short training
     its keypoint lands on the box's top centre (the target) to well under the box's size, on new boxes."""

@@ -38,6 +38,9 @@ def register(subparsers) -> None:
                         "predictor's (checkpoint from --keypoints or after 'predicted:')")
     p.add_argument("--keypoints", default=None, help="keypoint-predictor checkpoint for --waypoints predicted "
                                                      "(default: the bundled one for --task)")
+    p.add_argument("--instruction", default=None,
+                   help="what to do, in words, for --waypoints predicted: picks the predictor's plan and conditions "
+                        "its keypoints (default: the task's own instruction)")
     p.add_argument("--demo", default=None, help="episode file whose keyframes are the waypoints")
     p.add_argument("--waypoint-noise", type=float, default=0.0,
                    help="std (m) of Gaussian noise added to each waypoint position (default 0)")
@@ -109,7 +112,8 @@ def run_rollout(args) -> int:
         cfg = RolloutConfig(task=args.task, checkpoint=args.checkpoint, policy=args.policy, waypoints=args.waypoints,
                             demo=args.demo, trials=args.trials, seed=args.seed, ddim_steps=args.ddim_steps,
                             max_seconds=args.max_seconds, waypoint_noise=args.waypoint_noise, out_dir=args.out,
-                            device=args.device, keypoints=args.keypoints, home_between=args.home)
+                            device=args.device, keypoints=args.keypoints, home_between=args.home,
+                            instruction=args.instruction)
         lab = lab_config_from_args(args)
     except ValueError as exc:
         print(f"rollout: {exc}", file=sys.stderr)

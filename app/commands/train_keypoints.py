@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default %(default)s: shared boxes)")
     p.add_argument("--width", type=int, default=64, help="network width (fresh runs)")
+    p.add_argument("--task-text", action="store_true",
+                   help="condition on the task instruction even with one task (on by default with several)")
     p.add_argument("--progress", choices=("json", "text", "none"), default="text")
 
 
@@ -80,7 +82,8 @@ def run(args) -> int:
         say(f"{len(data.episode_names)} episodes, {len(data)} samples: {len(set(train.episode.tolist()))} episodes train"
             f" / {len(set(test.episode.tolist()))} held out; plans {json.dumps(data.plans)}")
         text = TextTable(data.texts)
-        mcfg = KeypointConfig(width=args.width)
+        # More than one task: condition on the task instruction (one predictor for all of them).
+        mcfg = KeypointConfig(width=args.width, task_text=len(data.plans) > 1 or args.task_text)
         tcfg = KeypointTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
         if emit_json:
             print(json.dumps({"event": "start", "samples": len(data), "episodes": len(data.episode_names)}), flush=True)
@@ -96,7 +99,8 @@ def run(args) -> int:
             model = train_keypoints(data, mcfg, tcfg, text, progress=progress).model
             metrics["final_on_all_episodes"] = True
         out = Path(args.out)
-        ckpt = save_checkpoint(out / "keypoints.pt", model, data.texts, text.features, data.plans, metrics)
+        ckpt = save_checkpoint(out / "keypoints.pt", model, data.texts, text.features, data.plans, metrics,
+                               data.task_instructions)
         (out / "metrics.json").write_text(json.dumps({**metrics, "errors_cm": [round(float(e), 3) for e in errs]},
                                                      indent=2, default=float))
     except (KeypointError, TextEncoderError, EpisodeError, ValueError, OSError) as exc:

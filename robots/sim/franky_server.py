@@ -275,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from franky_sim import SimulationServer
     from franky_sim.mujoco_simulator import MujocoSimulator
+    from robots.sim import franky_fixes
+
+    franky_fixes.install()
 
     sim = MujocoSimulator()
     sim.init()

@@ -101,6 +101,9 @@ class LabServer:
     def _build_franka(self) -> None:
         from franky_sim import SimulationServer
         from franky_sim.mujoco_simulator import MujocoSimulator
+        from robots.sim import franky_fixes
+
+        franky_fixes.install()
 
         self.info_names = FRANKA_INFO
         sim = MujocoSimulator()
