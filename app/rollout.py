@@ -58,6 +58,8 @@ class RolloutConfig:
     # What the operator asks for, for "predicted" waypoints: it picks the predictor's plan (the nearest
     # trained task) and conditions every step. None: the task's own instruction.
     instruction: str | None = None
+    # Sim only: a scene variation no demo showed (robots/sim/variations.py), applied to every trial.
+    variation: str = "none"
     # Home the arm before each trial: None = on hardware only (the sim reset homes it already).
     home_between: bool | None = None
 
@@ -76,6 +78,9 @@ class RolloutConfig:
             raise ValueError("spline-ik executes the waypoints: it needs --waypoints oracle, keyframes or predicted")
         if self.waypoints == "keyframes" and not self.demo:
             raise ValueError("waypoints 'keyframes' need a demo episode (--demo PATH)")
+        from robots.sim.variations import parse_variation
+
+        self.variation = parse_variation(self.variation)
         if self.trials < 1 or self.max_seconds <= 0 or self.ddim_steps < 1 or self.waypoint_noise < 0:
             raise ValueError("trials, max_seconds and ddim_steps must be positive, waypoint_noise >= 0")
 
@@ -192,7 +197,11 @@ class RolloutRunner:
         if cfg.waypoints == "predicted":
             from policies.keypoints import PredictedSource
 
-            src = PredictedSource(self._keypoints, cfg.task, instruction=cfg.instruction)
+            # Without an instruction of its own the trial's is used: the task's, or the variation's
+            # rewording of it ("pick up the teal cube").
+            lab = self.session.lab
+            instruction = cfg.instruction or (lab.task_info.get("instruction") if lab is not None else None)
+            src = PredictedSource(self._keypoints, cfg.task, instruction=instruction)
             if src.task != cfg.task:
                 log.warning("instruction %r was read as task %s (similarity %.2f), the trial judges %s",
                             cfg.instruction, src.task, src.similarity or 0.0, cfg.task)
@@ -284,6 +293,15 @@ class RolloutRunner:
                     self._set(message=f"instruction read as {task} (similarity {sim:.2f})")
                 else:
                     self._keypoints.plan(cfg.task)
+                if cfg.variation == "colour" and self._keypoints.config.task_text:
+                    # Each trial's instruction names its new colour: encode them all now, not on the
+                    # control thread at a trial's first tick.
+                    from robots.sim.tasks import get_task
+                    from robots.sim.variations import colour_instructions
+
+                    t = get_task(cfg.task)
+                    self._keypoints.prepare_texts(colour_instructions(t.instruction, t.objects))
+            self._apply_variation()
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
             self._set(phase="error", message=str(exc).splitlines()[0])
             raise
@@ -318,6 +336,19 @@ class RolloutRunner:
         return trials
 
     @property
+    def _apply_variation(self) -> None:
+        lab = self.session.lab
+        if lab is None:
+            if self.config.variation != "none":
+                raise ValueError("scene variations exist only in the simulated lab")
+            return
+        from robots.sim.variations import limits_for
+
+        lab.variation = self.config.variation
+        if not hasattr(self, "_limits0"):
+            self._limits0 = self.session.arm.limits
+        self.session.arm.limits = limits_for(self._limits0, self.config.variation)
+
     def homes_between(self) -> bool:
         home = self.config.home_between
         return self.hardware if home is None else bool(home)

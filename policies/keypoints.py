@@ -624,6 +624,12 @@ class KeypointPredictor:
         except (KeyError, RuntimeError, TypeError) as exc:
             raise KeypointError(f"{p.name}: damaged keypoint checkpoint ({str(exc).splitlines()[0][:120]})") from None
 
+    def prepare_texts(self, texts: Iterable[str]) -> None:
+        """Encode instructions before they are needed (the sentence model loads in seconds: not on a
+        control thread mid-trial)."""
+        for t in texts:
+            self._feature(" ".join(str(t).split()))
+
     def _feature(self, text: str) -> torch.Tensor:
         f = self._features.get(text)
         if f is None:

@@ -41,6 +41,9 @@ def register(subparsers) -> None:
     p.add_argument("--instruction", default=None,
                    help="what to do, in words, for --waypoints predicted: picks the predictor's plan and conditions "
                         "its keypoints (default: the task's own instruction)")
+    p.add_argument("--variation", default="none",
+                   choices=("none", "distractors", "colour", "table+2cm", "table-2cm"),
+                   help="sim only: a scene change no demo showed, on every trial (robots/sim/variations.py)")
     p.add_argument("--demo", default=None, help="episode file whose keyframes are the waypoints")
     p.add_argument("--waypoint-noise", type=float, default=0.0,
                    help="std (m) of Gaussian noise added to each waypoint position (default 0)")
@@ -113,7 +116,7 @@ def run_rollout(args) -> int:
                             demo=args.demo, trials=args.trials, seed=args.seed, ddim_steps=args.ddim_steps,
                             max_seconds=args.max_seconds, waypoint_noise=args.waypoint_noise, out_dir=args.out,
                             device=args.device, keypoints=args.keypoints, home_between=args.home,
-                            instruction=args.instruction)
+                            instruction=args.instruction, variation=args.variation)
         lab = lab_config_from_args(args)
     except ValueError as exc:
         print(f"rollout: {exc}", file=sys.stderr)

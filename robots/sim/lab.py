@@ -27,6 +27,7 @@ import numpy as np
 from robots.base import Arm, Camera, DeviceDisconnected, DeviceError
 from robots.sim.frames import FrameBuffer, FrameLayout
 from robots.sim.tasks import TASKS, Waypoint, get_task
+from robots.sim.variations import parse_variation
 from robots.sim.world import HEIGHT, SCENE_CAMERA, WIDTH, WRIST_CAMERA
 
 ROBOTS = ("franka", "xarm6")
@@ -96,6 +97,7 @@ class SimLab:
         self.task = ""
         self.seed = 0
         self.task_info: dict = {}
+        self.variation = "none"  # scene variation of every reset (robots/sim/variations.py)
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -223,9 +225,13 @@ class SimLab:
         return self._cameras[name]
 
     # ------------------------------------------------------------------ tasks
-    def reset(self, task: str, seed: int) -> dict:
-        """Randomise the task's objects from ``seed`` and bring the arm home; returns the task info."""
+    def reset(self, task: str, seed: int, variation: str | None = None) -> dict:
+        """Randomise the task's objects from ``seed`` and bring the arm home; returns the task info.
+
+        ``variation`` (robots/sim/variations.py) changes the seeded scene; None takes ``self.variation``,
+        which a rollout sets once so every reset of its trials (from any caller) gets it."""
         get_task(task)
+        variation = parse_variation(self.variation if variation is None else variation)
         if self.robot == "franka" and self._arm is not None and _connected(self._arm):
             # The FR3 is homed through its own client (franky-sim serves exactly one), before objects move.
             # The simulator may run at under half real time on a loaded box (franky-sim's 1 kHz loop in
@@ -243,7 +249,7 @@ class SimLab:
                 ensure_connected(self._arm)
                 self._arm.gripper.open()
                 self._arm.home(timeout=SIM_HOME_TIMEOUT)
-        self.task_info = self.call("reset", task, int(seed))
+        self.task_info = self.call("reset", task, int(seed), variation)
         self.task, self.seed = task, int(seed)
         return self.task_info
 

@@ -23,6 +23,7 @@ import numpy as np
 from robots.sim import tasks as T
 from robots.sim.frames import FrameBuffer, FrameLayout
 from robots.sim.render import RGBDRenderer
+from robots.sim.variations import Variation, make_variation
 from robots.sim.world import (
     BUTTON_HOUSING_HEIGHT,
     BUTTON_PRESS_DEPTH,
@@ -143,6 +144,11 @@ class LabServer:
         self.button_qadr = int(m.jnt_qposadr[jid("button_joint")])
         self.mocap = {n: int(m.body_mocapid[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, n)]) for n in ("bin", "button")}
         self.cube_geom = {c: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_GEOM, f"{c}_geom") for c in CUBES}
+        # Scene variations (robots/sim/variations.py) change these; a plain reset restores them.
+        self.table_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "table")
+        self.table_pos0 = m.body_pos[self.table_body].copy()
+        self.cube_rgba0 = {c: m.geom_rgba[g].copy() for c, g in self.cube_geom.items()}
+        self.variation = Variation()
         finger_ids = {mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, b) for b in self.info_names.finger_bodies}
         self.finger_geoms = {g for g in range(m.ngeom) if int(m.geom_bodyid[g]) in finger_ids}
 
@@ -271,7 +277,9 @@ class LabServer:
             p, q = d.mocap_pos[i], d.mocap_quat[i]
             poses[n] = np.array([p[0], p[1], p[2], q[1], q[2], q[3], q[0]])
         # The button's pose is the top of its cap, where it is pressed.
-        poses["button"][2] = BUTTON_HOUSING_HEIGHT + 0.016 + d.qpos[self.button_qadr]
+        poses["button"][2] += BUTTON_HOUSING_HEIGHT + 0.016 + d.qpos[self.button_qadr]
+        # Not an object: the table top's height (0 unless a variation moved it), for the task geometry.
+        poses["table"] = np.array([0.0, 0.0, self.variation.table_dz, 0.0, 0.0, 0.0, 1.0])
         return poses
 
     def _in_gripper(self, cube: str) -> bool:
@@ -294,9 +302,12 @@ class LabServer:
     def oracle_waypoints(self) -> list[T.Waypoint]:
         return self.task.waypoints(self.object_poses())
 
-    def reset(self, task: str, seed: int) -> dict:
+    def reset(self, task: str, seed: int, variation: str = "none") -> dict:
         tk = T.get_task(task)
         layout = T.sample_layout(int(seed))
+        var = make_variation(variation, int(seed), layout, tk.objects, CUBES)
+        layout = var.layout or layout
+        dz = var.table_dz
 
         def apply():
             d = self.data
@@ -312,17 +323,23 @@ class LabServer:
                 if c in self.cube_qadr:
                     a, v = self.cube_qadr[c], self.cube_dadr[c]
                     half = 0.5 * p.yaw
-                    d.qpos[a : a + 7] = [p.x, p.y, CUBE_HALF, np.cos(half), 0.0, 0.0, np.sin(half)]
+                    d.qpos[a : a + 7] = [p.x, p.y, CUBE_HALF + dz, np.cos(half), 0.0, 0.0, np.sin(half)]
                     d.qvel[v : v + 6] = 0.0
                 else:
-                    d.mocap_pos[self.mocap[c]] = [p.x, p.y, 0.0]
+                    d.mocap_pos[self.mocap[c]] = [p.x, p.y, dz]
+            m = self.model
+            m.body_pos[self.table_body] = self.table_pos0 + [0.0, 0.0, dz]  # a static body: read every step
+            for c, g in self.cube_geom.items():
+                m.geom_rgba[g] = self.cube_rgba0[c] if c not in var.colours else [*var.colours[c][1], 1.0]
+            self.variation = var
             d.qpos[self.button_qadr] = 0.0
             mujoco.mj_forward(self.model, d)
             self.button_pressed = False
 
         self.call(apply)
         self.task, self.seed = tk, int(seed)
-        return {"task": tk.name, "seed": int(seed), "instruction": tk.instruction, "objects": list(tk.objects),
+        return {"task": tk.name, "seed": int(seed), "instruction": var.instruction(tk.instruction),
+                "variation": var.name, "objects": list(tk.objects),
                 "max_duration": tk.max_duration, "poses": self.object_poses()}
 
     # ------------------------------------------------------------------ xArm6 arm (physics thread)
@@ -385,7 +402,7 @@ class LabServer:
         if op == "advance":
             return self.advance(float(args[0]))
         if op == "reset":
-            return self.reset(*args)
+            return self.reset(*args)  # task, seed[, variation]
         if op == "object_poses":
             return self.object_poses()
         if op == "sim_state":

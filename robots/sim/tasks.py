@@ -84,30 +84,37 @@ def grasp_rotation(obj_pose: np.ndarray) -> Rotation:
     return Rotation.from_euler("z", yaw) * TOOL_DOWN
 
 
-def _pick(cube: np.ndarray) -> list[Waypoint]:
+def table_z(p: dict[str, np.ndarray]) -> float:
+    """Height of the table top in the base frame: 0 unless a scene variation moved it
+    (robots/sim/variations.py; the lab reports it as the pseudo-object "table")."""
+    t = p.get("table")
+    return 0.0 if t is None else float(t[2])
+
+
+def _pick(cube: np.ndarray, tz: float = 0.0) -> list[Waypoint]:
     rot = grasp_rotation(cube)
     x, y, z = cube[:3]
     return [
         Waypoint(pose7([x, y, z + 0.12], rot), OPEN, "move"),
         Waypoint(pose7([x, y, z + 0.002], rot), OPEN, "lower"),
         Waypoint(pose7([x, y, z + 0.002], rot), CLOSED, "grasp", dwell=0.8),
-        Waypoint(pose7([x, y, SAFE_Z], rot), CLOSED, "lift", dwell=0.2),
+        Waypoint(pose7([x, y, SAFE_Z + tz], rot), CLOSED, "lift", dwell=0.2),
     ]
 
 
-def _place_at(xy, release_z: float, rot: Rotation) -> list[Waypoint]:
+def _place_at(xy, release_z: float, rot: Rotation, tz: float = 0.0) -> list[Waypoint]:
     x, y = xy
     return [
-        Waypoint(pose7([x, y, SAFE_Z], rot), CLOSED, "transport"),
+        Waypoint(pose7([x, y, SAFE_Z + tz], rot), CLOSED, "transport"),
         Waypoint(pose7([x, y, release_z], rot), CLOSED, "lower", dwell=0.2),
         Waypoint(pose7([x, y, release_z], rot), OPEN, "place", dwell=0.6),
-        Waypoint(pose7([x, y, SAFE_Z + 0.03], rot), OPEN, "move"),
+        Waypoint(pose7([x, y, SAFE_Z + tz + 0.03], rot), OPEN, "move"),
     ]
 
 
 def _inside_bin(cube: np.ndarray, bin_pose: np.ndarray) -> bool:
     d = np.abs(cube[:2] - bin_pose[:2])
-    return bool(np.all(d < BIN_INNER_HALF - 0.5 * CUBE_HALF) and cube[2] < BIN_WALL_HEIGHT)
+    return bool(np.all(d < BIN_INNER_HALF - 0.5 * CUBE_HALF) and cube[2] < bin_pose[2] + BIN_WALL_HEIGHT)
 
 
 @dataclass(frozen=True)
@@ -122,17 +129,18 @@ class Task:
 
 
 def _pick_waypoints(p):
-    return _pick(p["cube_red"])
+    return _pick(p["cube_red"], table_z(p))
 
 
 def _pick_success(p, s):
-    return bool(p["cube_red"][2] > CUBE_HALF + 0.05)
+    return bool(p["cube_red"][2] > table_z(p) + CUBE_HALF + 0.05)
 
 
 def _bin_waypoints(p):
     rot = grasp_rotation(p["cube_red"])
     # Release with the cube bottom ~1 cm below the wall tops: it cannot bounce out.
-    return _pick(p["cube_red"]) + _place_at(p["bin"][:2], BIN_WALL_HEIGHT + CUBE_HALF - 0.005, rot)
+    tz = table_z(p)
+    return _pick(p["cube_red"], tz) + _place_at(p["bin"][:2], p["bin"][2] + BIN_WALL_HEIGHT + CUBE_HALF - 0.005, rot, tz)
 
 
 def _bin_success(p, s):
@@ -143,7 +151,8 @@ def _stack_waypoints(p):
     # Place with the green cube's yaw so the faces line up.
     rot = grasp_rotation(p["cube_green"])
     top = p["cube_green"][2] + 2 * CUBE_HALF + 0.004
-    return _pick(p["cube_red"]) + _place_at(p["cube_green"][:2], top, rot)
+    tz = table_z(p)
+    return _pick(p["cube_red"], tz) + _place_at(p["cube_green"][:2], top, rot, tz)
 
 
 def _stack_success(p, s):
@@ -152,7 +161,7 @@ def _stack_success(p, s):
     return bool(
         np.linalg.norm(red[:2] - green[:2]) < 0.02
         and abs(dz - 2 * CUBE_HALF) < 0.006
-        and green[2] < CUBE_HALF + 0.005
+        and green[2] < table_z(p) + CUBE_HALF + 0.005
         and not s.get("red_in_gripper", False)
     )
 
@@ -160,7 +169,7 @@ def _stack_success(p, s):
 def _press_waypoints(p):
     b = p["button"]
     rot = TOOL_DOWN
-    x, y, top = b[0], b[1], BUTTON_CAP_TOP
+    x, y, top = b[0], b[1], BUTTON_CAP_TOP + table_z(p)
     return [
         Waypoint(pose7([x, y, top + 0.10], rot), CLOSED, "move"),
         Waypoint(pose7([x, y, top + 0.015], rot), CLOSED, "lower"),
