@@ -717,7 +717,7 @@ class PredictedSource:
     keeps the tool's home yaw. The gripper is the
     predicted state at the step's end; dwells follow the oracle's (DWELL, and MIN_GRIPPER_DWELL where
     the gripper changes). ``approach_height`` adds a waypoint that far above the end of the step that
-    precedes a grasp, as the oracle's pre-grasp pose: the demos' free move to the object is one
+    precedes a grasp (and above a press), as the oracle's pre-grasp pose: the demos' free move to the object is one
     segment, but a straight diagonal into the object would sweep the open fingers into it.
     """
 
@@ -775,6 +775,11 @@ class PredictedSource:
             if nxt == "grasp" and self.approach_height > 0:
                 above = r["xyz"] + np.array([0.0, 0.0, self.approach_height])
                 out.append(Waypoint(np.concatenate([above, quat]), grip, label="move"))
+            if step["primitive"] == "press" and self.approach_height > 0:
+                # The segmenter folds the oracle's move-above and lower into one "press" step: come
+                # down onto the button from above, not diagonally into its housing.
+                above = r["xyz"] + np.array([0.0, 0.0, self.approach_height])
+                out.append(Waypoint(np.concatenate([above, quat]), grip_prev if k else grip, label="move"))
             dwell = DWELL.get(step["primitive"], 0.0)
             if grip != grip_prev:
                 dwell = max(dwell, MIN_GRIPPER_DWELL)

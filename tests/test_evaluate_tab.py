@@ -101,6 +101,26 @@ def test_bad_form_gives_a_one_line_message(tab):
     assert tab.status.text().startswith("cannot start:") and "checkpoint" in tab.status.text()
 
 
+def test_instruction_keypoints_and_scene_reach_the_rollout_config(tab):
+    """Instruction → waypoints → expert from the tab: the instruction and predictor apply to predicted
+    waypoints only (the fields are disabled otherwise), the scene variation to any run."""
+    tab.task.setCurrentText("place_in_bin")
+    assert tab.instruction.placeholderText().startswith("put the red cube in the bin")
+    tab.waypoints.setCurrentText("oracle")
+    assert not tab.instruction.isEnabled() and not tab.keypoints.isEnabled()
+    tab.variation.setCurrentText("table-2cm")
+    cfg = tab.config()
+    assert cfg.instruction is None and cfg.keypoints is None and cfg.variation == "table-2cm"
+    tab.waypoints.setCurrentText("predicted")
+    assert tab.instruction.isEnabled() and tab.keypoints.isEnabled()
+    tab.instruction.setText("  drop the red cube into the bin ")
+    tab.keypoints.setText("/tmp/kp.pt")
+    cfg = tab.config()
+    assert (cfg.waypoints, cfg.instruction, cfg.keypoints) == ("predicted", "drop the red cube into the bin", "/tmp/kp.pt")
+    tab.keypoints.setText("")
+    assert tab.start() is False and "keypoint checkpoint" in tab.status.text()
+
+
 @pytest.mark.timeout(600)
 def test_two_trial_sim_rollout_from_the_tab_with_operator_key(tab, qtbot, tmp_path):
     tab.policy.setCurrentText("spline-ik")

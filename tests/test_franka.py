@@ -195,6 +195,23 @@ def test_gripper_grasps_and_lifts_the_cube(arm, server):
     assert g.wait_idle(5.0)
 
 
+def test_close_while_the_hand_is_still_opening_closes_it(arm):
+    """A close sent while an open is still moving preempts it (Stop) and then runs: franky-sim used to
+    drop the stopped Move without an answer, franky's blocking move never returned, and the close
+    queued behind it never ran (sim-franka press_button demos 0/5; robots/sim/franky_fixes.py)."""
+    g = arm.gripper
+    g.close()
+    assert g.wait_idle(5.0) and g.width() < 0.1
+    g.open()
+    time.sleep(0.15)  # the open is under way, nowhere near done at 0.05 m/s
+    assert 0.05 < g.width() < 0.9
+    g.close()
+    assert g.wait_idle(5.0), "the preempted open never answered: the worker is stuck"
+    assert g.width() < 0.1
+    g.open()
+    assert g.wait_idle(5.0) and g.width() > 0.9
+
+
 def test_lost_server_raises_device_disconnected_in_one_line():
     with ServerProcess() as srv:
         a = FrankaArm(srv.host)

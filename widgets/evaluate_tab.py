@@ -28,7 +28,10 @@ from app.success import cumulative_curve, latency_stats, subtask_summary, summar
 log = logging.getLogger(__name__)
 
 TASKS = ("pick_cube", "place_in_bin", "stack_cubes", "press_button")
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "expert_pick_cube.pt"
+BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "checkpoints"
+# One expert and one waypoint predictor for every sim task on both arms (assets/checkpoints/README.md).
+DEFAULT_CHECKPOINT = BUNDLED / "expert_multitask.pt"
+DEFAULT_KEYPOINTS = BUNDLED / "keypoints_multitask.pt"
 COLUMNS = ("trial", "seed", "outcome", "reason", "failed at", "diagnosis", "seconds", "latency p50 ms", "chunks",
            "episode")
 SUBTASK_COLUMNS = ("subtask", "reached", "done", "rate", "Wilson 95 %", "failed here")
@@ -195,6 +198,23 @@ class EvaluateTab(QtWidgets.QWidget):
         self.seed.setValue(1000)
         self.robot = QtWidgets.QLineEdit("sim-xarm6")
         self.out = QtWidgets.QLineEdit("runs/eval")
+        # Instruction → waypoints → expert: what the operator asks for, in words (predicted waypoints).
+        self.instruction = QtWidgets.QLineEdit()
+        self.instruction.setObjectName("instruction")
+        self.instruction.setToolTip("what to do, in words: the waypoint predictor picks its plan from it and "
+                                    "conditions every waypoint on it (waypoints 'predicted'); empty = the task's own")
+        self.keypoints = QtWidgets.QLineEdit(str(DEFAULT_KEYPOINTS))
+        self.keypoints.setToolTip("waypoint-predictor checkpoint for waypoints 'predicted'")
+        from robots.sim.variations import VARIATIONS
+
+        self.variation = QtWidgets.QComboBox()
+        self.variation.addItems(VARIATIONS)
+        self.variation.setToolTip("sim only: a scene change no demo showed, on every trial (distractor cubes, "
+                                  "unseen cube colours, table 2 cm higher or lower)")
+        self.task.currentTextChanged.connect(self._task_changed)
+        self.waypoints.currentTextChanged.connect(self._waypoints_changed)
+        self._task_changed(self.task.currentText())
+        self._waypoints_changed(self.waypoints.currentText())
         self.start_btn = QtWidgets.QPushButton("Start")
         self.start_btn.setObjectName("startRollout")
         self.cancel_btn = QtWidgets.QPushButton("Cancel")
@@ -213,6 +233,12 @@ class EvaluateTab(QtWidgets.QWidget):
             form.addWidget(w, 1, 2 * c + 1)
         form.addWidget(self.start_btn, 1, 8)
         form.addWidget(self.cancel_btn, 1, 9)
+        form.addWidget(QtWidgets.QLabel("instruction"), 2, 0)
+        form.addWidget(self.instruction, 2, 1, 1, 3)
+        form.addWidget(QtWidgets.QLabel("keypoints"), 2, 4)
+        form.addWidget(self.keypoints, 2, 5, 1, 3)
+        form.addWidget(QtWidgets.QLabel("scene"), 2, 8)
+        form.addWidget(self.variation, 2, 9)
         form.setColumnStretch(1, 3)
 
         self.summary = QtWidgets.QLabel("no trials yet")
@@ -334,6 +360,8 @@ class EvaluateTab(QtWidgets.QWidget):
         self.checkpoint.setText(self.settings.get("evaluate/checkpoint", str(DEFAULT_CHECKPOINT)))
         self.out.setText(self.settings.get("evaluate/out", "runs/eval"))
         self.trials.setValue(self.settings.get("evaluate/trials", 20))
+        self.keypoints.setText(self.settings.get("evaluate/keypoints", str(DEFAULT_KEYPOINTS)))
+        self.instruction.setText(self.settings.get("evaluate/instruction", ""))
 
     def _save_settings(self) -> None:
         if self.settings is None:
@@ -341,12 +369,29 @@ class EvaluateTab(QtWidgets.QWidget):
         self.settings.set("evaluate/checkpoint", self.checkpoint.text())
         self.settings.set("evaluate/out", self.out.text())
         self.settings.set("evaluate/trials", self.trials.value())
+        self.settings.set("evaluate/keypoints", self.keypoints.text())
+        self.settings.set("evaluate/instruction", self.instruction.text())
 
     # ------------------------------------------------------------------ actions
+    def _task_changed(self, task: str) -> None:
+        from robots.sim.tasks import TASKS as SIM_TASKS
+
+        t = SIM_TASKS.get(task)
+        self.instruction.setPlaceholderText(f"{t.instruction} (the task's own)" if t else "")
+
+    def _waypoints_changed(self, source: str) -> None:
+        predicted = source == "predicted"
+        self.instruction.setEnabled(predicted)
+        self.keypoints.setEnabled(predicted)
+
     def config(self) -> RolloutConfig:
+        predicted = self.waypoints.currentText() == "predicted"
         return RolloutConfig(task=self.task.currentText(), checkpoint=self.checkpoint.text().strip() or None,
                              policy=self.policy.currentText(), waypoints=self.waypoints.currentText(),
-                             trials=self.trials.value(), seed=self.seed.value(), out_dir=self.out.text().strip())
+                             trials=self.trials.value(), seed=self.seed.value(), out_dir=self.out.text().strip(),
+                             keypoints=(self.keypoints.text().strip() or None) if predicted else None,
+                             instruction=(self.instruction.text().strip() or None) if predicted else None,
+                             variation=self.variation.currentText())
 
     def start(self, session=None, policy=None) -> bool:
         """Start a run from the form (``session``/``policy`` inject ready objects: tests, the main window)."""
@@ -435,8 +480,12 @@ class EvaluateTab(QtWidgets.QWidget):
         self.export_btn.setEnabled(not running)
         self.start_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
-        for w in (self.checkpoint, self.policy, self.task, self.waypoints, self.trials, self.seed, self.robot, self.out):
+        for w in (self.checkpoint, self.policy, self.task, self.waypoints, self.trials, self.seed, self.robot, self.out,
+                  self.variation):
             w.setEnabled(not running)
+        predicted = self.waypoints.currentText() == "predicted"
+        self.instruction.setEnabled(not running and predicted)
+        self.keypoints.setEnabled(not running and predicted)
 
     # ------------------------------------------------------------------ view
     def snapshot(self) -> LiveState | None:
