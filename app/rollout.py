@@ -335,7 +335,6 @@ class RolloutRunner:
         self._set(phase="cancelled" if cancelled else "done", message=msg)
         return trials
 
-    @property
     def _apply_variation(self) -> None:
         lab = self.session.lab
         if lab is None:
@@ -349,6 +348,7 @@ class RolloutRunner:
             self._limits0 = self.session.arm.limits
         self.session.arm.limits = limits_for(self._limits0, self.config.variation)
 
+    @property
     def homes_between(self) -> bool:
         home = self.config.home_between
         return self.hardware if home is None else bool(home)

@@ -95,6 +95,8 @@ class WaypointTrajectory:
         self.reset_progress()
         self._dense_t = np.linspace(self.t_start, self.t_end, max(2, int((self.t_end - self.t_start) * 100) + 1))
         self._dense_xyz = self.sample(self._dense_t)[:, :3]
+        # Path length travelled up to each dense sample: a dwell adds none (see progress_from_state).
+        self._dense_arc = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(self._dense_xyz, axis=0), axis=1))]
 
     @staticmethod
     def _times(waypoints, poses, speed, angular_speed, min_segment, t0) -> np.ndarray:
@@ -163,12 +165,19 @@ class WaypointTrajectory:
         # nearest in time to the last estimate, so progress neither skips the grasp on the way down
         # nor jumps back on the way up; a real shortcut ahead is closer by more than ``tie_m``.
         # Going back costs three times going on (real progress is monotone): at the turning point
-        # both branches are equally near and the forward one wins one tick later.
+        # both branches are equally near and the forward one wins one tick later. "Nearest" is
+        # measured in path length, not time: a grasp's dwell (0.8 s and more at one pose) made the
+        # way up look further than the way down, so an arm that lifted while the clock was still in
+        # the dwell was placed back on the way down, and the guidance held at the grasp for good
+        # (multi-task expert, sim-xarm6 place_in_bin: the cube lifted, then crept at 4 mm/s).
         dp, dn = np.r_[np.inf, d[:-1]], np.r_[d[1:], np.inf]
         cand = np.flatnonzero((d <= dp) & (d <= dn) & (d <= d.min() + tie_m))
         prev = self._dense_t[idx[0]] if fresh else self._progress
+        prev_arc = np.interp(prev, self._dense_t, self._dense_arc)
+        da = self._dense_arc[idx[cand]] - prev_arc
         dt = self._dense_t[idx[cand]] - prev
-        best = cand[int(np.argmin(np.where(dt >= 0, dt, -3.0 * dt)))]
+        cost = np.where(da >= 0, da, -3.0 * da) + 1e-4 * np.abs(dt)  # equal path length: the nearer in time
+        best = cand[int(np.argmin(cost))]
         self._progress = float(self._dense_t[idx[best]])
         return self._progress
 

@@ -79,6 +79,23 @@ def test_guidance_samples_ahead_and_gripper_steps():
     np.testing.assert_allclose(end, np.repeat(WPS[-1].pose[None], 3, 0), atol=1e-9)  # clamped past the end
 
 
+def test_progress_takes_the_way_up_after_a_long_grasp_dwell():
+    """Down to a grasp, a 1.2 s dwell, back up the same vertical line: an arm that lifts while the
+    estimate is still at the dwell is on the way up (ahead), not back on the way down — even though
+    the way down is nearer in *time* (the dwell lies between). Measured in path length it is."""
+    down = np.array([1.0, 0.0, 0.0, 0.0])
+    wps = [Waypoint(np.r_[0.4, 0.0, 0.20, down], 1.0), Waypoint(np.r_[0.4, 0.0, 0.02, down], 1.0),
+           Waypoint(np.r_[0.4, 0.0, 0.02, down], 0.0, dwell=1.2), Waypoint(np.r_[0.4, 0.0, 0.20, down], 0.0),
+           Waypoint(np.r_[0.6, 0.2, 0.20, down], 0.0)]
+    tr = WaypointTrajectory(wps, speed=0.15)
+    t_grasp = tr.times[2]
+    tr.reset_progress(t_grasp)
+    assert tr.progress_from_state(np.r_[0.4, 0.0, 0.021]) == pytest.approx(t_grasp, abs=0.05)
+    for z in np.arange(0.025, 0.151, 0.005):  # the arm lifts, one estimate per 5 mm
+        t = tr.progress_from_state(np.r_[0.401, 0.001, z])
+    assert t > t_grasp + 1.2 and tr.sample(t)[2] == pytest.approx(0.15, abs=0.01)
+
+
 def test_progress_follows_the_robot_not_the_clock():
     tr = WaypointTrajectory(WPS, speed=0.1)
     t_true = tr.times[1] + 0.3
