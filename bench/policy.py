@@ -20,7 +20,7 @@ from policies.action_expert import ActionExpert, ExpertConfig, ExpertPolicy
 from policies.datasets import DEFAULT_WORKSPACE, synthetic_windows
 from policies.normalize import MinMaxNormalizer
 
-BUNDLED_EXPERT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "expert_pick_cube.pt"
+BUNDLED_EXPERT = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / "expert_multitask.pt"
 
 
 def _time(fn, n: int, warmup: int = 2) -> np.ndarray:
@@ -95,7 +95,7 @@ def bench_inference(quick: bool) -> None:
     cases = [(f"{dims}", ActionExpert(ExpertConfig(unet_dims=dims), norm).eval(), modes)
              for dims, modes in (((32, 64), (False, True)), ((32, 64, 128), (True,)))]
     if BUNDLED_EXPERT.exists():  # what a new user actually rolls out
-        cases.append(("bundled expert_pick_cube.pt", ActionExpert.load(BUNDLED_EXPERT).eval(), (True,)))
+        cases.append(("bundled expert_multitask.pt", ActionExpert.load(BUNDLED_EXPERT).eval(), (True,)))
     for label, model, modes in cases:
         cfg = model.config
         params = sum(p.numel() for p in model.parameters())

@@ -12,7 +12,7 @@
     # waypoints from the keypoint predictor instead of the oracle (policies/keypoints.py)
     python -m bench.rollout_ablation eval --task pick_cube --trials 20 --out runs/kp_pick \
         --variant "spline-ik oracle=spline-ik::oracle" \
-        --variant "spline-ik predicted=spline-ik::predicted:assets/checkpoints/keypoints_pick_cube.pt"
+        --variant "spline-ik predicted=spline-ik::predicted:assets/checkpoints/keypoints_multitask.pt"
 
 A variant is ``LABEL=POLICY:CHECKPOINT:WAYPOINTS[:NOISE_M]``; NOISE_M perturbs the waypoint positions
 at test time (imprecise waypoints). Each variant's run folder (report.json/csv/png + trial episodes) is

@@ -13,7 +13,8 @@ from policies.bundled import (
     bundled_checkpoints,
 )
 
-EXPERT = BUNDLED_DIR / "expert_pick_cube.pt"
+EXPERT = BUNDLED_DIR / "expert_multitask.pt"
+KEYPOINTS = BUNDLED_DIR / "keypoints_multitask.pt"
 
 
 def test_manifest_lists_every_bundled_checkpoint():
@@ -21,26 +22,28 @@ def test_manifest_lists_every_bundled_checkpoint():
     assert listed == {p.name for p in BUNDLED_DIR.glob("*.pt")}
 
 
-@pytest.mark.parametrize("robot", ["sim-xarm6", "xarm6:192.168.1.208"])
-def test_expert_for_pick_cube_on_the_xarm6(robot):
-    assert bundled_checkpoint("expert", "pick_cube", robot) == EXPERT
-    assert bundled_checkpoint("keypoints", "place_in_bin", robot).name == "keypoints_place_in_bin.pt"
+@pytest.mark.parametrize("robot", ["sim-xarm6", "xarm6:192.168.1.208", "sim-franka", "franka:172.16.0.2"])
+@pytest.mark.parametrize("task", ["pick_cube", "place_in_bin", "stack_cubes", "press_button"])
+def test_one_expert_and_one_predictor_for_every_task_on_both_arms(task, robot):
+    assert bundled_checkpoint("expert", task, robot) == EXPERT
+    assert bundled_checkpoint("keypoints", task, robot) == KEYPOINTS
 
 
-@pytest.mark.parametrize("task,robot,family", [("pick_cube", "sim-franka", "franka"),
-                                               ("stack_cubes", "sim-xarm6", "xarm6")])
-def test_no_match_says_what_ships_and_which_flag(task, robot, family):
+def test_no_match_says_what_ships_and_which_flag(tmp_path):
+    (tmp_path / "bundled.json").write_text(json.dumps({"checkpoints": [
+        {"file": "e.pt", "kind": "expert", "task": "pick_cube", "robots": ["xarm6"]}]}))
+    (tmp_path / "e.pt").write_bytes(b"x")
     with pytest.raises(NoBundledCheckpoint) as err:
-        bundled_checkpoint("expert", task, robot)
+        bundled_checkpoint("expert", "stack_cubes", "sim-franka", folder=tmp_path)
     msg = str(err.value)
-    assert f"task '{task}' on {family}" in msg and "expert_pick_cube.pt" in msg and "--checkpoint PATH" in msg
-    assert "\n" not in msg
+    assert "task 'stack_cubes' on franka" in msg and "e.pt (expert, pick_cube on xarm6)" in msg
+    assert "--checkpoint PATH" in msg and "\n" not in msg
 
 
 def test_rollout_cli_without_checkpoint_fails_clearly_when_nothing_fits(tmp_path, capsys):
-    assert main(["rollout", "--task", "stack_cubes", "--robot", "sim-xarm6", "--out", str(tmp_path / "r")]) == 2
+    assert main(["rollout", "--task", "pick_cube", "--robot", "xarm7:10.0.0.1", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("rollout: no bundled expert checkpoint for task 'stack_cubes' on xarm6")
+    assert err.startswith("rollout:") and "\n" not in err
     assert not (tmp_path / "r").exists()          # failed before any device started
 
 
@@ -63,7 +66,7 @@ def test_predicted_waypoints_default_to_the_tasks_keypoint_predictor(capsys):
                      task="place_in_bin", robot="sim-xarm6")
     _bundled_defaults(args)
     assert args.checkpoint is None                          # spline-ik needs no expert
-    assert args.keypoints == str(BUNDLED_DIR / "keypoints_place_in_bin.pt")
+    assert args.keypoints == str(KEYPOINTS)
     assert "no --keypoints, using the bundled" in capsys.readouterr().err
     given = Namespace(policy="expert", checkpoint="mine.pt", waypoints="predicted:kp.pt", keypoints=None,
                       task="pick_cube", robot="sim-franka")

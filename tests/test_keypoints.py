@@ -179,25 +179,37 @@ def test_real_episodes_give_steps_targets_and_a_task_plan(tmp_path):
     assert set(train.episode.tolist()).isdisjoint(test.episode.tolist())
 
 
-@pytest.mark.skipif(not (REPO / "assets/checkpoints/keypoints_pick_cube.pt").is_file(), reason="no bundled checkpoint")
-@pytest.mark.skipif(not PICK.is_dir(), reason="data/pick_cube_50 not present")
-def test_bundled_checkpoint_finds_the_red_cube(tmp_path):
-    pred = KeypointPredictor.load(REPO / "assets/checkpoints/keypoints_pick_cube.pt")
-    ep = _episodes(1)[0]
-    dst = tmp_path / ep.path.name
-    shutil.copy(ep.path, dst)
-    from recorder.episode import EpisodeReader
+def test_bundled_predictor_reads_each_instruction_and_finds_its_objects_in_a_new_scene():
+    """The bundled multi-task predictor on held-out layouts of the simulated xArm6: each task's
+    instruction picks that task's plan, and the contact waypoints (grasp, release, press) land within
+    3 cm of the oracle's."""
+    from robots.sim.lab import SimLab
+    from robots.sim.tasks import TASKS
 
-    ep = EpisodeReader(dst)
-    steps = episode_steps(ep)
-    from policies.keypoints import first_fresh_frame, frame_clouds
-
-    fresh = first_fresh_frame(ep)
-    assert fresh > 0  # this recording starts with frames of the previous scene
-    cloud = frame_clouds(ep, [fresh], pred.config.n_points)[fresh]
-    wps = PredictedSource(pred, "pick_cube").waypoints(cloud)
-    grasp = next(w for w in wps if w.label == "grasp")
-    assert np.linalg.norm(grasp.pose[:3] - steps[1].target) < 0.03
+    pred = KeypointPredictor.load(REPO / "assets/checkpoints/keypoints_multitask.pt")
+    assert pred.config.task_text and set(pred.task_instructions) == set(TASKS)
+    lab = SimLab.start("xarm6", realtime=False, render_hz=5.0)
+    try:
+        cam = lab.camera()
+        cam.start()
+        for i, (name, task) in enumerate(TASKS.items()):
+            lab.reset(name, 1000 + i)
+            lab.advance(0.3)
+            frame = cam.wait_frame(5.0)
+            t0 = frame.stamp
+            while frame.stamp <= t0:  # a frame rendered after the reset
+                lab.advance(0.2)
+                frame = cam.wait_frame(5.0)
+            src = PredictedSource(pred, instruction=task.instruction)
+            assert src.task == name
+            wps = src.waypoints(frame)
+            oracle = [w for w in lab.oracle_waypoints() if w.phase in ("grasp", "place", "press")]
+            got = [w for w in wps if w.label in ("grasp", "place", "press")]
+            assert [w.label for w in got] == [w.phase for w in oracle], name
+            for g, o in zip(got, oracle):
+                assert np.linalg.norm(g.pose[:3] - o.pose[:3]) < 0.03, (name, g.label, g.pose[:3], o.pose[:3])
+    finally:
+        lab.close()
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):

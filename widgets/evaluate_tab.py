@@ -273,6 +273,8 @@ class EvaluateTab(QtWidgets.QWidget):
         self.plot.setLabel("bottom", "trial")
         self.plot.setLabel("left", "cumulative success (%)")
         self.plot.setYRange(0, 100)
+        self.plot.setXRange(0.5, 20.5)  # before the first trial: the default run's trials, not ±400
+        self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.plot.showGrid(x=True, y=True, alpha=0.3)
         self.curve = self.plot.plot([], [], pen=pg.mkPen("#1f77b4", width=2), symbol="o", symbolSize=6,
                                     symbolBrush="#1f77b4")
@@ -293,6 +295,8 @@ class EvaluateTab(QtWidgets.QWidget):
         self.subtask_plot.setBackground("w")
         self.subtask_plot.setLabel("left", "completed / reached (%)")
         self.subtask_plot.setYRange(0, 100)
+        self.subtask_plot.setXRange(-0.6, 0.6)
+        self.subtask_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.subtask_plot.showGrid(y=True, alpha=0.3)
         self.subtask_plot.setTitle("success by subtask (Wilson 95 %)", color="#333", size="9pt")
         self.subtask_bars = pg.BarGraphItem(x=[], height=[], width=0.6, brush="#1f77b4")

@@ -1,6 +1,6 @@
 """`python main.py rollout`: evaluate a policy over N trials and write the report.
 
-    python main.py rollout --checkpoint assets/checkpoints/expert_pick_cube.pt --robot sim-xarm6 \\
+    python main.py rollout --checkpoint assets/checkpoints/expert_multitask.pt --robot sim-xarm6 \\
         --task pick_cube --waypoints oracle --trials 20 --out runs/eval_pick
     python main.py rollout --task pick_cube --out runs/eval_pick    # the same: bundled checkpoint, sim-xarm6
 
