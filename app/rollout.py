@@ -14,6 +14,7 @@ No Qt here: the GUI wraps ``RolloutRunner.run`` in a worker and polls ``snapshot
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -145,6 +146,8 @@ class RolloutRunner:
             raise ValueError("oracle waypoints exist only in the simulated lab; use --waypoints keyframes or none")
         if config.waypoints == "predicted" and session.camera is None:
             raise ValueError("predicted waypoints need a camera (the keypoints are predicted from its cloud)")
+        if self.hardware and config.variation != "none":
+            raise ValueError("scene variations exist only in the simulated lab")
 
     # ------------------------------------------------------------------ control from other threads
     def cancel(self) -> None:
@@ -301,10 +304,20 @@ class RolloutRunner:
 
                     t = get_task(cfg.task)
                     self._keypoints.prepare_texts(colour_instructions(t.instruction, t.objects))
-            self._apply_variation()
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
             self._set(phase="error", message=str(exc).splitlines()[0])
             raise
+        with self._scene_variation():
+            trials, latencies = self._run_trials(policy, out)
+        cancelled = self._cancel.is_set()
+        self._write(out, trials, latencies)
+        s = summarize(trials).get(cfg.task)
+        msg = f"{s.successes}/{s.trials} successes" if s else "no trials"
+        self._set(phase="cancelled" if cancelled else "done", message=msg)
+        return trials
+
+    def _run_trials(self, policy, out: Path) -> tuple[list[TrialRecord], list[float]]:
+        cfg = self.config
         recorder = RecordingService(out / "episodes", robot=str(self.session.robot_uri), camera=self.session.camera)
         trials: list[TrialRecord] = []
         latencies: list[float] = []
@@ -328,25 +341,25 @@ class RolloutRunner:
             trials.append(rec)
             self._set(trials=list(trials), latencies_s=list(latencies))
             self._write(out, trials, latencies)
-        cancelled = self._cancel.is_set()
-        self._write(out, trials, latencies)
-        s = summarize(trials).get(cfg.task)
-        msg = f"{s.successes}/{s.trials} successes" if s else "no trials"
-        self._set(phase="cancelled" if cancelled else "done", message=msg)
-        return trials
+        return trials, latencies
 
-    def _apply_variation(self) -> None:
-        lab = self.session.lab
-        if lab is None:
-            if self.config.variation != "none":
-                raise ValueError("scene variations exist only in the simulated lab")
+    @contextlib.contextmanager
+    def _scene_variation(self):
+        """The run's scene variation on the lab (every reset) and its arm limits (a lowered table lowers
+        the workspace floor) — for this run only: the session outlives it (the app's Collect tab uses
+        the same arm), so both are put back however the run ends."""
+        lab, arm = self.session.lab, self.session.arm
+        if lab is None or self.config.variation == "none":
+            yield
             return
         from robots.sim.variations import limits_for
 
-        lab.variation = self.config.variation
-        if not hasattr(self, "_limits0"):
-            self._limits0 = self.session.arm.limits
-        self.session.arm.limits = limits_for(self._limits0, self.config.variation)
+        limits, variation = arm.limits, lab.variation
+        lab.variation, arm.limits = self.config.variation, limits_for(limits, self.config.variation)
+        try:
+            yield
+        finally:
+            lab.variation, arm.limits = variation, limits
 
     @property
     def homes_between(self) -> bool:

@@ -249,6 +249,39 @@ def test_rollout_spline_ik_baseline_runs_the_oracle_spline_to_its_end(session, t
     assert json.loads((run / "report.json").read_text())["summary"]["pick_cube"]["trials"] == 1
 
 
+def test_scene_variation_holds_for_the_run_only(session, tmp_path):
+    """table-2cm: the trial's scene has the lowered table and the arm a lowered workspace floor; after
+    the run both are back (the app's session and its arm outlive a rollout). A hardware session
+    refuses a variation up front."""
+    from types import SimpleNamespace
+
+    floor = session.arm.limits.workspace.lo[2]
+    seen = {}
+    lab_reset = session.lab.reset
+
+    def reset(task, seed, variation=None):
+        info = lab_reset(task, seed, variation)
+        seen.update(table=float(session.lab.object_poses()["table"][2]), floor=session.arm.limits.workspace.lo[2])
+        return info
+
+    session.lab.reset = reset
+    try:
+        cfg = RolloutConfig(task="press_button", policy="spline-ik", trials=1, max_seconds=1, variation="table-2cm",
+                            out_dir=str(tmp_path / "var"))
+        RolloutRunner(session, cfg).run()
+    finally:
+        del session.lab.reset
+    assert seen == {"table": pytest.approx(-0.02), "floor": pytest.approx(floor - 0.02)}
+    assert session.arm.limits.workspace.lo[2] == floor and session.lab.variation == "none"
+    session.lab.reset("press_button", 1000)
+    assert float(session.lab.object_poses()["table"][2]) == 0.0
+    hw = SimpleNamespace(lab=None, camera=None, arm=session.arm)
+    with pytest.raises(ValueError, match="only in the simulated lab"):
+        RolloutRunner(hw, RolloutConfig(policy="spline-ik", waypoints="keyframes", demo="d.h5", variation="colour"))
+    with pytest.raises(ValueError, match="unknown scene variation"):
+        RolloutConfig(policy="spline-ik", variation="tilted")
+
+
 def test_rollout_nan_mid_trial_stops_with_reason_and_the_arm_holds(session, ckpt_inside, tmp_path):
     """The network turns NaN after a few chunks of real motion: the trial stops with "nan" and the arm
     does not move on after the stop."""

@@ -45,7 +45,7 @@ class Placement:
 
 
 # Footprint radii for non-overlapping layouts, metres.
-_RADIUS = {"bin": 0.105, "button": 0.05, **{c: 0.035 for c in CUBES}}
+FOOTPRINT_RADIUS = {"bin": 0.105, "button": 0.05, **{c: 0.035 for c in CUBES}}
 # Reach: both arms grasp a cube top-down within ~0.55 m of the base axis (xArm6 is the tighter one).
 _REGION_X = (0.30, 0.56)
 _REGION_Y = (-0.28, 0.28)
@@ -64,7 +64,8 @@ def sample_layout(seed: int, order: tuple[str, ...] = ("bin", "button", *CUBES))
             r = math.hypot(x, y)
             if not _MIN_RADIUS <= r <= _MAX_RADIUS[name]:
                 continue
-            if all(math.hypot(x - p.x, y - p.y) >= _RADIUS[name] + _RADIUS[o] + 0.015 for o, p in placed.items()):
+            gap = lambda o: FOOTPRINT_RADIUS[name] + FOOTPRINT_RADIUS[o] + 0.015  # noqa: E731
+            if all(math.hypot(x - p.x, y - p.y) >= gap(o) for o, p in placed.items()):
                 yaw = rng.uniform(-math.pi / 4, math.pi / 4) if name.startswith("cube") else 0.0
                 placed[name] = Placement(x, y, yaw)
                 break

@@ -5,8 +5,8 @@ same seed, so "seed 1003 with distractors" is the held-out layout 1003 plus a ch
 
 * ``distractors`` — the cubes that are not part of the task move next to the task's first object
   (7.5–9.5 cm centre to centre), where a policy that locks onto "a cube near the waypoint" is misled;
-* ``colour`` — the task's cubes get colours the demos never had (orange, purple, pink, teal,
-  white) and the instruction names the new colour ("pick up the orange cube");
+* ``colour`` — the task's cubes (every cube for a task without one) get colours the demos never had
+  (orange, purple, pink, teal, white) and the instruction names the new colour ("pick up the orange cube");
 * ``table+2cm`` / ``table-2cm`` — the table top and everything on it 2 cm higher / lower relative to
   the arm base (the robot base stays put, as when a lab's table is swapped).
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from robots.sim.tasks import Placement, _RADIUS
+from robots.sim.tasks import FOOTPRINT_RADIUS, Placement
 
 VARIATIONS = ("none", "distractors", "colour", "table+2cm", "table-2cm")
 UNSEEN_COLOURS = {"orange": (0.95, 0.45, 0.05), "purple": (0.50, 0.20, 0.70), "pink": (0.95, 0.45, 0.70),
@@ -58,7 +58,7 @@ def make_variation(name: str | None, seed: int, layout: dict[str, Placement], ta
     if name.startswith("table"):
         return Variation(name, table_dz=table_dz(name))
     if name == "colour":
-        task_cubes = [c for c in task_objects if c in cubes] or [c for c in cubes if c != "cube_blue"]
+        task_cubes = [c for c in task_objects if c in cubes] or list(cubes)  # no cube in the task: all of them
         picks = rng.choice(list(UNSEEN_COLOURS), size=len(task_cubes), replace=False)
         return Variation(name, colours={c: (str(k), UNSEEN_COLOURS[str(k)]) for c, k in zip(task_cubes, picks)})
     # distractors: every cube not in the task, on a ring around the task's first object
@@ -70,7 +70,7 @@ def make_variation(name: str | None, seed: int, layout: dict[str, Placement], ta
             x, y = anchor.x + r * math.cos(a), anchor.y + r * math.sin(a)
             if math.hypot(x, y) > 0.56 or not 0.25 <= x:  # stay on the table, in front of the base
                 continue
-            clear = all(math.hypot(x - p.x, y - p.y) >= _RADIUS[cube] + _RADIUS[o] + 0.005
+            clear = all(math.hypot(x - p.x, y - p.y) >= FOOTPRINT_RADIUS[cube] + FOOTPRINT_RADIUS[o] + 0.005
                         for o, p in out.items() if o != cube)
             if clear:
                 out[cube] = replace(layout[cube], x=x, y=y)
