@@ -4,8 +4,8 @@ Installed by every process that hosts a franky-sim server (robots/sim/process.py
 
 * **A stopped gripper command gets its answer.** libfranka answers a Move/Grasp that a Stop
   preempts (status kAborted), so the client's blocking ``Gripper.move``/``grasp`` returns. franky-sim
-  0.x drops the pending command without a word: the client blocks for good, and our FrankaGripper's
-  worker with it — every later command queued behind it was never executed (a close sent while the
+  1.0.4 (pinned in pyproject.toml; recheck on an upgrade) drops the pending command without a word:
+  the client blocks for good, and our FrankaGripper's worker with it — every later command queued behind it was never executed (a close sent while the
   reset's open was still moving left the fingers half open: sim-franka press_button 0/5 demos).
 """
 from __future__ import annotations
