@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from policies.action_expert import coarse_keypoint_terms
 from policies.datasets import DEFAULT_WORKSPACE
-from policies.geometry import crop, depth_to_points, farthest_point_sample, voxel_downsample
+from policies.geometry import crop_above_table, depth_to_points, farthest_point_sample, voxel_downsample
 from policies.waypoints import Waypoint
 
 INITIAL_STATE = "the robot is currently at the initial state"  # CLAP's ℓ̂ before the first step
@@ -79,7 +79,7 @@ class Step:
     primitive: str
     instruction: str
     plan: str  # plan_instruction of the same primitive
-    target: np.ndarray  # (3,) EE position at frame end-1
+    target: np.ndarray  # (3,) commanded EE position at frame end-1 (measured without actions)
     gripper: float  # 1 open / 0 closed at frame end-1
     yaw: float  # tool yaw about base z at frame end-1 (rad)
 
@@ -135,11 +135,17 @@ def _segments(episode: Any) -> list[dict]:
 
 
 def episode_steps(episode: Any) -> list[Step]:
-    """The episode's steps in order (``wait`` skipped)."""
+    """The episode's steps in order (``wait`` skipped); each step's target is the commanded pose at
+    its last frame (the measured one for episodes recorded without actions)."""
     from recorder.keyframes import normalise_gripper
     from recorder.segments import holding_status
 
-    pose = np.asarray(episode.ee_pose, dtype=np.float64)
+    # A step's target is where the arm was *commanded* to be at its end (the recorded action), as the
+    # expert's guidance is (DemoKeyframeSource): the measured pose stops short wherever the arm
+    # meets resistance — the FR3's impedance halts ~2 mm above a commanded press, and a predictor that
+    # learnt the reached height commanded a press too shallow to register.
+    action = getattr(episode, "action", None)
+    pose = np.asarray(action if action is not None else episode.ee_pose, dtype=np.float64)[:, :7]
     grip_raw = np.asarray(episode.gripper, dtype=np.float64)
     gn = normalise_gripper(grip_raw)
     grip = (grip_raw > 0.5) if gn is None else (gn > 0.5)
@@ -162,11 +168,11 @@ def episode_steps(episode: Any) -> list[Step]:
 
 def colour_cloud(depth: np.ndarray, rgb: np.ndarray, depth_scale: float, K: np.ndarray, T_base_camera: np.ndarray,
                  lo, hi, n: int = 1024, stride: int = 2, voxel: float = 0.005, seed: int = 0) -> np.ndarray:
-    """policies.geometry.cloud_from_depth's pipeline (back-project → crop → voxel → FPS) with the colour
+    """policies.geometry.cloud_from_depth's pipeline (back-project → crop above the table → voxel → FPS) with the colour
     riding along: (n, 6) xyz + rgb in [0, 1]. Colour is what tells the red cube from the green one; the
     sim scenes hold several cubes of the same shape."""
     pts = depth_to_points(depth, depth_scale, K, T_base_camera, rgb=rgb, stride=stride)
-    pts = voxel_downsample(crop(pts, lo, hi), voxel)
+    pts = voxel_downsample(crop_above_table(pts, lo, hi)[0], voxel)
     return farthest_point_sample(pts, n, seed=seed).astype(np.float32)
 
 
@@ -181,7 +187,7 @@ def frame_clouds(episode: Any, frames: Sequence[int], n_points: int = 1024, work
                             "keypoints need depth")
     K = np.asarray(cam.K, dtype=np.float64)
     T = np.asarray(cam.T_base_camera, dtype=np.float64)
-    params = {"n": n_points, "rgb": True, "lo": list(map(float, workspace[0])), "hi": list(map(float, workspace[1])),
+    params = {"n": n_points, "rgb": True, "table": True, "lo": list(map(float, workspace[0])), "hi": list(map(float, workspace[1])),
               "frames": int(episode.n_frames), "K": K.round(6).tolist(), "T": T.round(6).tolist()}
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     path = getattr(episode, "path", None)

@@ -150,3 +150,25 @@ def test_cloud_pipeline_gives_fixed_size_cropped_cloud():
     cloud = g.cloud_from_depth(depth, scale, k, _camera_looking_down(), (0, -1, 0.15), (1, 1, 0.6), n=256)
     assert cloud.shape == (256, 3) and cloud.dtype == np.float32
     assert cloud[:, 2].min() >= 0.15
+
+
+@pytest.mark.parametrize("table_z", [-0.02, 0.0, 0.02])
+def test_cloud_floor_follows_the_table_top(table_z):
+    """The crop's floor is measured from the table top it finds: a table 2 cm above or below the demos'
+    neither floods the cloud nor hides a 4 cm cube standing on it."""
+    scale = 0.001
+    depth = np.full((120, 160), round((1.0 - table_z) / scale), dtype=np.uint16)
+    depth[50:70, 70:90] = round((1.0 - table_z - 0.04) / scale)  # the cube's top face
+    k = np.array([[150.0, 0, 80], [0, 150.0, 60], [0, 0, 1]])
+    pts = g.depth_to_points(depth, scale, k, _camera_looking_down())
+    assert g.table_height(pts, (0, -1, 0.02), (1, 1, 0.6)) == pytest.approx(table_z, abs=0.002)
+    cloud = g.cloud_from_depth(depth, scale, k, _camera_looking_down(), (0, -1, 0.02), (1, 1, 0.6), n=128)
+    # Only the cube's top remains, whatever the table's height.
+    np.testing.assert_allclose(cloud[:, 2], table_z + 0.04, atol=0.002)
+
+
+def test_no_table_in_view_keeps_the_fixed_floor():
+    pts = np.random.default_rng(0).uniform([0, -1, -0.08], [1, 1, 0.6], (5000, 3))
+    assert g.table_height(pts, (0, -1, 0.02), (1, 1, 0.6)) is None  # no dominant surface
+    kept, h = g.crop_above_table(pts, (0, -1, 0.02), (1, 1, 0.6))
+    assert h == 0.0 and kept[:, 2].min() >= 0.02

@@ -147,6 +147,28 @@ def _episodes(n: int):
     return out
 
 
+def test_step_targets_are_the_commanded_pose_not_the_reached_one():
+    """A press the arm could not follow all the way (the FR3's impedance stops short of the command):
+    the step's target is where it was told to go, so executing the prediction presses as deep as the
+    demo did. Without recorded actions the measured pose is all there is."""
+    from types import SimpleNamespace
+
+    n = 30
+    reached = np.tile([0.5, 0.0, 0.10, 1.0, 0.0, 0.0, 0.0], (n, 1))
+    reached[10:20, 2] = 0.038  # stopped 2 mm above the command
+    commanded = reached.copy()
+    commanded[10:20, 2] = 0.036
+    action = np.concatenate([commanded, np.zeros((n, 1))], axis=1)
+    segs = [{"start": 0, "end": 10, "primitive": "move", "instruction": ""},
+            {"start": 10, "end": 20, "primitive": "press", "instruction": ""},
+            {"start": 20, "end": 30, "primitive": "move", "instruction": ""}]
+    ep = SimpleNamespace(path=None, annotations={"auto": segs}, ee_pose=reached, gripper=np.zeros(n), action=action)
+    press = episode_steps(ep)[1]
+    assert press.primitive == "press" and press.target[2] == pytest.approx(0.036)
+    ep.action = None
+    assert episode_steps(ep)[1].target[2] == pytest.approx(0.038)
+
+
 @pytest.mark.skipif(not PICK.is_dir(), reason="data/pick_cube_50 not present")
 def test_real_episodes_give_steps_targets_and_a_task_plan(tmp_path):
     eps = _episodes(3)
