@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from policies.action_expert import coarse_keypoint_terms
+from policies.colour_swap import ColourSwap
 from policies.datasets import DEFAULT_WORKSPACE
 from policies.geometry import crop_above_table, depth_to_points, farthest_point_sample, voxel_downsample
 from policies.waypoints import Waypoint
@@ -415,6 +416,9 @@ class KeypointTrainConfig:
     shift: float = 0.03  # m, random xy shift of a whole sample (cloud and target)
     rotate: float = 0.15  # rad, random rotation about the vertical through the workspace centre
     jitter: float = 0.002  # m per point
+    # Probability per sample of swapping the demo cubes' colours in its cloud and texts alike
+    # (policies/colour_swap.py): without it the predictor keys on red and ignores the colour word.
+    colour_swap: float = 0.0
     log_every: int = 50
 
 
@@ -445,6 +449,7 @@ class TextTable:
 
         self.texts = list(texts)
         enc = encoder or TextEncoder()
+        self.encode = enc.encode  # for texts made up later (colour swaps)
         self.features = torch.as_tensor(enc.encode(self.texts), dtype=torch.float32)
 
     def pair(self, text_ids, prev_ids, task_ids=None) -> torch.Tensor:
@@ -483,15 +488,21 @@ def train_keypoints(data: KeypointData, mcfg: KeypointConfig, tcfg: KeypointTrai
     grip = torch.as_tensor(data.gripper)
     yaw = torch.as_tensor(data.yaw)
     feats = sample_text_features(text, data, mcfg)
+    text_ids = [torch.as_tensor(data.text), torch.as_tensor(data.prev)]
+    if mcfg.task_text:
+        text_ids.append(torch.as_tensor(data.task))
+    swap = ColourSwap(data.texts, text.encode, tcfg.colour_swap) if tcfg.colour_swap > 0 else None
     losses: list[float] = []
     t0 = time.monotonic()
     model.train()
     for step in range(1, tcfg.steps + 1):
         idx = torch.randint(0, len(data), (min(tcfg.batch_size, len(data)),), generator=gen)
-        c, t, y = clouds[idx], target[idx], yaw[idx]
+        c, t, y, f = clouds[idx], target[idx], yaw[idx], feats[idx]
+        if swap is not None and swap.active:
+            c, f, _ = swap(c, f, [ids[idx] for ids in text_ids], gen)
         if tcfg.augment:
             c, t, y = _augment(c, t, y, tcfg, model.center, gen)
-        out = model(c, feats[idx])
+        out = model(c, f)
         loss, parts = keypoint_loss(out, c, t, grip[idx], y, mcfg)
         opt.zero_grad()
         loss.backward()

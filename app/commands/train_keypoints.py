@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=64, help="network width (fresh runs)")
     p.add_argument("--task-text", action="store_true",
                    help="condition on the task instruction even with one task (on by default with several)")
+    p.add_argument("--colour-swap", type=float, default=0.5, metavar="P",
+                   help="per sample, swap the cubes' colours in its cloud and its texts alike with probability P "
+                        "(teaches the colour words; inert when no text names red, green or blue; default %(default)s)")
     p.add_argument("--progress", choices=("json", "text", "none"), default="text")
 
 
@@ -84,7 +87,10 @@ def run(args) -> int:
         text = TextTable(data.texts)
         # More than one task: condition on the task instruction (one predictor for all of them).
         mcfg = KeypointConfig(width=args.width, task_text=len(data.plans) > 1 or args.task_text)
-        tcfg = KeypointTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+        if not 0 <= args.colour_swap <= 1:
+            raise ValueError("--colour-swap is a probability in [0, 1]")
+        tcfg = KeypointTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                   colour_swap=args.colour_swap)
         if emit_json:
             print(json.dumps({"event": "start", "samples": len(data), "episodes": len(data.episode_names)}), flush=True)
         res = train_keypoints(train, mcfg, tcfg, text, progress=progress)
