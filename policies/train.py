@@ -24,6 +24,7 @@ import torch.distributed as dist
 from diffusers.optimization import get_scheduler
 
 from policies.action_expert import ActionExpert, ExpertConfig
+from policies.cloud_augment import add_distractor_copies
 from policies.datasets import Windows
 from policies.normalize import MinMaxNormalizer
 
@@ -45,6 +46,10 @@ class TrainConfig:
     # against a diffusion loss of ~0.1: at weight 1 it dominates the clipped gradient norm.
     keypoint_weight: float = 0.1
     grad_clip: float = 1.0
+    # Probability per sample of pasting a copy of the next contact's object a few cm away in the
+    # cloud (policies/cloud_augment.py): teaches the keypoint head to follow the guidance to the
+    # right one of two alike objects. 0 = off.
+    distractor_copies: float = 0.0
     seed: int = 0
     log_every: int = 10
     ckpt_every: int = 500
@@ -57,6 +62,8 @@ class TrainConfig:
             raise ValueError("steps and batch_size must be positive")
         if self.goal_noise < 0 or self.keypoint_weight < 0:
             raise ValueError("goal_noise and keypoint_weight must be >= 0")
+        if not 0 <= self.distractor_copies <= 1:
+            raise ValueError("distractor_copies is a probability in [0, 1]")
 
 
 @dataclass
@@ -232,6 +239,7 @@ def train(cfg: TrainConfig, windows: Windows, model_cfg: ExpertConfig | None = N
     cancelled = False
     batches: list[torch.Tensor] = []
     epoch_loaded = -1
+    aug_gen = torch.Generator().manual_seed(cfg.seed + start_step)
     with _StopFlag() as stop:
         while step < cfg.steps:
             epoch, pos = divmod(step, spe)
@@ -239,6 +247,9 @@ def train(cfg: TrainConfig, windows: Windows, model_cfg: ExpertConfig | None = N
                 batches = _rank_batches(n, cfg.batch_size, epoch, cfg.seed, rank, world)
                 epoch_loaded = epoch
             batch = windows.batch(batches[pos % len(batches)], device, with_cloud=use_cloud)
+            if cfg.distractor_copies > 0 and "cloud" in batch and "target" in batch:
+                batch["cloud"] = add_distractor_copies(batch["cloud"].cpu(), batch["target"].cpu(),
+                                                       cfg.distractor_copies, aug_gen).to(device)
             loss = net(batch, cfg.goal_noise, cfg.keypoint_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()

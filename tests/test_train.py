@@ -320,8 +320,11 @@ def test_expert_with_keypoint_head_trains_and_reports_its_keypoint(tmp_path):
     assert w.target.shape == (24, 3)
     np.testing.assert_allclose(w.target[0].numpy(), ep.action[6, :3], atol=1e-6)
     assert torch.isnan(w.target[7:12]).all() and torch.equal(w.target[:12].nan_to_num(), w.target[12:].nan_to_num())
-    res = train(_cfg(out_dir=str(tmp_path / "k"), stage="finetune", steps=5), w, cfg, progress="none")
+    res = train(_cfg(out_dir=str(tmp_path / "k"), stage="finetune", steps=5, distractor_copies=0.5), w, cfg,
+                progress="none")
     assert np.isfinite(res.losses).all()
+    with pytest.raises(ValueError, match="probability"):
+        _cfg(distractor_copies=1.5)
     model = ActionExpert.load(res.checkpoint).eval()
     b = w.batch(torch.arange(3))
     # With the aux term the loss is larger than the diffusion loss alone (the head is untrained).

@@ -70,6 +70,10 @@ def register(subparsers) -> None:
                         "`rollout --waypoints oracle-sparse` (default %(default)s)")
     e.add_argument("--keypoint-weight", type=float, default=0.1,
                    help="weight of the keypoint head's auxiliary loss (default %(default)s)")
+    e.add_argument("--distractor-copies", type=float, default=0.0, metavar="P",
+                   help="finetune: with probability P per sample, paste a copy of the next contact's object "
+                        "7-12 cm away in the cloud, so the expert learns to pick the one the guidance leads to "
+                        "(default 0 = off)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     e.add_argument("--log-every", type=int, default=10)
@@ -136,6 +140,7 @@ def run_expert(args) -> int:
         workspace = (args.crop[:3], args.crop[3:]) if args.crop else DEFAULT_WORKSPACE
         cfg = TrainConfig(stage=args.stage, out_dir=args.out, steps=args.steps, batch_size=args.batch_size,
                           lr=args.lr, goal_noise=args.goal_noise, keypoint_weight=args.keypoint_weight,
+                          distractor_copies=args.distractor_copies,
                           seed=args.seed, device=args.device,
                           log_every=args.log_every, ckpt_every=args.ckpt_every)
         n_syn = args.synthetic if args.synthetic is not None else (500 if args.stage == "pretrain" else 0)
