@@ -220,6 +220,9 @@ def test_guidance_probe_compares_exact_and_displaced_guidance(tmp_path):
     n = len(out["exact"])
     assert n > 0 and len(out["displaced"]) == len(out["shift"]) == n  # the same approach frames both ways
     assert np.isfinite(out["exact"]).all() and (out["shift"] > 0).any()
+    # Contact frames: the chunk (8 actions) that ends where the gripper closes (frame 12 of 24).
+    grasp = probe(model, [ArrayEpisode(tmp_path / "ep1.h5", n=24)], sigma=0.03, frames="grasp")
+    assert len(grasp["exact"]) == 1 and np.isfinite(grasp["exact"]).all()
 
 
 def test_cloud_focus_sees_only_points_near_the_guidance_target(tmp_path):
