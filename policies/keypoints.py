@@ -415,6 +415,9 @@ class KeypointTrainConfig:
     augment: bool = True
     shift: float = 0.03  # m, random xy shift of a whole sample (cloud and target)
     rotate: float = 0.15  # rad, random rotation about the vertical through the workspace centre
+    # m, random vertical shift of a whole sample: every demo had the table at z = 0, and a predictor
+    # trained so placed the bin's release 2.5 cm (median) off on a table raised by 2 cm.
+    lift: float = 0.03
     jitter: float = 0.002  # m per point
     # Probability per sample of swapping the demo cubes' colours in its cloud and texts alike
     # (policies/colour_swap.py): without it the predictor keys on red and ignores the colour word.
@@ -431,6 +434,7 @@ def _augment(cloud: torch.Tensor, target: torch.Tensor, yaw: torch.Tensor, cfg: 
     R[:, 0, 0], R[:, 0, 1], R[:, 1, 0], R[:, 1, 1], R[:, 2, 2] = c, -s, s, c, 1.0
     shift = torch.zeros(b, 1, 3)
     shift[:, 0, :2] = (torch.rand(b, 2, generator=gen) * 2 - 1) * cfg.shift
+    shift[:, 0, 2] = (torch.rand(b, generator=gen) * 2 - 1) * cfg.lift
     piv = torch.tensor([center[0], center[1], 0.0])
     xyz = (cloud[..., :3] - piv) @ R.transpose(1, 2) + piv + shift
     xyz = xyz + torch.randn(xyz.shape, generator=gen) * cfg.jitter

@@ -363,3 +363,17 @@ def test_sentence_model_places_paraphrases_with_their_task():
         assert float(sims[i].max()) >= MIN_TASK_SIMILARITY
     other = torch.as_tensor(enc.encode(["open the door"]))
     assert float(torch.nn.functional.cosine_similarity(other, ref).max()) < MIN_TASK_SIMILARITY
+
+
+def test_augmentation_moves_cloud_and_target_together_also_vertically():
+    from policies.keypoints import _augment
+
+    gen = torch.Generator().manual_seed(0)
+    cloud = torch.rand(8, 64, 6)
+    target = torch.rand(8, 3)
+    cfg = KeypointTrainConfig(shift=0.0, rotate=0.0, jitter=0.0, lift=0.03)
+    c, t, _ = _augment(cloud, target, torch.zeros(8), cfg, torch.tensor([0.5, 0.0, 0.2]), gen)
+    dz = t[:, 2] - target[:, 2]
+    assert dz.abs().max() <= 0.03 and dz.abs().max() > 0.005  # a table a few cm higher or lower
+    torch.testing.assert_close(c[..., 2] - cloud[..., 2], dz[:, None].expand(8, 64))
+    torch.testing.assert_close(c[..., :2], cloud[..., :2])
