@@ -205,6 +205,7 @@ def test_bundled_predictor_reads_each_instruction_and_finds_its_objects_in_a_new
     """The bundled multi-task predictor on held-out layouts of the simulated xArm6: each task's
     instruction picks that task's plan, and the contact waypoints (grasp, release, press) land within
     3 cm of the oracle's."""
+    from bench.waypoint_predictor import reset_and_look
     from robots.sim.lab import SimLab
     from robots.sim.tasks import TASKS
 
@@ -215,13 +216,7 @@ def test_bundled_predictor_reads_each_instruction_and_finds_its_objects_in_a_new
         cam = lab.camera()
         cam.start()
         for i, (name, task) in enumerate(TASKS.items()):
-            lab.reset(name, 1000 + i)
-            lab.advance(0.3)
-            frame = cam.wait_frame(5.0)
-            t0 = frame.stamp
-            while frame.stamp <= t0:  # a frame rendered after the reset
-                lab.advance(0.2)
-                frame = cam.wait_frame(5.0)
+            frame = reset_and_look(lab, cam, name, 1000 + i)  # a frame rendered after the reset
             src = PredictedSource(pred, instruction=task.instruction)
             assert src.task == name
             wps = src.waypoints(frame)
