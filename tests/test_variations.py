@@ -94,3 +94,17 @@ def test_scripted_expert_solves_the_tasks_under_every_variation():
         assert not failed, failed
     finally:
         lab.close()
+
+
+def test_predicted_press_follows_a_raised_table(capsys):
+    """bench.waypoint_predictor end to end: on a table 2 cm higher than every demo's, the bundled
+    predictor still puts the press on the button (the cloud's floor follows the table top)."""
+    from bench.waypoint_predictor import main
+
+    from pathlib import Path
+
+    ckpt = Path(__file__).resolve().parents[1] / "assets/checkpoints/keypoints_multitask.pt"
+    assert main(["--keypoints", str(ckpt), "--seeds", "1",
+                 "--tasks", "press_button", "--variations", "table+2cm"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if "| table+2cm |" in line]
+    assert len(row) == 1 and row[0].rstrip(" |").endswith("1/1"), row
