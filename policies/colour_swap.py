@@ -18,6 +18,7 @@ the predictor never saw.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from typing import Callable, Sequence
@@ -25,11 +26,65 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+# --------------------------------------------------------------------------------------------
+# Colour names → colours, and the per-point cue the predictor gets from them
+# --------------------------------------------------------------------------------------------
+
+MAX_CUES = 2  # colours named in one instruction that get a cue channel ("the red cube on the green cube")
+CUE_SIGMA = 0.2  # chromaticity distance at which a point's cue falls to exp(-1/2)
+CUE_MIN_BRIGHTNESS = 0.1  # darker points have no reliable hue: their cue fades to 0
+
+
+@functools.lru_cache(maxsize=1)
+def _colour_table() -> dict[str, tuple[float, float, float]]:
+    # matplotlib's XKCD_COLORS: the 949 colour names of the xkcd colour survey, the names people
+    # actually use ("teal", "pink", "orange"), single words only.
+    from matplotlib.colors import XKCD_COLORS, to_rgb
+
+    return {k.removeprefix("xkcd:"): to_rgb(v) for k, v in XKCD_COLORS.items() if " " not in k}
+
+
+def named_colours(text: str, k: int = MAX_CUES) -> np.ndarray:
+    """(k, 3) rgb of the colours ``text`` names, in order of mention, NaN rows where fewer. This is
+    how the predictor grounds a colour word it never trained on: a table lookup, as a vision-language
+    model would know the colour, instead of a meaning learnt from the demos' three cube colours."""
+    table = _colour_table()
+    out = np.full((k, 3), np.nan, np.float32)
+    seen: list[str] = []
+    for w in re.findall(r"[a-z]+", str(text).lower()):
+        if w in table and w not in seen:
+            seen.append(w)
+    for i, w in enumerate(seen[:k]):
+        out[i] = table[w]
+    return out
+
+
+def _chroma(rgb: torch.Tensor) -> torch.Tensor:
+    return rgb / rgb.max(dim=-1, keepdim=True).values.clamp_min(1e-3)
+
+
+def colour_cues(rgb: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+    """rgb (B, N, 3) in [0, 1], refs (B, K, 3) named colours (NaN rows: none) → (B, N, K) in [0, 1]:
+    how much each point looks like each named colour. Chromaticity (rgb over its largest channel)
+    is compared so a cube's shaded faces match as well as its lit ones."""
+    have = torch.isfinite(refs).all(dim=-1)  # (B, K)
+    ref = _chroma(torch.nan_to_num(refs, nan=0.0))
+    d = (_chroma(rgb)[:, :, None, :] - ref[:, None, :, :]).norm(dim=-1)  # (B, N, K)
+    cue = torch.exp(-0.5 * (d / CUE_SIGMA) ** 2)
+    bright = (rgb.max(dim=-1).values / CUE_MIN_BRIGHTNESS).clamp(0, 1)[..., None]
+    return cue * bright * have[:, None, :]
+
+
+# --------------------------------------------------------------------------------------------
+# Swaps
+# --------------------------------------------------------------------------------------------
+
 # The demo cubes' colours (robots/sim/world.py CUBE_COLOURS): the ones found and replaced.
 SOURCE_COLOURS = {"red": (0.85, 0.12, 0.10), "green": (0.15, 0.70, 0.20), "blue": (0.12, 0.30, 0.85)}
-# What they may become (the sources included: a permutation among them is the hardest case).
-SWAP_COLOURS = {**SOURCE_COLOURS, "lime": (0.60, 0.90, 0.10), "navy": (0.10, 0.12, 0.50),
-                "magenta": (0.85, 0.10, 0.80), "brown": (0.45, 0.25, 0.10), "black": (0.08, 0.08, 0.08)}
+# What they may become (the sources included: a permutation among them is the hardest case); the
+# others are painted in their xkcd colour (``named_colours``).
+SWAP_NAMES = ("lime", "navy", "magenta", "brown", "maroon")
+SWAP_COLOURS = {**SOURCE_COLOURS, **{n: tuple(float(v) for v in named_colours(n, 1)[0]) for n in SWAP_NAMES}}
 MATCH_DISTANCE = 0.2  # chromaticity distance of a point to its cube's reference colour (orange is 0.34 from red)
 MIN_SATURATION = 0.4
 
@@ -65,7 +120,7 @@ class ColourSwap:
     ``texts`` are the data set's texts (``KeypointData.texts``); ``encode`` maps a list of strings to
     (n, D) features (policies.text.TextEncoder.encode). The features of every renamed text are
     computed here once (at most 8·7 per text: two colour words in "stack the red cube on the green
-    cube")."""
+    cube"); so are the named colours of every renamed text (``refs``)."""
 
     def __init__(self, texts: Sequence[str], encode: Callable[[list[str]], np.ndarray], prob: float = 0.5):
         self.prob = float(prob)
@@ -80,6 +135,7 @@ class ColourSwap:
         feats = np.asarray(encode([variants[k] for k in keys]), dtype=np.float32) if keys else np.zeros((0, 0))
         self._features = {k: torch.as_tensor(f) for k, f in zip(keys, feats)}
         self._renamed = variants
+        self._refs = {k: torch.as_tensor(named_colours(t)) for k, t in variants.items()}
         self._swap_rgb = {n: torch.as_tensor(c, dtype=torch.float32) for n, c in SWAP_COLOURS.items()}
 
     @property
@@ -88,6 +144,11 @@ class ColourSwap:
 
     def renamed(self, text_id: int, mapping: dict[str, str]) -> str:
         return self._renamed.get((text_id, tuple(mapping[w] for w in self.words[text_id])), self.texts[text_id])
+
+    def refs(self, text_id: int, mapping: dict[str, str]) -> torch.Tensor:
+        """(MAX_CUES, 3) the colours the renamed text ``text_id`` names."""
+        key = (text_id, tuple(mapping[w] for w in self.words[text_id]))
+        return self._refs[key] if key in self._refs else torch.as_tensor(named_colours(self.texts[text_id]))
 
     def __call__(self, cloud: torch.Tensor, features: torch.Tensor, text_ids: Sequence[torch.Tensor],
                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[dict[str, str] | None]]:

@@ -42,7 +42,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from policies.action_expert import coarse_keypoint_terms
-from policies.colour_swap import ColourSwap
+from policies.colour_swap import MAX_CUES, ColourSwap, colour_cues, named_colours
 from policies.datasets import DEFAULT_WORKSPACE
 from policies.geometry import crop_above_table, depth_to_points, farthest_point_sample, voxel_downsample
 from policies.waypoints import Waypoint
@@ -336,6 +336,14 @@ class KeypointConfig:
     # task-agnostic templates, "transport" into a bin and onto a cube read the same). False in
     # checkpoints written before it existed (from_dict keeps the default of the loaded config).
     task_text: bool = False
+    # Two extra per-point inputs: how much the point looks like the first and the second colour the
+    # task instruction names (policies/colour_swap.py ``colour_cues``, names looked up in the xkcd
+    # colour table). Needs ``task_text``. False in older checkpoints.
+    colour_cues: bool = False
+
+    def __post_init__(self) -> None:
+        if self.colour_cues and not self.task_text:
+            raise ValueError("colour_cues read the task instruction: they need task_text")
 
     @classmethod
     def from_dict(cls, d: dict) -> "KeypointConfig":
@@ -356,7 +364,7 @@ class KeypointNet(nn.Module):
         lo, hi = np.asarray(cfg.workspace[0], np.float32), np.asarray(cfg.workspace[1], np.float32)
         self.register_buffer("center", torch.as_tensor((lo + hi) / 2))
         self.register_buffer("half_extent", torch.as_tensor((hi - lo) / 2))
-        self.local = nn.Sequential(nn.Linear(6, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
+        self.local = nn.Sequential(nn.Linear(6 + (MAX_CUES if cfg.colour_cues else 0), w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
         self.glob = nn.Sequential(nn.GELU(), nn.Linear(w, 2 * w), nn.GELU(), nn.Linear(2 * w, 2 * w))
         n_texts = 3 if cfg.task_text else 2
         self.text = nn.Sequential(nn.Linear(n_texts * cfg.text_dim, 2 * w), nn.GELU(), nn.Linear(2 * w, 4 * w))
@@ -364,12 +372,19 @@ class KeypointNet(nn.Module):
         self.point_head = nn.Sequential(nn.Linear(2 * w, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, 4))
         self.state_head = nn.Sequential(nn.Linear(2 * w + 2 * w, w), nn.GELU(), nn.Linear(w, 3))
 
-    def forward(self, cloud: torch.Tensor, text: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, cloud: torch.Tensor, text: torch.Tensor, colours: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """cloud (B,N,6) xyz (base frame, m) + rgb [0, 1]; text (B, 2·text_dim) = [instruction, previous]
-        (B, 3·text_dim with ``task_text``: [instruction, previous, task instruction])."""
+        (B, 3·text_dim with ``task_text``: [instruction, previous, task instruction]); ``colours``
+        (B, MAX_CUES, 3) the colours the task instruction names (``colour_cues`` models; NaN rows or
+        None: none named)."""
         rgb = cloud[..., 3:6]
         cloud = cloud[..., :3]
-        x = torch.cat([(cloud - self.center) / self.half_extent, 2 * rgb - 1], dim=-1)
+        parts = [(cloud - self.center) / self.half_extent, 2 * rgb - 1]
+        if self.cfg.colour_cues:
+            if colours is None:
+                colours = torch.full((cloud.shape[0], MAX_CUES, 3), float("nan"), dtype=cloud.dtype)
+            parts.append(2 * colour_cues(rgb, colours.to(cloud.dtype)) - 1)
+        x = torch.cat(parts, dim=-1)
         loc = self.local(x)  # (B,N,w)
         g = self.glob(loc.max(dim=1).values)  # (B,2w)
         f = self.fuse(torch.cat([loc, g[:, None].expand(-1, loc.shape[1], -1)], dim=-1))  # (B,N,2w)
@@ -472,6 +487,16 @@ def sample_text_features(text, data: KeypointData, cfg: KeypointConfig) -> torch
     return text.pair(data.text, data.prev, data.task)
 
 
+def sample_colour_refs(data: KeypointData, cfg: KeypointConfig) -> torch.Tensor | None:
+    """(M, MAX_CUES, 3) the colours each sample's task instruction names (``colour_cues`` models)."""
+    if not cfg.colour_cues:
+        return None
+    if data.task is None:
+        raise KeypointError("colour cues need the episodes' task instructions")
+    table = torch.as_tensor(np.stack([named_colours(t) for t in data.texts]))
+    return table[torch.as_tensor(data.task)]
+
+
 @dataclass
 class TrainResult:
     model: KeypointNet
@@ -496,17 +521,24 @@ def train_keypoints(data: KeypointData, mcfg: KeypointConfig, tcfg: KeypointTrai
     if mcfg.task_text:
         text_ids.append(torch.as_tensor(data.task))
     swap = ColourSwap(data.texts, text.encode, tcfg.colour_swap) if tcfg.colour_swap > 0 else None
+    refs = sample_colour_refs(data, mcfg)
     losses: list[float] = []
     t0 = time.monotonic()
     model.train()
     for step in range(1, tcfg.steps + 1):
         idx = torch.randint(0, len(data), (min(tcfg.batch_size, len(data)),), generator=gen)
         c, t, y, f = clouds[idx], target[idx], yaw[idx], feats[idx]
+        r = None if refs is None else refs[idx]
         if swap is not None and swap.active:
-            c, f, _ = swap(c, f, [ids[idx] for ids in text_ids], gen)
+            c, f, maps = swap(c, f, [ids[idx] for ids in text_ids], gen)
+            if r is not None:  # the renamed task instruction names the new colours
+                r = r.clone()
+                for i, m in enumerate(maps):
+                    if m is not None:
+                        r[i] = swap.refs(int(text_ids[-1][idx[i]]), m)
         if tcfg.augment:
             c, t, y = _augment(c, t, y, tcfg, model.center, gen)
-        out = model(c, f)
+        out = model(c, f, r)
         loss, parts = keypoint_loss(out, c, t, grip[idx], y, mcfg)
         opt.zero_grad()
         loss.backward()
@@ -532,8 +564,10 @@ def evaluate(model: KeypointNet, data: KeypointData, text: TextTable, batch: int
     model.eval()
     preds, glog, yaw4 = [], [], []
     feats = sample_text_features(text, data, model.cfg)
+    refs = sample_colour_refs(data, model.cfg)
     for i in range(0, len(data), batch):
-        out = model(torch.as_tensor(data.clouds[i:i + batch]), feats[i:i + batch])
+        out = model(torch.as_tensor(data.clouds[i:i + batch]), feats[i:i + batch],
+                    None if refs is None else refs[i:i + batch])
         preds.append(out["keypoint"].numpy())
         glog.append(out["gripper_logit"].numpy())
         yaw4.append(out["yaw4"].numpy())
@@ -700,7 +734,8 @@ class KeypointPredictor:
                 raise KeypointError("this keypoint predictor is conditioned on the task instruction: give one")
             parts.append(self._feature(" ".join(str(task_instruction).split())))
         text = torch.cat(parts)[None]
-        out = self.model(c, text)
+        colours = torch.as_tensor(named_colours(task_instruction or ""))[None] if self.config.colour_cues else None
+        out = self.model(c, text, colours)
         p = torch.softmax(out["heat"][0], dim=0)
         xyz = out["keypoint"][0].double().numpy()
         # Confidence: the heat mass within 2 σ of the prediction — a peaked, consistent heat scores ~1.

@@ -73,11 +73,14 @@ def test_a_swap_recolours_points_and_texts_alike():
     assert torch.equal(cloud[0, 0, 3:], torch.tensor([0.85, 0.12, 0.10]))  # input untouched
 
 
-def _markers(n: int, seed: int, swapped: bool) -> tuple[KeypointData, list[str]]:
+def _markers(n: int, seed: int, swapped: bool, unseen: tuple[str, list] | None = None) -> tuple[KeypointData, list[str]]:
     """Grey clutter, a red and a blue cluster, and "go to the red marker": the red one is always the
     target, as the red cube is in every demo. With ``swapped`` the clusters trade colours and the
-    instruction asks for the blue one — the target, now blue."""
+    instruction asks for the blue one — the target, now blue. ``unseen`` = (name, rgb): the target
+    is painted that colour and the instruction names it (the other cluster stays red)."""
     texts = [INITIAL_STATE, "go to the red marker", "go to the blue marker"]
+    if unseen is not None:
+        texts.append(f"go to the {unseen[0]} marker")
     rng = np.random.default_rng(seed)
     lo = np.array([0.25, -0.35, 0.02])
     clouds, text, target = [], [], []
@@ -88,15 +91,18 @@ def _markers(n: int, seed: int, swapped: bool) -> tuple[KeypointData, list[str]]
         xyz[:20], xyz[20:40] = a + rng.normal(0, 0.01, (20, 3)), b + rng.normal(0, 0.01, (20, 3))
         red, blue = [0.85, 0.12, 0.10], [0.12, 0.30, 0.85]  # the sim cubes'
         ca, cb = (blue, red) if swapped else (red, blue)
+        if unseen is not None:
+            ca, cb = unseen[1], red
         rgb[:20], rgb[20:40] = ca, cb
         clouds.append(np.concatenate([xyz, np.clip(rgb, 0, 1)], 1))
-        text.append(2 if swapped else 1)
+        text.append(3 if unseen is not None else 2 if swapped else 1)
         target.append(a)
     m = len(clouds)
     z = np.zeros(m)
+    # The step text is the task instruction too (a one-step task).
     return KeypointData(np.asarray(clouds, np.float32), np.asarray(text), z.astype(int), np.asarray(target, np.float32),
                         z.astype(np.float32), z.astype(np.float32), np.arange(m), z.astype(int), z.astype(bool),
-                        z.astype(bool), texts, [f"s{i}" for i in range(m)], {}), texts
+                        z.astype(bool), texts, [f"s{i}" for i in range(m)], {}, np.asarray(text)), texts
 
 
 @pytest.mark.parametrize("prob", [0.0, 0.5])
@@ -120,3 +126,33 @@ def test_only_the_swap_trained_predictor_follows_the_colour_word(prob):
 
 
 test_errs: dict = {}
+
+
+def test_colour_cues_find_a_colour_no_sample_had():
+    """The colour table grounds a word the model never trained on: "teal" (a random vector to this
+    test's text encoder) picks the teal cluster over the red one, which the model always went for."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    teal = ("teal", [0.05, 0.60, 0.60])  # the sim's colour variation's teal
+    train, _ = _markers(96, 0, swapped=False)
+    test, texts = _markers(40, 1, swapped=False, unseen=teal)
+    train.texts = texts  # the same text ids, plus "go to the teal marker" for the test
+    errs = {}
+    for cues in (False, True):
+        cfg = KeypointConfig(n_points=256, width=32, task_text=True, colour_cues=cues)
+        model = train_keypoints(train, cfg, KeypointTrainConfig(steps=400, batch_size=16, lr=3e-3, augment=False,
+                                                                 colour_swap=0.5, log_every=1000), WordBag(texts)).model
+        errs[cues] = evaluate(model, test, WordBag(texts))["all"]["median_cm"]
+    assert errs[True] < 4.0 and errs[False] > 10.0, errs
+
+
+def test_named_colours_and_cues():
+    from policies.colour_swap import colour_cues, named_colours
+
+    refs = named_colours("stack the teal cube on the orange cube")
+    assert np.isfinite(refs).all() and refs[0][1] > refs[0][0] and refs[1][0] > refs[1][2]  # teal, orange
+    assert np.isnan(named_colours("press the button")).all()
+    rgb = torch.tensor([[[0.05, 0.6, 0.6], [0.95, 0.45, 0.05], [0.3, 0.3, 0.31], [0.85, 0.12, 0.10]]])
+    c = colour_cues(rgb, torch.as_tensor(refs)[None])[0]
+    assert c[0, 0] > 0.8 and c[1, 1] > 0.8  # each cube lights up its own word's channel
+    assert c[2].max() < 0.05 and c[3, 0] < 0.05 and c[3, 1] < 0.3  # grey arm, red cube: not teal, barely orange

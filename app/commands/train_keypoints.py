@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=64, help="network width (fresh runs)")
     p.add_argument("--task-text", action="store_true",
                    help="condition on the task instruction even with one task (on by default with several)")
+    p.add_argument("--no-colour-cues", action="store_true",
+                   help="do not give the model per-point cues of the colours the task instruction names")
     p.add_argument("--colour-swap", type=float, default=0.5, metavar="P",
                    help="per sample, swap the cubes' colours in its cloud and its texts alike with probability P "
                         "(teaches the colour words; inert when no text names red, green or blue; default %(default)s)")
@@ -86,7 +88,10 @@ def run(args) -> int:
             f" / {len(set(test.episode.tolist()))} held out; plans {json.dumps(data.plans)}")
         text = TextTable(data.texts)
         # More than one task: condition on the task instruction (one predictor for all of them).
-        mcfg = KeypointConfig(width=args.width, task_text=len(data.plans) > 1 or args.task_text)
+        task_text = len(data.plans) > 1 or args.task_text
+        # Colour words read through the colour table (policies/colour_swap.py) whenever the task
+        # instruction is an input.
+        mcfg = KeypointConfig(width=args.width, task_text=task_text, colour_cues=task_text and not args.no_colour_cues)
         if not 0 <= args.colour_swap <= 1:
             raise ValueError("--colour-swap is a probability in [0, 1]")
         tcfg = KeypointTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
