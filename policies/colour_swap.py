@@ -33,6 +33,7 @@ import torch
 MAX_CUES = 2  # colours named in one instruction that get a cue channel ("the red cube on the green cube")
 CUE_SIGMA = 0.2  # chromaticity distance at which a point's cue falls to exp(-1/2)
 CUE_MIN_BRIGHTNESS = 0.1  # darker points have no reliable hue: their cue fades to 0
+LIGHTNESS_SIGMA = 0.08  # grey names: how fast the cue fades below half the named colour's brightness
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,10 +69,21 @@ def colour_cues(rgb: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
     how much each point looks like each named colour. Chromaticity (rgb over its largest channel)
     is compared so a cube's shaded faces match as well as its lit ones."""
     have = torch.isfinite(refs).all(dim=-1)  # (B, K)
-    ref = _chroma(torch.nan_to_num(refs, nan=0.0))
+    refs = torch.nan_to_num(refs, nan=0.0)
+    ref = _chroma(refs)
     d = (_chroma(rgb)[:, :, None, :] - ref[:, None, :, :]).norm(dim=-1)  # (B, N, K)
     cue = torch.exp(-0.5 * (d / CUE_SIGMA) ** 2)
-    bright = (rgb.max(dim=-1).values / CUE_MIN_BRIGHTNESS).clamp(0, 1)[..., None]
+    value = rgb.max(dim=-1).values  # (B, N)
+    bright = (value / CUE_MIN_BRIGHTNESS).clamp(0, 1)[..., None]
+    # A grey name (white, silver) has no hue to match: every unsaturated point would. Lightness tells
+    # a white cube from the grey bin and arm — a point may be up to half as bright as the named colour
+    # (its shaded faces), not darker — weighted in as the named colour's saturation falls.
+    ref_value = refs.max(dim=-1).values.clamp_min(1e-3)  # (B, K)
+    ref_sat = (ref_value - refs.min(dim=-1).values) / ref_value
+    ratio = value[:, :, None] / ref_value[:, None, :]
+    light = torch.exp(-0.5 * ((0.5 - ratio).clamp_min(0) / LIGHTNESS_SIGMA) ** 2)
+    grey = (1 - ref_sat / 0.25).clamp(0, 1)[:, None, :]
+    cue = cue * (grey * light + (1 - grey))
     return cue * bright * have[:, None, :]
 
 

@@ -156,3 +156,13 @@ def test_named_colours_and_cues():
     c = colour_cues(rgb, torch.as_tensor(refs)[None])[0]
     assert c[0, 0] > 0.8 and c[1, 1] > 0.8  # each cube lights up its own word's channel
     assert c[2].max() < 0.05 and c[3, 0] < 0.05 and c[3, 1] < 0.3  # grey arm, red cube: not teal, barely orange
+
+
+def test_a_grey_name_is_told_by_lightness():
+    """Chromaticity alone matches "white" to every grey point (the bin, the arm): lightness decides."""
+    from policies.colour_swap import colour_cues, named_colours
+
+    rgb = torch.tensor([[[0.92, 0.92, 0.92], [0.46, 0.46, 0.46], [0.30, 0.30, 0.31], [0.85, 0.12, 0.10]]])
+    c = colour_cues(rgb, torch.as_tensor(named_colours("the white cube"))[None])[0, :, 0]
+    assert c[0] > 0.9 and c[1] > 0.7  # lit and shaded faces of a white cube
+    assert c[2] < 0.1 and c[3] < 0.05  # the grey arm, a red cube
