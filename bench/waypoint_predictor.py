@@ -64,10 +64,10 @@ def measure(predictors: dict, robot: str, tasks, variations, seeds: int) -> dict
                         cell["errors"] += errs
                         cell["ok"] += int(max(errs) <= 2.0)
                         if max(errs) > 2.0:
-                            cell.setdefault("misses", []).append(
-                                f"seed {1000 + s}: " + ", ".join(f"{o.phase} {e:.1f} cm (predicted {np.round(g.pose[:3], 3).tolist()}"
-                                                                 f" vs {np.round(o.pose[:3], 3).tolist()})"
-                                                                 for g, o, e in zip(wps, oracle, errs) if e > 2.0))
+                            off = [f"{o.phase} {e:.1f} cm (predicted {np.round(g.pose[:3], 3).tolist()}"
+                                   f" vs {np.round(o.pose[:3], 3).tolist()})"
+                                   for g, o, e in zip(wps, oracle, errs) if e > 2.0]
+                            cell.setdefault("misses", []).append(f"seed {1000 + s}: " + ", ".join(off))
     finally:
         lab.close()
     return out

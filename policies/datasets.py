@@ -245,7 +245,8 @@ def episode_clouds(episode: Any, n_points: int, workspace=DEFAULT_WORKSPACE, str
     T_bc = np.asarray(_camera_field(cam, "T_base_camera"), dtype=np.float64)
     scale = float(_camera_field(cam, "depth_scale"))
     n = int(episode.n_frames)
-    params = {"n": n_points, "table": True, "lo": list(map(float, workspace[0])), "hi": list(map(float, workspace[1])),
+    params = {"n": n_points, "table": True, "lo": list(map(float, workspace[0])),
+              "hi": list(map(float, workspace[1])),
               "stride": stride, "voxel": voxel, "frames": n, "K": K.round(6).tolist(), "T": T_bc.round(6).tolist()}
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     path = getattr(episode, "path", None)

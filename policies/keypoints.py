@@ -169,8 +169,8 @@ def episode_steps(episode: Any) -> list[Step]:
 
 def colour_cloud(depth: np.ndarray, rgb: np.ndarray, depth_scale: float, K: np.ndarray, T_base_camera: np.ndarray,
                  lo, hi, n: int = 1024, stride: int = 2, voxel: float = 0.005, seed: int = 0) -> np.ndarray:
-    """policies.geometry.cloud_from_depth's pipeline (back-project → crop above the table → voxel → FPS) with the colour
-    riding along: (n, 6) xyz + rgb in [0, 1]. Colour is what tells the red cube from the green one; the
+    """policies.geometry.cloud_from_depth's pipeline (back-project → crop above the table → voxel → FPS)
+    with the colour riding along: (n, 6) xyz + rgb in [0, 1]. Colour is what tells the red cube from the green one; the
     sim scenes hold several cubes of the same shape."""
     pts = depth_to_points(depth, depth_scale, K, T_base_camera, rgb=rgb, stride=stride)
     pts = voxel_downsample(crop_above_table(pts, lo, hi)[0], voxel)
@@ -188,8 +188,9 @@ def frame_clouds(episode: Any, frames: Sequence[int], n_points: int = 1024, work
                             "keypoints need depth")
     K = np.asarray(cam.K, dtype=np.float64)
     T = np.asarray(cam.T_base_camera, dtype=np.float64)
-    params = {"n": n_points, "rgb": True, "table": True, "lo": list(map(float, workspace[0])), "hi": list(map(float, workspace[1])),
-              "frames": int(episode.n_frames), "K": K.round(6).tolist(), "T": T.round(6).tolist()}
+    params = {"n": n_points, "rgb": True, "table": True, "lo": list(map(float, workspace[0])),
+              "hi": list(map(float, workspace[1])), "frames": int(episode.n_frames), "K": K.round(6).tolist(),
+              "T": T.round(6).tolist()}
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     path = getattr(episode, "path", None)
     cache_file = Path(f"{path}.kpclouds-{key}.npz") if (cache and path) else None
@@ -364,7 +365,8 @@ class KeypointNet(nn.Module):
         lo, hi = np.asarray(cfg.workspace[0], np.float32), np.asarray(cfg.workspace[1], np.float32)
         self.register_buffer("center", torch.as_tensor((lo + hi) / 2))
         self.register_buffer("half_extent", torch.as_tensor((hi - lo) / 2))
-        self.local = nn.Sequential(nn.Linear(6 + (MAX_CUES if cfg.colour_cues else 0), w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
+        n_in = 6 + (MAX_CUES if cfg.colour_cues else 0)
+        self.local = nn.Sequential(nn.Linear(n_in, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, w))
         self.glob = nn.Sequential(nn.GELU(), nn.Linear(w, 2 * w), nn.GELU(), nn.Linear(2 * w, 2 * w))
         n_texts = 3 if cfg.task_text else 2
         self.text = nn.Sequential(nn.Linear(n_texts * cfg.text_dim, 2 * w), nn.GELU(), nn.Linear(2 * w, 4 * w))
@@ -372,7 +374,8 @@ class KeypointNet(nn.Module):
         self.point_head = nn.Sequential(nn.Linear(2 * w, w), nn.GELU(), nn.Linear(w, w), nn.GELU(), nn.Linear(w, 4))
         self.state_head = nn.Sequential(nn.Linear(2 * w + 2 * w, w), nn.GELU(), nn.Linear(w, 3))
 
-    def forward(self, cloud: torch.Tensor, text: torch.Tensor, colours: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, cloud: torch.Tensor, text: torch.Tensor,
+                colours: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """cloud (B,N,6) xyz (base frame, m) + rgb [0, 1]; text (B, 2·text_dim) = [instruction, previous]
         (B, 3·text_dim with ``task_text``: [instruction, previous, task instruction]); ``colours``
         (B, MAX_CUES, 3) the colours the task instruction names (``colour_cues`` models; NaN rows or
