@@ -90,8 +90,7 @@ class TrainSpec:
                 args += ["--init", self.init.strip()]
             if self.model == "finetune" and self.correct_waypoints:
                 # --keypoint-* only shape a fresh model; with --init/--resume the checkpoint's config wins.
-                args += ["--waypoint-noise", "0.03", "--noise-variants", "4", "--distractor-copies", "0.3",
-                         "--keypoint-feat", "32", "--keypoint-skip"]
+                args += ["--waypoint-noise", "0.03", "--noise-variants", "4", "--keypoint-feat", "32", "--keypoint-skip"]
         if self.resume.strip():
             args += ["--resume", self.resume.strip()]
         return args + ["--out", self.out.strip(), "--progress", "json", *self.extra]

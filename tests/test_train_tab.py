@@ -141,7 +141,7 @@ def test_spec_command_lines(tmp_path):
     assert "--keypoint-feat" not in ft
     fix = TrainSpec(model="finetune", data=str(tmp_path), out="o", correct_waypoints=True).argv()
     assert fix[fix.index("--waypoint-noise") + 1] == "0.03" and "--keypoint-skip" in fix
-    assert fix[fix.index("--distractor-copies") + 1] == "0.3"
+    assert "--distractor-copies" not in fix  # measured no better in closed loop (session 7)
     # Only stage 2 has waypoints to correct.
     assert "--waypoint-noise" not in TrainSpec(model="pretrain", out="o", correct_waypoints=True).argv()
 

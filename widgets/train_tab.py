@@ -117,9 +117,8 @@ class TrainTab(QtWidgets.QWidget):
         self.extra.setPlaceholderText("more trainer flags, e.g. --device cuda --horizon 16")
         self.correct_waypoints = QtWidgets.QCheckBox("correct imprecise waypoints")
         self.correct_waypoints.setToolTip(
-            "keypoint head + training copies with displaced waypoints and pasted look-alike objects (--waypoint-noise "
-            "0.03 --distractor-copies 0.3 --keypoint-feat 32 --keypoint-skip): the expert places the grasp from the "
-            "cloud, not the waypoint (assets/checkpoints/README.md)")
+            "keypoint head + training copies with displaced waypoints (--waypoint-noise 0.03 --keypoint-feat 32 "
+            "--keypoint-skip): the expert places the grasp from the cloud, not the waypoint (assets/checkpoints/README.md)")
 
         form = QtWidgets.QGridLayout()
         form.setHorizontalSpacing(8)
