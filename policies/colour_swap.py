@@ -103,9 +103,9 @@ MIN_SATURATION = 0.4
 
 def colour_masks(rgb: torch.Tensor) -> dict[str, torch.Tensor]:
     """(…, N, 3) colours in [0, 1] → per source colour, a (…, N) mask of the points that show it."""
-    mx = rgb.max(dim=-1, keepdim=True).values.clamp_min(1e-6)
-    chroma = rgb / mx
-    sat = (mx[..., 0] - rgb.min(dim=-1).values) / mx[..., 0]
+    mx = rgb.max(dim=-1).values.clamp_min(1e-3)
+    chroma = _chroma(rgb)
+    sat = (mx - rgb.min(dim=-1).values) / mx
     out = {}
     for name, ref in SOURCE_COLOURS.items():
         r = torch.as_tensor(ref, dtype=rgb.dtype)
